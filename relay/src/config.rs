@@ -1,0 +1,491 @@
+//! Operator configuration. One table ([`SETTINGS`]) names every setting once: its
+//! environment variable, its `serve` flag, its default and its help. [`Config`] is
+//! built from a lookup function so `main` can layer flags over the environment
+//! and tests can feed a map.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::auth::RoomPattern;
+
+/// One operator setting: environment variable, flag, default and meaning.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    /// Environment variable name (the lookup key).
+    pub env: &'static str,
+    /// Long flag of `edgewire serve`, without dashes.
+    pub flag: &'static str,
+    /// Default value as text, if any.
+    pub default: Option<&'static str>,
+    /// One-line meaning, shown by `--help`.
+    pub help: &'static str,
+}
+
+const fn s(
+    env: &'static str,
+    flag: &'static str,
+    default: Option<&'static str>,
+    help: &'static str,
+) -> Setting {
+    Setting {
+        env,
+        flag,
+        default,
+        help,
+    }
+}
+
+/// Every setting, in the order `--help` shows them. The names are part of the
+/// contract: deploy files, docs and tests use them.
+pub const SETTINGS: &[Setting] = &[
+    s(
+        "EDGEWIRE_LISTEN",
+        "listen",
+        Some("0.0.0.0:8080"),
+        "address to bind",
+    ),
+    s(
+        "EDGEWIRE_REDIS_URL",
+        "redis-url",
+        None,
+        "Redis for fan-out across instances, retained topics, history, presence (unset: in-memory broker)",
+    ),
+    s(
+        "EDGEWIRE_JWT_SECRET",
+        "jwt-secret",
+        None,
+        "HMAC secret for HS256/384/512 tokens",
+    ),
+    s(
+        "EDGEWIRE_JWT_PUBLIC_KEY",
+        "jwt-public-key",
+        None,
+        "path to a PEM public key (RSA, EC P-256/P-384 or Ed25519)",
+    ),
+    s(
+        "EDGEWIRE_JWKS_URL",
+        "jwks-url",
+        None,
+        "JWKS document URL; keys are picked by `kid`",
+    ),
+    s(
+        "EDGEWIRE_JWT_AUDIENCE",
+        "jwt-audience",
+        None,
+        "required `aud` claim (comma-separated: any of them)",
+    ),
+    s(
+        "EDGEWIRE_JWT_ISSUER",
+        "jwt-issuer",
+        None,
+        "required `iss` claim (comma-separated: any of them)",
+    ),
+    s(
+        "EDGEWIRE_JWT_LEEWAY",
+        "jwt-leeway",
+        Some("30s"),
+        "clock skew allowed on exp/nbf",
+    ),
+    s(
+        "EDGEWIRE_PUBLIC_ROOMS",
+        "public-rooms",
+        None,
+        "comma-separated room patterns open to anyone with read+write, no token",
+    ),
+    s(
+        "EDGEWIRE_ALLOWED_ORIGINS",
+        "allowed-origins",
+        None,
+        "comma-separated origins allowed for CORS and WebSocket Origin (unset: any)",
+    ),
+    s(
+        "EDGEWIRE_MAX_CONNECTIONS",
+        "max-connections",
+        Some("10000"),
+        "live WebSocket+SSE sessions; beyond it, 503",
+    ),
+    s(
+        "EDGEWIRE_MAX_MESSAGE_BYTES",
+        "max-message-bytes",
+        Some("65536"),
+        "largest WebSocket frame or POST body",
+    ),
+    s(
+        "EDGEWIRE_HISTORY_SIZE",
+        "history-size",
+        Some("1000"),
+        "messages kept per room for resume",
+    ),
+    s(
+        "EDGEWIRE_HISTORY_TTL",
+        "history-ttl",
+        Some("10m"),
+        "how long messages are kept for resume",
+    ),
+    s(
+        "EDGEWIRE_PING_INTERVAL",
+        "ping-interval",
+        Some("20s"),
+        "WebSocket ping period",
+    ),
+    s(
+        "EDGEWIRE_IDLE_TIMEOUT",
+        "idle-timeout",
+        Some("60s"),
+        "close a WebSocket (4408) after this long with no frame or pong",
+    ),
+    s(
+        "EDGEWIRE_SSE_HEARTBEAT",
+        "sse-heartbeat",
+        Some("15s"),
+        "period of SSE `: ping` comments",
+    ),
+    s(
+        "EDGEWIRE_SHUTDOWN_GRACE",
+        "shutdown-grace",
+        Some("10s"),
+        "drain time on SIGTERM before the process exits",
+    ),
+    s(
+        "EDGEWIRE_OUTBOUND_QUEUE",
+        "outbound-queue",
+        Some("1024"),
+        "events a subscriber may fall behind its room before it is closed as a slow consumer (4508)",
+    ),
+    s(
+        "EDGEWIRE_LOG",
+        "log",
+        Some("info"),
+        "tracing filter (e.g. info, edgewire=debug)",
+    ),
+    s(
+        "EDGEWIRE_LOG_FORMAT",
+        "log-format",
+        Some("text"),
+        "`text` or `json` (JSON lines for log shippers)",
+    ),
+];
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The relay's validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// Redis URL; `None` selects the in-memory broker.
+    pub redis_url: Option<String>,
+    /// HMAC secret.
+    pub jwt_secret: Option<String>,
+    /// PEM public key path.
+    pub jwt_public_key: Option<PathBuf>,
+    /// JWKS URL.
+    pub jwks_url: Option<String>,
+    /// Accepted audiences; empty means `aud` is not checked.
+    pub jwt_audience: Vec<String>,
+    /// Accepted issuers; empty means `iss` is not checked.
+    pub jwt_issuer: Vec<String>,
+    /// Clock skew allowed on exp/nbf.
+    pub jwt_leeway: Duration,
+    /// Rooms open to anyone with read+write.
+    pub public_rooms: Vec<RoomPattern>,
+    /// Allowed browser origins; `None` allows any.
+    pub allowed_origins: Option<Vec<String>>,
+    /// Cap on live sessions.
+    pub max_connections: usize,
+    /// Largest frame or body, in bytes.
+    pub max_message_bytes: usize,
+    /// Messages kept per room.
+    pub history_size: usize,
+    /// Age limit of kept messages.
+    pub history_ttl: Duration,
+    /// WebSocket ping period.
+    pub ping_interval: Duration,
+    /// WebSocket idle limit.
+    pub idle_timeout: Duration,
+    /// SSE heartbeat period.
+    pub sse_heartbeat: Duration,
+    /// Drain time on shutdown.
+    pub shutdown_grace: Duration,
+    /// Per-room ring of undelivered events a subscriber may lag by.
+    pub outbound_queue: usize,
+    /// Tracing filter.
+    pub log: String,
+    /// Log line format.
+    pub log_format: LogFormat,
+}
+
+/// Start-up configuration errors: one line per bad key, all reported at once.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  {}", .problems.join("\n  "))]
+pub struct ConfigError {
+    /// One `KEY: problem` line per bad setting.
+    pub problems: Vec<String>,
+}
+
+impl Config {
+    /// Builds the configuration from `lookup(ENV_NAME)`, applying defaults and
+    /// reporting every invalid key.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut reader = Reader {
+            lookup: &lookup,
+            problems: Vec::new(),
+        };
+        let config = Config {
+            // A bad value makes the whole result an error, so the placeholder is never used.
+            listen: reader
+                .parsed("EDGEWIRE_LISTEN", |v| {
+                    v.parse::<SocketAddr>()
+                        .map(Some)
+                        .map_err(|_| "expected host:port such as 0.0.0.0:8080".into())
+                })
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+            redis_url: reader.text("EDGEWIRE_REDIS_URL"),
+            jwt_secret: reader.text("EDGEWIRE_JWT_SECRET"),
+            jwt_public_key: reader.text("EDGEWIRE_JWT_PUBLIC_KEY").map(PathBuf::from),
+            jwks_url: reader.text("EDGEWIRE_JWKS_URL"),
+            jwt_audience: reader.list("EDGEWIRE_JWT_AUDIENCE").unwrap_or_default(),
+            jwt_issuer: reader.list("EDGEWIRE_JWT_ISSUER").unwrap_or_default(),
+            jwt_leeway: reader.parsed("EDGEWIRE_JWT_LEEWAY", parse_duration),
+            public_rooms: reader
+                .list("EDGEWIRE_PUBLIC_ROOMS")
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|p| match RoomPattern::parse(p) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        reader.problems.push(format!("EDGEWIRE_PUBLIC_ROOMS: {e}"));
+                        None
+                    }
+                })
+                .collect(),
+            allowed_origins: reader.list("EDGEWIRE_ALLOWED_ORIGINS"),
+            max_connections: reader.parsed("EDGEWIRE_MAX_CONNECTIONS", positive),
+            max_message_bytes: reader.parsed("EDGEWIRE_MAX_MESSAGE_BYTES", |v| {
+                let n = positive(v)?;
+                if n < 256 {
+                    return Err("must be at least 256 bytes".into());
+                }
+                Ok(n)
+            }),
+            history_size: reader.parsed("EDGEWIRE_HISTORY_SIZE", whole),
+            history_ttl: reader.parsed("EDGEWIRE_HISTORY_TTL", parse_duration),
+            ping_interval: reader.parsed("EDGEWIRE_PING_INTERVAL", positive_duration),
+            idle_timeout: reader.parsed("EDGEWIRE_IDLE_TIMEOUT", positive_duration),
+            sse_heartbeat: reader.parsed("EDGEWIRE_SSE_HEARTBEAT", positive_duration),
+            shutdown_grace: reader.parsed("EDGEWIRE_SHUTDOWN_GRACE", parse_duration),
+            outbound_queue: reader.parsed("EDGEWIRE_OUTBOUND_QUEUE", positive),
+            log: reader.text("EDGEWIRE_LOG").unwrap_or_else(|| "info".into()),
+            log_format: reader.parsed("EDGEWIRE_LOG_FORMAT", |v| match v {
+                "text" => Ok(LogFormat::Text),
+                "json" => Ok(LogFormat::Json),
+                _ => Err("expected `text` or `json`".into()),
+            }),
+        };
+        if config.jwt_public_key.is_some() && config.jwks_url.is_some() {
+            reader.problems.push(
+                "EDGEWIRE_JWT_PUBLIC_KEY and EDGEWIRE_JWKS_URL: configure one public-key source, not both"
+                    .into(),
+            );
+        }
+        if !config.ping_interval.is_zero() && config.idle_timeout <= config.ping_interval {
+            reader
+                .problems
+                .push("EDGEWIRE_IDLE_TIMEOUT: must be longer than EDGEWIRE_PING_INTERVAL".into());
+        }
+        if reader.problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError {
+                problems: reader.problems,
+            })
+        }
+    }
+
+    /// The configuration with every default, as tests start from.
+    pub fn defaults() -> Config {
+        // Every default in SETTINGS parses; an empty lookup cannot fail.
+        match Config::from_lookup(|_| None) {
+            Ok(c) => c,
+            Err(e) => panic!("built-in defaults are invalid: {e}"),
+        }
+    }
+
+    /// True when no key is configured: the relay makes a random secret (dev mode).
+    pub fn needs_dev_secret(&self) -> bool {
+        self.jwt_secret.is_none() && self.jwt_public_key.is_none() && self.jwks_url.is_none()
+    }
+}
+
+struct Reader<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    problems: Vec<String>,
+}
+
+impl Reader<'_> {
+    fn raw(&self, key: &str) -> Option<String> {
+        (self.lookup)(key)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn text(&self, key: &str) -> Option<String> {
+        self.raw(key)
+    }
+
+    fn list(&self, key: &str) -> Option<Vec<String>> {
+        self.raw(key).map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+    }
+
+    /// Parses `key` (or its default); records a problem and returns a placeholder
+    /// from the default when it does not parse.
+    fn parsed<T>(&mut self, key: &str, parse: impl Fn(&str) -> Result<T, String>) -> T
+    where
+        T: Default,
+    {
+        let default = SETTINGS
+            .iter()
+            .find(|s| s.env == key)
+            .and_then(|s| s.default);
+        let value = self.raw(key).or_else(|| default.map(str::to_owned));
+        let Some(value) = value else {
+            self.problems.push(format!("{key}: required"));
+            return T::default();
+        };
+        match parse(&value) {
+            Ok(v) => v,
+            Err(e) => {
+                self.problems.push(format!("{key}: {e} (got {value:?})"));
+                default.and_then(|d| parse(d).ok()).unwrap_or_default()
+            }
+        }
+    }
+}
+
+fn whole(v: &str) -> Result<usize, String> {
+    v.parse::<usize>()
+        .map_err(|_| "expected a whole number".to_owned())
+}
+
+fn positive(v: &str) -> Result<usize, String> {
+    match whole(v)? {
+        0 => Err("must be greater than zero".into()),
+        n => Ok(n),
+    }
+}
+
+fn positive_duration(v: &str) -> Result<Duration, String> {
+    let d = parse_duration(v)?;
+    if d.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+/// Parses a duration: whole seconds, or a number with `ms`, `s` or `m`.
+pub fn parse_duration(v: &str) -> Result<Duration, String> {
+    let bad =
+        || "expected whole seconds or a number with ms, s or m (e.g. 30s, 500ms, 10m)".to_owned();
+    let (number, unit) = if let Some(n) = v.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1000)
+    } else if let Some(n) = v.strip_suffix('m') {
+        (n, 60_000)
+    } else {
+        (v, 1000)
+    };
+    let n: u64 = number.trim().parse().map_err(|_| bad())?;
+    n.checked_mul(unit)
+        .map(Duration::from_millis)
+        .ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = Config::defaults();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.max_connections, 10_000);
+        assert_eq!(c.max_message_bytes, 65_536);
+        assert_eq!(c.history_size, 1000);
+        assert_eq!(c.history_ttl, Duration::from_secs(600));
+        assert_eq!(c.jwt_leeway, Duration::from_secs(30));
+        assert_eq!(c.ping_interval, Duration::from_secs(20));
+        assert_eq!(c.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.sse_heartbeat, Duration::from_secs(15));
+        assert_eq!(c.shutdown_grace, Duration::from_secs(10));
+        assert!(c.needs_dev_secret());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert!(parse_duration("1h").is_err());
+        assert!(parse_duration("-1").is_err());
+    }
+
+    #[test]
+    fn every_bad_key_is_named() {
+        let err = from(&[
+            ("EDGEWIRE_LISTEN", "nowhere"),
+            ("EDGEWIRE_MAX_CONNECTIONS", "lots"),
+            ("EDGEWIRE_PING_INTERVAL", "soon"),
+            ("EDGEWIRE_PUBLIC_ROOMS", "ok-*,bad/room"),
+        ])
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        for key in [
+            "EDGEWIRE_LISTEN",
+            "EDGEWIRE_MAX_CONNECTIONS",
+            "EDGEWIRE_PING_INTERVAL",
+            "EDGEWIRE_PUBLIC_ROOMS",
+        ] {
+            assert!(err.contains(key), "{key} missing from: {err}");
+        }
+    }
+
+    #[test]
+    fn values_are_read() {
+        let c = from(&[
+            ("EDGEWIRE_JWT_SECRET", "s3cret"),
+            ("EDGEWIRE_PUBLIC_ROOMS", "lobby, demo-*"),
+            ("EDGEWIRE_JWT_AUDIENCE", "a,b"),
+        ]);
+        let c = c.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.public_rooms.len(), 2);
+        assert_eq!(c.jwt_audience, vec!["a", "b"]);
+        assert!(!c.needs_dev_secret());
+    }
+}

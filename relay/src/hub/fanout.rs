@@ -1,0 +1,130 @@
+//! Local fan-out: the events that reach this relay instance are handed to its
+//! sessions here. Each room has one bounded broadcast ring shared by all its
+//! local subscribers (an event is stored once, whatever the room's size); each
+//! peer has a small bounded queue for direct messages and replies.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ApiError;
+use crate::protocol::{Event, RoomName};
+
+/// Capacity of a peer's direct queue (direct messages, acks, errors, pongs).
+pub const DIRECT_QUEUE: usize = 256;
+
+/// Ends one session from outside its task, with the error that says why.
+#[derive(Debug, Default)]
+pub struct Closer {
+    token: CancellationToken,
+    reason: OnceLock<ApiError>,
+}
+
+impl Closer {
+    /// Asks the session to close with `reason`; the first reason wins.
+    pub fn close(&self, reason: ApiError) {
+        let _ = self.reason.set(reason);
+        self.token.cancel();
+    }
+
+    /// Resolves when the session was asked to close.
+    pub async fn closed(&self) -> ApiError {
+        self.token.cancelled().await;
+        self.reason.get().cloned().unwrap_or(ApiError::Internal)
+    }
+}
+
+struct PeerLink {
+    tx: mpsc::Sender<Arc<Event>>,
+    closer: Arc<Closer>,
+}
+
+/// The instance's local rooms and peers.
+pub struct Fanout {
+    rooms: Mutex<HashMap<RoomName, broadcast::Sender<Arc<Event>>>>,
+    peers: Mutex<HashMap<Arc<str>, PeerLink>>,
+    room_capacity: usize,
+}
+
+impl Fanout {
+    /// Fan-out whose room rings hold `room_capacity` events: a subscriber that falls
+    /// further behind than that is closed as a slow consumer.
+    pub fn new(room_capacity: usize) -> Fanout {
+        Fanout {
+            rooms: Mutex::new(HashMap::new()),
+            peers: Mutex::new(HashMap::new()),
+            room_capacity,
+        }
+    }
+
+    /// Hands an event to this instance's recipients: the one peer of a direct
+    /// message, or every local subscriber of the room.
+    pub fn deliver(&self, room: &RoomName, event: Arc<Event>) {
+        if let Some(to) = event.to() {
+            let to: Arc<str> = Arc::from(to);
+            self.direct(&to, event);
+            return;
+        }
+        let rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = rooms.get(room) {
+            // An error only means no receiver is left, which is fine.
+            let _ = tx.send(event);
+        }
+    }
+
+    /// Queues an event for one local peer; a peer whose queue is full is closed as a
+    /// slow consumer. Returns false when the peer is not on this instance.
+    pub fn direct(&self, peer: &Arc<str>, event: Arc<Event>) -> bool {
+        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(link) = peers.get(peer) else {
+            return false;
+        };
+        if let Err(mpsc::error::TrySendError::Full(_)) = link.tx.try_send(event) {
+            link.closer.close(ApiError::SlowConsumer);
+        }
+        true
+    }
+
+    /// Subscribes to a room's local ring, creating it for the first subscriber.
+    pub fn subscribe(&self, room: &RoomName) -> broadcast::Receiver<Arc<Event>> {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        match rooms.get(room) {
+            Some(tx) => tx.subscribe(),
+            None => {
+                let (tx, rx) = broadcast::channel(self.room_capacity);
+                rooms.insert(room.clone(), tx);
+                rx
+            }
+        }
+    }
+
+    /// Called after a subscriber dropped its receiver: forgets the room when it was
+    /// the last local one.
+    pub fn release(&self, room: &RoomName) {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        if rooms.get(room).is_some_and(|tx| tx.receiver_count() == 0) {
+            rooms.remove(room);
+        }
+    }
+
+    /// Registers a local peer's direct queue; returns its receiving end.
+    pub fn register_peer(&self, id: Arc<str>, closer: Arc<Closer>) -> mpsc::Receiver<Arc<Event>> {
+        let (tx, rx) = mpsc::channel(DIRECT_QUEUE);
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        peers.insert(id, PeerLink { tx, closer });
+        rx
+    }
+
+    /// Forgets a local peer.
+    pub fn unregister_peer(&self, id: &str) {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        peers.remove(id);
+    }
+
+    /// Rooms with at least one local subscriber.
+    pub fn room_count(&self) -> usize {
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}

@@ -1,0 +1,141 @@
+//! The `edgewire` binary: parse the command line, set up logging, run the library.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use base64::Engine;
+use edgewire::auth::Rights;
+use edgewire::cli::{self, Cli};
+use edgewire::config::{Config, LogFormat};
+use edgewire::token::{SigningKey, TokenSpec, mint};
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    match cli::parse() {
+        Cli::Token(args) => match mint(&args.spec, &args.key) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("edgewire token: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Cli::Serve(flags) => {
+            let config = match Config::from_lookup(|key| {
+                flags.get(key).cloned().or_else(|| std::env::var(key).ok())
+            }) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("edgewire: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_tracing(&config);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("edgewire: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(serve(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("edgewire: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn serve(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let dev_secret = if config.needs_dev_secret() {
+        let secret = random_secret();
+        config.jwt_secret = Some(secret.clone());
+        Some(secret)
+    } else {
+        None
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "edgewire listening");
+    if let Some(secret) = dev_secret {
+        print_dev_banner(&secret, addr)?;
+    }
+    let shutdown = CancellationToken::new();
+    edgewire::shutdown::cancel_on_signal(shutdown.clone());
+    edgewire::serve(listener, config, shutdown).await?;
+    tracing::info!("edgewire stopped");
+    Ok(())
+}
+
+fn random_secret() -> String {
+    let mut bytes = [0u8; 32];
+    if let Err(e) = getrandom::fill(&mut bytes) {
+        // Without entropy a dev secret would be guessable; refuse rather than weaken it.
+        eprintln!("edgewire: no entropy source for the dev secret: {e}");
+        std::process::exit(1);
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Dev mode: print the secret, a ready token for every room and curl lines. This
+/// goes to stdout on purpose and never through the logs.
+fn print_dev_banner(
+    secret: &str,
+    addr: std::net::SocketAddr,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let spec = TokenSpec {
+        sub: "dev".into(),
+        rooms: vec![("*".into(), Rights::ALL)],
+        ttl: Duration::from_secs(24 * 3600),
+        meta: None,
+        audience: None,
+        issuer: None,
+    };
+    let token = mint(
+        &spec,
+        &SigningKey::Secret(secret.as_bytes().to_vec(), jsonwebtoken::Algorithm::HS256),
+    )?;
+    let host = if addr.ip().is_unspecified() {
+        format!("localhost:{}", addr.port())
+    } else {
+        addr.to_string()
+    };
+    println!(
+        "\n\
+         ========================================================================\n\
+         edgewire DEV MODE: no key configured, so a random secret was made.\n\
+         Tokens die with this process. NOT FOR PRODUCTION: set EDGEWIRE_JWT_SECRET,\n\
+         EDGEWIRE_JWT_PUBLIC_KEY or EDGEWIRE_JWKS_URL.\n\
+         ========================================================================\n\
+         secret:  {secret}\n\
+         token (sub=dev, every room, read+write+retain, 24h):\n\
+         {token}\n\n\
+         try it (two terminals):\n\
+         curl -N 'http://{host}/rooms/lobby?token={token}'\n\
+         curl -d 'hello' -H 'Authorization: Bearer {token}' http://{host}/rooms/lobby\n\
+         ========================================================================\n"
+    );
+    Ok(())
+}
+
+fn init_tracing(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,835 @@
+//! Wire types shared by every transport: room names, event ids, the events the
+//! relay sends (serialized once, shared by all recipients), the ops clients send,
+//! and the close-code table.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// A JSON value kept as its (minified) text, so it is parsed once and never re-encoded.
+pub type Payload = Arc<RawValue>;
+
+/// The JSON `null`, for events whose value is absent.
+pub fn null_payload() -> Payload {
+    Arc::from(RawValue::NULL.to_owned())
+}
+
+/// Parses client-supplied JSON text into a payload, minified onto one line so that
+/// it fits in an SSE `data:` line.
+pub fn payload_from_json(text: &str) -> Result<Payload, serde_json::Error> {
+    let raw: &RawValue = serde_json::from_str(text)?;
+    let minified = minify_json(raw.get());
+    RawValue::from_string(minified).map(Arc::from)
+}
+
+/// Wraps arbitrary text as a JSON string payload.
+pub fn payload_from_text(text: &str) -> Payload {
+    let encoded = serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_owned());
+    RawValue::from_string(encoded)
+        .map(Arc::from)
+        .unwrap_or_else(|_| null_payload())
+}
+
+/// Re-wraps an already validated raw value, minifying it.
+pub fn payload_from_raw(raw: &RawValue) -> Payload {
+    let minified = minify_json(raw.get());
+    RawValue::from_string(minified)
+        .map(Arc::from)
+        .unwrap_or_else(|_| null_payload())
+}
+
+/// Removes insignificant whitespace from valid JSON text. JSON strings cannot hold
+/// raw control characters, so the result is always one line.
+fn minify_json(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in text.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !c.is_ascii_whitespace() {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Milliseconds since the Unix epoch, the `ts` of every event.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Why a name, filter or id from a client was refused; the text goes back to the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NameError(pub String);
+
+/// A validated room name: 1 to 128 bytes of `[A-Za-z0-9_.:-]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomName(Arc<str>);
+
+impl RoomName {
+    /// Longest room name, in bytes; keeps keys and log lines short.
+    pub const MAX_LEN: usize = 128;
+
+    /// Validates a room name from a path, op or query.
+    pub fn parse(name: &str) -> Result<Self, NameError> {
+        if name.is_empty() || name.len() > Self::MAX_LEN {
+            return Err(NameError(format!(
+                "room name must be 1 to {} bytes",
+                Self::MAX_LEN
+            )));
+        }
+        if let Some(bad) = name.chars().find(|c| !is_room_char(*c)) {
+            return Err(NameError(format!(
+                "room name may hold only A-Z a-z 0-9 _ . : - (found {bad:?})"
+            )));
+        }
+        Ok(Self(Arc::from(name)))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn is_room_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-')
+}
+
+impl fmt::Display for RoomName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for RoomName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// An event id, `<ms>-<seq>` like a Redis stream id: it grows within a room and
+/// compares across relay instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct EventId {
+    /// Milliseconds since the epoch when the id was assigned (never goes back).
+    pub ms: u64,
+    /// Sequence within that millisecond.
+    pub seq: u64,
+}
+
+impl EventId {
+    /// The id that follows `self` at wall-clock time `now_ms`.
+    pub fn next_after(self, now_ms: u64) -> EventId {
+        if now_ms > self.ms {
+            EventId { ms: now_ms, seq: 0 }
+        } else {
+            EventId {
+                ms: self.ms,
+                seq: self.seq + 1,
+            }
+        }
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+impl FromStr for EventId {
+    type Err = NameError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || NameError(format!("event id must look like <ms>-<seq>, got {s:?}"));
+        let (ms, seq) = match s.split_once('-') {
+            Some((ms, seq)) => (ms, seq),
+            None => (s, "0"),
+        };
+        let ms = ms.parse().map_err(|_| bad())?;
+        let seq = seq.parse().map_err(|_| bad())?;
+        Ok(EventId { ms, seq })
+    }
+}
+
+impl Serialize for EventId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A peer as the room sees it: the presence entry sent in `welcome` and `join`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerInfo {
+    /// `<sub>.<random>`, unique across relay instances.
+    pub id: Arc<str>,
+    /// The token's `sub`.
+    pub user: Arc<str>,
+    /// The token's `meta` claim, or `null`.
+    pub meta: Payload,
+    /// The state the peer set with the `state` op, or `null`.
+    pub state: Payload,
+}
+
+/// Why a peer left a room; the `reason` of a `leave` event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaveReason {
+    /// It left or its connection closed.
+    Closed,
+    /// It went silent (idle timeout) or its relay instance died.
+    Timeout,
+    /// A newer connection of the same peer replaced it.
+    Replaced,
+    /// Its token expired.
+    Expired,
+}
+
+/// What kind of event an [`Event`] is (its `kind` field and SSE `event:` name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// First event of a session or a join.
+    Welcome,
+    /// An application message.
+    Message,
+    /// A topic value changed.
+    Status,
+    /// A peer joined.
+    Join,
+    /// A peer left.
+    Leave,
+    /// A peer changed its presence state.
+    State,
+    /// An op with `ref` succeeded.
+    Ack,
+    /// Something failed.
+    Error,
+    /// The relay could not replay all that was missed.
+    Reset,
+    /// Answer to `ping`.
+    Pong,
+}
+
+impl EventKind {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Welcome => "welcome",
+            EventKind::Message => "message",
+            EventKind::Status => "status",
+            EventKind::Join => "join",
+            EventKind::Leave => "leave",
+            EventKind::State => "state",
+            EventKind::Ack => "ack",
+            EventKind::Error => "error",
+            EventKind::Reset => "reset",
+            EventKind::Pong => "pong",
+        }
+    }
+}
+
+/// One event, serialized once; every recipient shares its bytes.
+#[derive(Debug)]
+pub struct Event {
+    kind: EventKind,
+    id: Option<EventId>,
+    json: Utf8Bytes,
+    sse: OnceLock<Bytes>,
+    /// The peer a presence event is about, so a session can skip its own echo.
+    subject: Option<Arc<str>>,
+    /// The recipient of a direct message.
+    to: Option<Arc<str>>,
+}
+
+impl Event {
+    fn build<T: Serialize>(
+        kind: EventKind,
+        id: Option<EventId>,
+        body: &T,
+        subject: Option<Arc<str>>,
+        to: Option<Arc<str>>,
+    ) -> Arc<Event> {
+        // Serializing our own structs of strings and raw JSON cannot fail; fall back
+        // to an error event rather than panic if it ever does.
+        let json = serde_json::to_string(body).unwrap_or_else(|_| {
+            r#"{"kind":"error","code":"internal","message":"encoding failed"}"#.to_owned()
+        });
+        Arc::new(Event {
+            kind,
+            id,
+            json: Utf8Bytes::from(json),
+            sse: OnceLock::new(),
+            subject,
+            to,
+        })
+    }
+
+    /// The event's kind.
+    pub fn kind(&self) -> EventKind {
+        self.kind
+    }
+
+    /// The event's id, for events kept in history (and direct messages).
+    pub fn id(&self) -> Option<EventId> {
+        self.id
+    }
+
+    /// The peer a presence event is about.
+    pub fn subject(&self) -> Option<&str> {
+        self.subject.as_deref()
+    }
+
+    /// The recipient of a direct message.
+    pub fn to(&self) -> Option<&str> {
+        self.to.as_deref()
+    }
+
+    /// The JSON text, for a WebSocket text frame.
+    pub fn json(&self) -> &Utf8Bytes {
+        &self.json
+    }
+
+    /// The complete SSE frame (`id:`, `event:`, `data:`), built at most once.
+    pub fn sse_frame(&self) -> Bytes {
+        self.sse
+            .get_or_init(|| {
+                let mut frame = String::with_capacity(self.json.len() + 48);
+                if let Some(id) = self.id {
+                    frame.push_str("id: ");
+                    frame.push_str(&id.to_string());
+                    frame.push('\n');
+                }
+                frame.push_str("event: ");
+                frame.push_str(self.kind.as_str());
+                frame.push_str("\ndata: ");
+                frame.push_str(&self.json);
+                frame.push_str("\n\n");
+                Bytes::from(frame)
+            })
+            .clone()
+    }
+
+    /// A `message` event.
+    pub fn message(msg: &Message) -> Arc<Event> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            kind: &'static str,
+            #[serde(flatten)]
+            msg: &'a Message,
+        }
+        Event::build(
+            EventKind::Message,
+            Some(msg.id),
+            &Body {
+                kind: "message",
+                msg,
+            },
+            None,
+            msg.to.clone(),
+        )
+    }
+
+    /// A `welcome` event: the session's own peer, the others, and the room's last id.
+    pub fn welcome(
+        room: Option<&RoomName>,
+        me: &PeerInfo,
+        peers: &[PeerInfo],
+        last_id: Option<EventId>,
+    ) -> Arc<Event> {
+        #[derive(Serialize)]
+        struct Me<'a> {
+            id: &'a str,
+            user: &'a str,
+            meta: &'a RawValue,
+        }
+        #[derive(Serialize)]
+        struct Body<'a> {
+            kind: &'static str,
+            room: Option<&'a RoomName>,
+            peer: Me<'a>,
+            peers: &'a [PeerInfo],
+            last_id: Option<EventId>,
+        }
+        let body = Body {
+            kind: "welcome",
+            room,
+            peer: Me {
+                id: &me.id,
+                user: &me.user,
+                meta: &me.meta,
+            },
+            peers,
+            last_id,
+        };
+        Event::build(EventKind::Welcome, None, &body, None, None)
+    }
+
+    /// A `join` event for `peer`.
+    pub fn join(room: &RoomName, peer: &PeerInfo) -> Arc<Event> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            kind: &'static str,
+            room: &'a RoomName,
+            peer: &'a PeerInfo,
+        }
+        let body = Body {
+            kind: "join",
+            room,
+            peer,
+        };
+        Event::build(EventKind::Join, None, &body, Some(peer.id.clone()), None)
+    }
+
+    /// A `leave` event for the peer `peer_id`.
+    pub fn leave(room: &RoomName, peer_id: &Arc<str>, reason: LeaveReason) -> Arc<Event> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            kind: &'static str,
+            room: &'a RoomName,
+            peer: PeerRef<'a>,
+            reason: LeaveReason,
+        }
+        let body = Body {
+            kind: "leave",
+            room,
+            peer: PeerRef { id: peer_id },
+            reason,
+        };
+        Event::build(EventKind::Leave, None, &body, Some(peer_id.clone()), None)
+    }
+
+    /// A `state` event: `peer_id` set its presence state.
+    pub fn state(room: &RoomName, peer_id: &Arc<str>, state: &RawValue) -> Arc<Event> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            kind: &'static str,
+            room: &'a RoomName,
+            peer: PeerRef<'a>,
+            state: &'a RawValue,
+        }
+        let body = Body {
+            kind: "state",
+            room,
+            peer: PeerRef { id: peer_id },
+            state,
+        };
+        Event::build(EventKind::State, None, &body, Some(peer_id.clone()), None)
+    }
+
+    /// An `ack` for an op that carried `ref`.
+    pub fn ack(reference: &RawValue, id: Option<EventId>) -> Arc<Event> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            kind: &'static str,
+            #[serde(rename = "ref")]
+            reference: &'a RawValue,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            id: Option<EventId>,
+        }
+        let body = Body {
+            kind: "ack",
+            reference,
+            id,
+        };
+        Event::build(EventKind::Ack, None, &body, None, None)
+    }
+
+    /// A `pong` answering `ping`.
+    pub fn pong(reference: Option<&RawValue>) -> Arc<Event> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            kind: &'static str,
+            #[serde(rename = "ref")]
+            reference: Option<&'a RawValue>,
+        }
+        let body = Body {
+            kind: "pong",
+            reference,
+        };
+        Event::build(EventKind::Pong, None, &body, None, None)
+    }
+
+    /// An `error` event with one of the contract's codes.
+    pub fn error(
+        code: &str,
+        message: &str,
+        reference: Option<&RawValue>,
+        retry_after: Option<u64>,
+    ) -> Arc<Event> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            kind: &'static str,
+            code: &'a str,
+            message: &'a str,
+            #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+            reference: Option<&'a RawValue>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            retry_after: Option<u64>,
+        }
+        let body = Body {
+            kind: "error",
+            code,
+            message,
+            reference,
+            retry_after,
+        };
+        Event::build(EventKind::Error, None, &body, None, None)
+    }
+}
+
+#[derive(Serialize)]
+struct PeerRef<'a> {
+    id: &'a str,
+}
+
+/// An application message as stored and delivered: the body of a `message` event.
+#[derive(Debug, Clone, Serialize)]
+pub struct Message {
+    /// The room it was published to.
+    pub room: RoomName,
+    /// Its id, growing within the room.
+    pub id: EventId,
+    /// When the relay accepted it (ms since the epoch).
+    pub ts: u64,
+    /// The sending peer id, or the token's `sub` for a POST without `conn`.
+    pub from: Arc<str>,
+    /// Application-defined message type (`message` by default).
+    #[serde(rename = "type")]
+    pub kind: Arc<str>,
+    /// The payload.
+    pub data: Payload,
+    /// Recipient peer id of a direct message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<Arc<str>>,
+    /// Topic the message was published to, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic: Option<Arc<str>>,
+}
+
+/// Checks an application message type: 1 to 64 bytes, no control characters.
+pub fn check_message_type(kind: &str) -> Result<(), NameError> {
+    if kind.is_empty() || kind.len() > 64 || kind.chars().any(char::is_control) {
+        return Err(NameError(
+            "type must be 1 to 64 bytes with no control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A client op as it arrives in a WebSocket text frame, before validation.
+#[derive(Debug, Deserialize)]
+pub struct RawOp {
+    /// The op name.
+    pub op: String,
+    /// Correlation value echoed in `ack`/`error`.
+    #[serde(rename = "ref")]
+    pub reference: Option<Box<RawValue>>,
+    /// Target room (defaults to the URL's room).
+    pub room: Option<String>,
+    /// Message type for `pub`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// Payload for `pub` and `will`.
+    pub data: Option<Box<RawValue>>,
+    /// Direct recipient for `pub`.
+    pub to: Option<String>,
+    /// Topic for `pub` and `will`.
+    pub topic: Option<String>,
+    /// Retain flag for `pub`.
+    pub retain: Option<bool>,
+    /// Resume point for `join`.
+    pub since: Option<String>,
+    /// Presence state for `state`.
+    pub state: Option<Box<RawValue>>,
+    /// New token for `refresh`.
+    pub token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RefOnly {
+    #[serde(rename = "ref")]
+    reference: Option<Box<RawValue>>,
+}
+
+/// A validated op.
+#[derive(Debug)]
+pub enum Op {
+    /// Publish a message (broadcast, or direct with `to`).
+    Pub {
+        /// Target room, if not the URL's.
+        room: Option<String>,
+        /// Message type.
+        kind: String,
+        /// Payload.
+        data: Payload,
+        /// Direct recipient.
+        to: Option<String>,
+        /// Topic.
+        topic: Option<String>,
+        /// Whether to retain the value on the topic.
+        retain: bool,
+    },
+    /// Join a room, optionally resuming after an id.
+    Join {
+        /// The room.
+        room: Option<String>,
+        /// Resume point.
+        since: Option<String>,
+    },
+    /// Leave a room.
+    Leave {
+        /// The room.
+        room: Option<String>,
+    },
+    /// Set the presence state.
+    State {
+        /// The room.
+        room: Option<String>,
+        /// The new state.
+        state: Payload,
+    },
+    /// Replace the session's token.
+    Refresh {
+        /// The new token.
+        token: String,
+    },
+    /// Liveness check; answered by `pong`.
+    Ping,
+}
+
+/// An op that could not be understood, with the `ref` to answer it by when one was found.
+#[derive(Debug)]
+pub struct OpError {
+    /// The op's `ref`, if it had one.
+    pub reference: Option<Box<RawValue>>,
+    /// What was wrong.
+    pub message: String,
+}
+
+/// Parses one WebSocket text frame into an op and its `ref`.
+pub fn parse_op(text: &str) -> Result<(Op, Option<Box<RawValue>>), OpError> {
+    let raw: RawOp = serde_json::from_str(text).map_err(|e| OpError {
+        reference: serde_json::from_str::<RefOnly>(text)
+            .ok()
+            .and_then(|r| r.reference),
+        message: format!("malformed op: {e}"),
+    })?;
+    let reference = raw.reference;
+    let fail = |reference: Option<Box<RawValue>>, message: String| OpError { reference, message };
+    let op = match raw.op.as_str() {
+        "pub" => {
+            let data = raw
+                .data
+                .as_deref()
+                .map(payload_from_raw)
+                .unwrap_or_else(null_payload);
+            Op::Pub {
+                room: raw.room,
+                kind: raw.kind.unwrap_or_else(|| "message".to_owned()),
+                data,
+                to: raw.to,
+                topic: raw.topic,
+                retain: raw.retain.unwrap_or(false),
+            }
+        }
+        "join" => Op::Join {
+            room: raw.room,
+            since: raw.since,
+        },
+        "leave" => Op::Leave { room: raw.room },
+        "state" => Op::State {
+            room: raw.room,
+            state: raw
+                .state
+                .as_deref()
+                .map(payload_from_raw)
+                .unwrap_or_else(null_payload),
+        },
+        "refresh" => match raw.token {
+            Some(token) => Op::Refresh { token },
+            None => return Err(fail(reference, "refresh needs a token".into())),
+        },
+        "ping" => Op::Ping,
+        other => {
+            return Err(fail(reference, format!("unknown op {other:?}")));
+        }
+    };
+    Ok((op, reference))
+}
+
+/// A WebSocket close code of the contract, defined once here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseCode {
+    /// Normal close.
+    Normal,
+    /// Relay going away (shutdown, deploy).
+    GoingAway,
+    /// Protocol violation.
+    Protocol,
+    /// Message too big.
+    TooBig,
+    /// Internal error.
+    Internal,
+    /// Token missing, invalid or expired.
+    Unauthorized,
+    /// Forbidden.
+    Forbidden,
+    /// Idle timeout.
+    IdleTimeout,
+    /// Replaced by a newer connection of the same peer.
+    Replaced,
+    /// Rate limited.
+    RateLimited,
+    /// Slow consumer: fell too far behind.
+    SlowConsumer,
+}
+
+impl CloseCode {
+    /// Every close code, for the shared fixture test.
+    pub const ALL: [CloseCode; 11] = [
+        CloseCode::Normal,
+        CloseCode::GoingAway,
+        CloseCode::Protocol,
+        CloseCode::TooBig,
+        CloseCode::Internal,
+        CloseCode::Unauthorized,
+        CloseCode::Forbidden,
+        CloseCode::IdleTimeout,
+        CloseCode::Replaced,
+        CloseCode::RateLimited,
+        CloseCode::SlowConsumer,
+    ];
+
+    /// The numeric code sent in the close frame.
+    pub fn code(self) -> u16 {
+        match self {
+            CloseCode::Normal => 1000,
+            CloseCode::GoingAway => 1001,
+            CloseCode::Protocol => 1008,
+            CloseCode::TooBig => 1009,
+            CloseCode::Internal => 1011,
+            CloseCode::Unauthorized => 4401,
+            CloseCode::Forbidden => 4403,
+            CloseCode::IdleTimeout => 4408,
+            CloseCode::Replaced => 4409,
+            CloseCode::RateLimited => 4429,
+            CloseCode::SlowConsumer => 4508,
+        }
+    }
+
+    /// A short stable name, used in logs and the fixtures table.
+    pub fn name(self) -> &'static str {
+        match self {
+            CloseCode::Normal => "normal",
+            CloseCode::GoingAway => "going_away",
+            CloseCode::Protocol => "protocol_violation",
+            CloseCode::TooBig => "message_too_big",
+            CloseCode::Internal => "internal_error",
+            CloseCode::Unauthorized => "unauthorized",
+            CloseCode::Forbidden => "forbidden",
+            CloseCode::IdleTimeout => "idle_timeout",
+            CloseCode::Replaced => "replaced",
+            CloseCode::RateLimited => "rate_limited",
+            CloseCode::SlowConsumer => "slow_consumer",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_names() {
+        assert!(RoomName::parse("game-42").is_ok());
+        assert!(RoomName::parse("a.b:c_d-E9").is_ok());
+        assert!(RoomName::parse("").is_err());
+        assert!(RoomName::parse("a/b").is_err());
+        assert!(RoomName::parse("a b").is_err());
+        assert!(RoomName::parse(&"x".repeat(128)).is_ok());
+        assert!(RoomName::parse(&"x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn ids_grow_and_round_trip() {
+        let a = EventId { ms: 10, seq: 0 };
+        let b = a.next_after(10);
+        let c = b.next_after(5);
+        let d = c.next_after(11);
+        assert!(a < b && b < c && c < d);
+        assert_eq!(d, EventId { ms: 11, seq: 0 });
+        assert_eq!("10-2".parse::<EventId>(), Ok(c));
+        assert!("x-1".parse::<EventId>().is_err());
+    }
+
+    #[test]
+    fn payloads_are_one_line() {
+        let p = payload_from_json("{\n  \"a\" : [1, 2],\n \"b\": \"x \\\" y\\n\"\n}");
+        assert_eq!(
+            p.map(|p| p.get().to_owned()).ok().as_deref(),
+            Some(r#"{"a":[1,2],"b":"x \" y\n"}"#)
+        );
+        assert!(payload_from_json("{").is_err());
+        assert_eq!(payload_from_text("hi\n").get(), r#""hi\n""#);
+    }
+
+    #[test]
+    fn sse_frame_has_id_event_and_one_data_line() {
+        let msg = Message {
+            room: RoomName::parse("r").unwrap_or_else(|_| unreachable!()),
+            id: EventId { ms: 5, seq: 1 },
+            ts: 5,
+            from: Arc::from("a.1"),
+            kind: Arc::from("chat"),
+            data: payload_from_text("hi"),
+            to: None,
+            topic: None,
+        };
+        let ev = Event::message(&msg);
+        let frame = ev.sse_frame();
+        assert_eq!(
+            std::str::from_utf8(&frame).ok(),
+            Some(
+                "id: 5-1\nevent: message\ndata: {\"kind\":\"message\",\"room\":\"r\",\"id\":\"5-1\",\"ts\":5,\"from\":\"a.1\",\"type\":\"chat\",\"data\":\"hi\"}\n\n"
+            )
+        );
+    }
+
+    #[test]
+    fn ops_parse_with_refs() {
+        let (op, r) = parse_op(r#"{"op":"pub","ref":7,"data":{"x":1}}"#)
+            .unwrap_or_else(|e| panic!("{}", e.message));
+        assert!(matches!(op, Op::Pub { ref kind, .. } if kind == "message"));
+        assert_eq!(r.map(|r| r.get().to_owned()).as_deref(), Some("7"));
+        let err = parse_op(r#"{"op":"nope","ref":"a"}"#).err();
+        assert_eq!(
+            err.and_then(|e| e.reference)
+                .map(|r| r.get().to_owned())
+                .as_deref(),
+            Some("\"a\"")
+        );
+        assert!(parse_op("not json").is_err());
+    }
+}

@@ -1,0 +1,61 @@
+//! Runs the relay on a bound listener until a shutdown token is cancelled; `main`
+//! and the integration tests both call [`serve`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::{Authenticator, KeyError};
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::routes::router;
+
+/// Why the relay could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A configured key could not be loaded.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The listener failed.
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Serves the relay on `listener` until `shutdown` is cancelled, then closes every
+/// session (WebSocket 1001, SSE with an `error` event) and returns once they
+/// ended or the shutdown grace ran out.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let config = Arc::new(config);
+    let auth = Arc::new(Authenticator::from_config(&config)?);
+    auth.prime().await;
+    let hub = Hub::new(config.clone(), auth, shutdown.clone());
+    let app = router(hub.clone()).layer(
+        // Spans carry the path only: query strings may hold tokens.
+        TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
+        }),
+    );
+    let grace = config.shutdown_grace;
+    let signal = shutdown.clone();
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { signal.cancelled().await })
+    .await?;
+    hub.tasks().close();
+    if tokio::time::timeout(grace, hub.tasks().wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown grace ran out with sessions still open");
+    }
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! Minting tokens, for `edgewire token`, dev mode and tests: the same claims a
+//! backend would sign (`sub`, `exp`, `iat`, `rooms`, optional `meta`, `aud`, `iss`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde::Serialize;
+
+use crate::auth::{Rights, RoomPattern};
+use crate::protocol::NameError;
+
+/// What a token grants.
+#[derive(Debug, Clone)]
+pub struct TokenSpec {
+    /// The user (`sub`).
+    pub sub: String,
+    /// Room patterns and their rights.
+    pub rooms: Vec<(String, Rights)>,
+    /// Lifetime from now.
+    pub ttl: Duration,
+    /// Optional `meta` claim.
+    pub meta: Option<serde_json::Value>,
+    /// Optional `aud`.
+    pub audience: Option<String>,
+    /// Optional `iss`.
+    pub issuer: Option<String>,
+}
+
+/// A signing key.
+pub enum SigningKey {
+    /// An HMAC secret with HS256/384/512.
+    Secret(Vec<u8>, Algorithm),
+    /// A PEM private key (RSA, EC or Ed25519) with a matching algorithm and optional `kid`.
+    Pem {
+        /// PEM text.
+        pem: Vec<u8>,
+        /// Algorithm.
+        alg: Algorithm,
+        /// Key id to put in the header.
+        kid: Option<String>,
+    },
+}
+
+/// Why a token could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// A `--room` argument was malformed.
+    #[error("{0}")]
+    Room(#[from] NameError),
+    /// The key or algorithm was refused.
+    #[error("cannot sign: {0}")]
+    Sign(#[from] jsonwebtoken::errors::Error),
+}
+
+/// Parses `PATTERN=RIGHTS`, e.g. `game-*=read,write`.
+pub fn parse_room_grant(arg: &str) -> Result<(String, Rights), NameError> {
+    let (pattern, rights) = arg.split_once('=').ok_or_else(|| {
+        NameError(format!(
+            "expected PATTERN=RIGHTS such as 'game-*=read,write', got {arg:?}"
+        ))
+    })?;
+    RoomPattern::parse(pattern)?;
+    Ok((pattern.trim().to_owned(), Rights::parse_list(rights)?))
+}
+
+#[derive(Serialize)]
+struct Claims<'a> {
+    sub: &'a str,
+    iat: u64,
+    exp: u64,
+    rooms: BTreeMap<&'a str, Vec<&'static str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    meta: Option<&'a serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<&'a str>,
+}
+
+/// Signs a token for `spec` with `key`.
+pub fn mint(spec: &TokenSpec, key: &SigningKey) -> Result<String, TokenError> {
+    let now = crate::protocol::now_ms() / 1000;
+    let claims = Claims {
+        sub: &spec.sub,
+        iat: now,
+        exp: now + spec.ttl.as_secs(),
+        rooms: spec
+            .rooms
+            .iter()
+            .map(|(p, r)| (p.as_str(), r.names()))
+            .collect(),
+        meta: spec.meta.as_ref(),
+        aud: spec.audience.as_deref(),
+        iss: spec.issuer.as_deref(),
+    };
+    let (header, key) = match key {
+        SigningKey::Secret(secret, alg) => (Header::new(*alg), EncodingKey::from_secret(secret)),
+        SigningKey::Pem { pem, alg, kid } => {
+            let key = match alg {
+                Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(pem)?,
+                Algorithm::EdDSA => EncodingKey::from_ed_pem(pem)?,
+                _ => EncodingKey::from_rsa_pem(pem)?,
+            };
+            let mut header = Header::new(*alg);
+            header.kid = kid.clone();
+            (header, key)
+        }
+    };
+    Ok(jsonwebtoken::encode(&header, &claims, &key)?)
+}
+
+/// Parses a lifetime: a number with `s`, `m`, `h` or `d` (plain numbers are seconds).
+pub fn parse_ttl(v: &str) -> Result<Duration, String> {
+    let (n, unit) = match v.char_indices().last() {
+        Some((i, 'h')) => (&v[..i], 3600),
+        Some((i, 'd')) => (&v[..i], 86_400),
+        _ => return crate::config::parse_duration(v),
+    };
+    n.parse::<u64>()
+        .map(|n| Duration::from_secs(n * unit))
+        .map_err(|_| format!("bad lifetime {v:?}: use e.g. 90s, 30m, 1h, 7d"))
+}

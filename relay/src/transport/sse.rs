@@ -1,0 +1,131 @@
+//! Server-Sent Events transport: the session's events as `text/event-stream`,
+//! each frame built once per event and shared. The stream starts with `retry:`,
+//! carries `: ping` comments so proxies keep it open, and ends (after an
+//! `error` event) on shutdown, token expiry or slow consumption. A client that
+//! disconnects drops the body, which drops the session and leaves its rooms.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use super::{expiry_deadline, sleep_until_opt};
+use crate::error::ApiError;
+use crate::hub::{Next, Session};
+use crate::metrics::Metrics;
+use crate::protocol::{Event, LeaveReason};
+
+/// Reconnect delay suggested to EventSource clients, in milliseconds.
+pub const RETRY_MS: u64 = 2000;
+/// Most events coalesced into one body chunk.
+const MAX_BATCH: usize = 64;
+
+struct Stream {
+    session: Session,
+    heartbeat: Interval,
+    shutdown: CancellationToken,
+    leeway: Duration,
+    started: bool,
+    done: bool,
+}
+
+/// The SSE response for a session that has joined its room.
+pub fn response(
+    session: Session,
+    heartbeat: Duration,
+    leeway: Duration,
+    shutdown: CancellationToken,
+) -> Response {
+    let mut heartbeat = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let state = Stream {
+        session,
+        heartbeat,
+        shutdown,
+        leeway,
+        started: false,
+        done: false,
+    };
+    let body = futures_util::stream::unfold(state, |mut s| async move {
+        let chunk = s.next_chunk().await?;
+        Some((Ok::<Bytes, Infallible>(chunk), s))
+    });
+    let mut response = Body::from_stream(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-transform"),
+    );
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+impl Stream {
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if self.done {
+            return None;
+        }
+        if !self.started {
+            self.started = true;
+            return Some(Bytes::from(format!("retry: {RETRY_MS}\n\n")));
+        }
+        let expiry = expiry_deadline(self.session.expires_at(), self.leeway);
+        tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => Some(self.finish(&ApiError::Draining, LeaveReason::Closed)),
+            next = self.session.next() => match next {
+                Next::Event(event) => Some(self.batch(event)),
+                Next::Close(e) => Some(self.finish(&e, LeaveReason::Closed)),
+            },
+            _ = self.heartbeat.tick() => Some(Bytes::from_static(b": ping\n\n")),
+            _ = sleep_until_opt(expiry) => Some(self.finish(&ApiError::TokenExpired, LeaveReason::Expired)),
+        }
+    }
+
+    /// `first` plus whatever else is ready, as one chunk.
+    fn batch(&mut self, first: std::sync::Arc<Event>) -> Bytes {
+        let mut frames = vec![first.sse_frame()];
+        while frames.len() < MAX_BATCH {
+            match futures_util::FutureExt::now_or_never(self.session.next()) {
+                Some(Next::Event(event)) => frames.push(event.sse_frame()),
+                Some(Next::Close(e)) => {
+                    frames.push(self.finish(&e, LeaveReason::Closed));
+                    break;
+                }
+                None => break,
+            }
+        }
+        self.session.count_out(frames.len() as u64);
+        if frames.len() == 1 {
+            return frames.swap_remove(0);
+        }
+        let mut chunk = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
+        for frame in frames {
+            chunk.extend_from_slice(&frame);
+        }
+        chunk.freeze()
+    }
+
+    /// The last frame: an `error` event saying why the stream ends.
+    fn finish(&mut self, error: &ApiError, reason: LeaveReason) -> Bytes {
+        self.done = true;
+        if *error == ApiError::SlowConsumer {
+            Metrics::add(&self.session_metrics().slow_consumers, 1);
+        }
+        self.session.set_leave_reason(reason);
+        error.to_event(None).sse_frame()
+    }
+
+    fn session_metrics(&self) -> &Metrics {
+        self.session.metrics()
+    }
+}

@@ -1,0 +1,245 @@
+//! WebSocket transport: one task per connection reads ops and writes events.
+//! Auth failures still complete the upgrade (a browser cannot read a failed
+//! handshake's status), send one `error` event and close with 4401/4403.
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::SinkExt;
+use std::sync::Arc;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::{expiry_deadline, sleep_until_opt};
+use crate::auth::{Principal, SUBPROTOCOL};
+use crate::error::ApiError;
+use crate::hub::{Hub, Next, Session};
+use crate::metrics::{Metrics, Transport};
+use crate::protocol::{CloseCode, Event, LeaveReason, RoomName, parse_op};
+
+/// Bytes tungstenite reads from the socket at a time; small, because idle
+/// connections are the common case.
+const READ_BUFFER: usize = 8 * 1024;
+/// Bytes gathered before a write is flushed.
+const WRITE_BUFFER: usize = 16 * 1024;
+/// Most events written in one batch before a flush.
+const MAX_BATCH: usize = 64;
+
+/// Upgrades a request to a WebSocket session, joined to `room` when given.
+pub fn upgrade(
+    ws: WebSocketUpgrade,
+    headers: &HeaderMap,
+    hub: Hub,
+    auth: Result<Principal, ApiError>,
+    room: Option<RoomName>,
+) -> Response {
+    let max = hub.config().max_message_bytes;
+    let mut ws = ws
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        // Room for one outgoing event (payload plus envelope) beyond the batch buffer.
+        .max_write_buffer_size(WRITE_BUFFER + 2 * max + 4096)
+        .max_message_size(max)
+        .max_frame_size(max);
+    let offers_subprotocol = headers
+        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == SUBPROTOCOL);
+    if offers_subprotocol {
+        ws = ws.protocols([SUBPROTOCOL]);
+    }
+    let guard = hub.tasks().token();
+    ws.on_upgrade(move |socket| async move {
+        let _guard = guard;
+        run(socket, hub, auth, room).await;
+    })
+}
+
+async fn run(
+    mut socket: WebSocket,
+    hub: Hub,
+    auth: Result<Principal, ApiError>,
+    room: Option<RoomName>,
+) {
+    let principal = match auth {
+        Ok(p) => p,
+        Err(e) => return refuse(socket, &hub, &e).await,
+    };
+    let mut session = hub.open_session(principal, Transport::WebSocket);
+    match &room {
+        Some(room) => {
+            if let Err(e) = session.join(room.clone()).await {
+                return refuse(socket, &hub, &e).await;
+            }
+        }
+        None => session.greet(),
+    }
+    let end = drive(&mut socket, &mut session, &hub, room.as_ref()).await;
+    session.set_leave_reason(end.leave_reason);
+    if let Some(error) = end.error {
+        let _ = socket.send(Message::Text(error.json().clone())).await;
+    }
+    if let Some(code) = end.code {
+        let _ = socket.send(close_frame(code, end.reason)).await;
+    }
+    let _ = socket.close().await;
+}
+
+/// Sends one `error` event and the matching close frame.
+async fn refuse(mut socket: WebSocket, hub: &Hub, error: &ApiError) {
+    if error.close_code() == Some(CloseCode::Unauthorized) {
+        Metrics::add(&hub.metrics().auth_failures, 1);
+    }
+    let _ = socket
+        .send(Message::Text(error.to_event(None).json().clone()))
+        .await;
+    let code = error.close_code().unwrap_or(CloseCode::Protocol);
+    let _ = socket.send(close_frame(code, error.code())).await;
+    let _ = socket.close().await;
+}
+
+fn close_frame(code: CloseCode, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: code.code(),
+        reason: reason.into(),
+    }))
+}
+
+/// How a session loop ended.
+struct End {
+    code: Option<CloseCode>,
+    reason: &'static str,
+    error: Option<Arc<Event>>,
+    leave_reason: LeaveReason,
+}
+
+impl End {
+    fn gone() -> End {
+        End {
+            code: None,
+            reason: "",
+            error: None,
+            leave_reason: LeaveReason::Closed,
+        }
+    }
+
+    fn error(e: ApiError, leave_reason: LeaveReason) -> End {
+        End {
+            code: Some(e.close_code().unwrap_or(CloseCode::Internal)),
+            reason: e.code(),
+            error: Some(e.to_event(None)),
+            leave_reason,
+        }
+    }
+}
+
+async fn drive(
+    socket: &mut WebSocket,
+    session: &mut Session,
+    hub: &Hub,
+    room: Option<&RoomName>,
+) -> End {
+    let config = hub.config();
+    let ping_every = config.ping_interval;
+    let idle_timeout = config.idle_timeout;
+    let leeway = hub.auth().leeway();
+    let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_seen = Instant::now();
+    let shutdown = hub.shutdown().clone();
+    loop {
+        let expiry = expiry_deadline(session.expires_at(), leeway);
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => {
+                return End { code: Some(CloseCode::GoingAway), reason: "relay shutting down", error: None, leave_reason: LeaveReason::Closed };
+            }
+            next = session.next() => match next {
+                Next::Event(event) => {
+                    if let Err(end) = write_batch(socket, session, event).await {
+                        return end;
+                    }
+                }
+                Next::Close(e) => {
+                    if e == ApiError::SlowConsumer {
+                        Metrics::add(&hub.metrics().slow_consumers, 1);
+                    }
+                    return End::error(e, LeaveReason::Closed);
+                }
+            },
+            frame = socket.recv() => {
+                last_seen = Instant::now();
+                match frame {
+                    None => return End::gone(),
+                    Some(Err(e)) => return read_error(e),
+                    Some(Ok(Message::Text(text))) => match parse_op(&text) {
+                        Ok((op, reference)) => session.handle(op, reference, room).await,
+                        Err(e) => session.push(ApiError::BadRequest(e.message).to_event(e.reference.as_deref())),
+                    },
+                    Some(Ok(Message::Binary(_))) => session.push(ApiError::Unsupported.to_event(None)),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) => return End::gone(),
+                }
+            }
+            _ = ping.tick() => {
+                if socket.send(Message::Ping(Bytes::new())).await.is_err() {
+                    return End::gone();
+                }
+            }
+            _ = tokio::time::sleep_until(last_seen + idle_timeout) => {
+                return End { code: Some(CloseCode::IdleTimeout), reason: "idle timeout", error: None, leave_reason: LeaveReason::Timeout };
+            }
+            _ = sleep_until_opt(expiry) => {
+                return End::error(ApiError::TokenExpired, LeaveReason::Expired);
+            }
+        }
+    }
+}
+
+/// Writes `first` and whatever else is ready (up to a batch), then flushes once.
+async fn write_batch(
+    socket: &mut WebSocket,
+    session: &mut Session,
+    first: Arc<Event>,
+) -> Result<(), End> {
+    let mut written = 1;
+    socket
+        .feed(Message::Text(first.json().clone()))
+        .await
+        .map_err(|_| End::gone())?;
+    while written < MAX_BATCH {
+        let next = futures_util::FutureExt::now_or_never(session.next());
+        match next {
+            Some(Next::Event(event)) => {
+                socket
+                    .feed(Message::Text(event.json().clone()))
+                    .await
+                    .map_err(|_| End::gone())?;
+                written += 1;
+            }
+            Some(Next::Close(e)) => {
+                let _ = socket.flush().await;
+                return Err(End::error(e, LeaveReason::Closed));
+            }
+            None => break,
+        }
+    }
+    socket.flush().await.map_err(|_| End::gone())?;
+    session.count_out(written as u64);
+    Ok(())
+}
+
+fn read_error(e: axum::Error) -> End {
+    let too_big = std::error::Error::source(&e)
+        .and_then(|s| s.downcast_ref::<tungstenite::Error>())
+        .is_some_and(|t| matches!(t, tungstenite::Error::Capacity(_)));
+    if too_big {
+        return End::error(
+            ApiError::TooLarge("frame over the message size limit".into()),
+            LeaveReason::Closed,
+        );
+    }
+    End::gone()
+}
