@@ -61,24 +61,26 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    /// Every error code, for the shared fixture test.
-    pub const CODES: [&'static str; 15] = [
-        "bad_request",
-        "token_missing",
-        "token_invalid",
-        "token_expired",
-        "forbidden",
-        "not_found",
-        "too_large",
-        "unsupported_media",
-        "unsupported",
-        "rate_limited",
-        "over_capacity",
-        "draining",
-        "backend_unavailable",
-        "internal",
-        "slow_consumer",
-    ];
+    /// One error of each kind, for the shared fixture test of codes and statuses.
+    pub fn one_of_each() -> Vec<ApiError> {
+        vec![
+            ApiError::BadRequest(String::new()),
+            ApiError::TokenMissing,
+            ApiError::TokenInvalid(String::new()),
+            ApiError::TokenExpired,
+            ApiError::Forbidden(String::new()),
+            ApiError::NotFound(String::new()),
+            ApiError::TooLarge(String::new()),
+            ApiError::UnsupportedMedia(String::new()),
+            ApiError::Unsupported,
+            ApiError::RateLimited(1),
+            ApiError::OverCapacity,
+            ApiError::Draining,
+            ApiError::BackendUnavailable,
+            ApiError::Internal,
+            ApiError::SlowConsumer,
+        ]
+    }
 
     /// The contract's error code.
     pub fn code(&self) -> &'static str {

@@ -22,6 +22,7 @@ const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
 /// A cached JWKS document.
 pub struct Jwks {
     url: String,
+    refetch_interval: Duration,
     client: reqwest::Client,
     keys: RwLock<KeySet>,
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
@@ -36,12 +37,19 @@ struct KeySet {
 impl Jwks {
     /// A cache for the document at `url`; nothing is fetched yet.
     pub fn new(url: String) -> Jwks {
+        Jwks::with_refetch_interval(url, REFETCH_INTERVAL)
+    }
+
+    /// A cache that refetches at most once per `refetch_interval` (tests use a
+    /// short one to show rotation without waiting a minute).
+    pub fn with_refetch_interval(url: String, refetch_interval: Duration) -> Jwks {
         let client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             .build()
             .unwrap_or_default();
         Jwks {
             url,
+            refetch_interval,
             client,
             keys: RwLock::new(KeySet::default()),
             last_fetch: tokio::sync::Mutex::new(None),
@@ -67,7 +75,7 @@ impl Jwks {
         if let Some(k) = self.lookup(kid, alg) {
             return Some(k);
         }
-        if last.is_some_and(|t| t.elapsed() < REFETCH_INTERVAL) {
+        if last.is_some_and(|t| t.elapsed() < self.refetch_interval) {
             return None;
         }
         *last = Some(Instant::now());

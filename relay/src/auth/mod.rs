@@ -173,6 +173,8 @@ impl Authenticator {
         let mut validation = Validation::new(header.alg);
         validation.algorithms = key.algorithms.clone();
         validation.leeway = self.leeway.as_secs();
+        // jsonwebtoken skips `nbf` unless asked; a token not valid yet is refused.
+        validation.validate_nbf = true;
         let mut required = vec!["exp", "sub"];
         if !self.audience.is_empty() {
             validation.set_audience(&self.audience);

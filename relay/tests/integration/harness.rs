@@ -1,0 +1,372 @@
+//! Test harness: a real relay on 127.0.0.1:0, tokens signed with the fixture
+//! keys, and real WebSocket (tokio-tungstenite) and SSE (reqwest) clients that
+//! wait for events with deadlines, never fixed sleeps.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use edgewire::config::Config;
+use edgewire::token::{SigningKey, TokenSpec, mint, parse_room_grant};
+use futures_util::{SinkExt, StreamExt};
+use jsonwebtoken::Algorithm;
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+/// How long a test waits for any one event before failing.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// The fixtures folder at the repository root.
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+}
+
+/// The shared HMAC test secret.
+pub fn secret() -> String {
+    std::fs::read_to_string(fixtures().join("keys/hs.secret")).expect("fixture secret")
+}
+
+/// A relay running in this process.
+pub struct Relay {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: tokio::task::JoinHandle<Result<(), edgewire::ServeError>>,
+}
+
+impl Relay {
+    /// A relay with the fixture secret and `extra` settings (env names).
+    pub async fn start(extra: &[(&str, &str)]) -> Relay {
+        let mut map: HashMap<String, String> = HashMap::new();
+        map.insert("EDGEWIRE_JWT_SECRET".into(), secret());
+        map.insert("EDGEWIRE_LISTEN".into(), "127.0.0.1:0".into());
+        for (k, v) in extra {
+            map.insert(k.to_string(), v.to_string());
+        }
+        Relay::with_map(map).await
+    }
+
+    /// A relay configured exactly by `map`.
+    pub async fn with_map(map: HashMap<String, String>) -> Relay {
+        let config = Config::from_lookup(|k| map.get(k).cloned()).expect("valid test config");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(edgewire::serve(listener, config, shutdown.clone()));
+        Relay {
+            addr,
+            shutdown,
+            task,
+        }
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A token for `sub` with `grants` like `["t-*=read,write"]`, signed with the fixture secret.
+pub fn token(sub: &str, grants: &[&str]) -> String {
+    token_with(sub, grants, Duration::from_secs(3600), None)
+}
+
+/// A token with a lifetime and meta.
+pub fn token_with(sub: &str, grants: &[&str], ttl: Duration, meta: Option<Value>) -> String {
+    let spec = TokenSpec {
+        sub: sub.into(),
+        rooms: grants
+            .iter()
+            .map(|g| parse_room_grant(g).expect("grant"))
+            .collect(),
+        ttl,
+        meta,
+        audience: None,
+        issuer: None,
+    };
+    mint(
+        &spec,
+        &SigningKey::Secret(secret().into_bytes(), Algorithm::HS256),
+    )
+    .expect("mint")
+}
+
+/// An HTTP client for tests.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(DEADLINE)
+        .build()
+        .expect("client")
+}
+
+/// How a WebSocket client presents its token.
+#[derive(Clone, Copy)]
+pub enum TokenIn {
+    Header,
+    Subprotocol,
+    Query,
+    None,
+}
+
+/// A WebSocket client.
+pub struct Ws {
+    pub stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub protocol: Option<String>,
+}
+
+impl Ws {
+    pub async fn connect(relay: &Relay, path: &str, token: &str, how: TokenIn) -> Ws {
+        let url = match how {
+            TokenIn::Query => {
+                let sep = if path.contains('?') { '&' } else { '?' };
+                relay.ws_url(&format!("{path}{sep}token={token}"))
+            }
+            _ => relay.ws_url(path),
+        };
+        let mut request = url.into_client_request().expect("request");
+        match how {
+            TokenIn::Header => {
+                request.headers_mut().insert(
+                    "authorization",
+                    HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
+                );
+            }
+            TokenIn::Subprotocol => {
+                request.headers_mut().insert(
+                    "sec-websocket-protocol",
+                    HeaderValue::from_str(&format!("edgewire, bearer.{token}")).expect("header"),
+                );
+            }
+            TokenIn::Query | TokenIn::None => {}
+        }
+        let (stream, response) =
+            tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(request))
+                .await
+                .expect("connect deadline")
+                .expect("websocket handshake");
+        let protocol = response
+            .headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ws { stream, protocol }
+    }
+
+    pub async fn send(&mut self, op: Value) {
+        self.stream
+            .send(Message::Text(op.to_string().into()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_raw(&mut self, message: Message) {
+        self.stream.send(message).await.expect("send");
+    }
+
+    /// The next event (text frame as JSON); panics on close or deadline.
+    pub async fn next(&mut self) -> Value {
+        match self.next_frame().await {
+            Frame::Event(v) => v,
+            Frame::Closed(code, reason) => {
+                panic!("socket closed ({code:?} {reason}) while waiting for an event")
+            }
+        }
+    }
+
+    /// The next event or close.
+    pub async fn next_frame(&mut self) -> Frame {
+        loop {
+            let msg = tokio::time::timeout(DEADLINE, self.stream.next())
+                .await
+                .expect("no frame before the deadline");
+            match msg {
+                Some(Ok(Message::Text(t))) => {
+                    return Frame::Event(serde_json::from_str(&t).expect("event is JSON"));
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Frame::Closed(
+                        frame.as_ref().map(|f| u16::from(f.code)),
+                        frame.map(|f| f.reason.to_string()).unwrap_or_default(),
+                    );
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Frame::Closed(None, String::new()),
+            }
+        }
+    }
+
+    /// Reads until the socket closes; returns the events seen and the close code.
+    pub async fn until_close(&mut self) -> (Vec<Value>, Option<u16>) {
+        let mut events = Vec::new();
+        loop {
+            match self.next_frame().await {
+                Frame::Event(v) => events.push(v),
+                Frame::Closed(code, _) => return (events, code),
+            }
+        }
+    }
+
+    /// Skips events until one of `kind` arrives.
+    pub async fn next_kind(&mut self, kind: &str) -> Value {
+        loop {
+            let ev = self.next().await;
+            if ev["kind"] == kind {
+                return ev;
+            }
+        }
+    }
+}
+
+/// A frame from the relay.
+#[derive(Debug)]
+pub enum Frame {
+    Event(Value),
+    Closed(Option<u16>, String),
+}
+
+/// An SSE client reading a real HTTP response body.
+pub struct Sse {
+    pub response_headers: reqwest::header::HeaderMap,
+    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buffer: String,
+    /// Every raw block seen so far (frames and comments), for tests of the framing.
+    pub raw: Vec<String>,
+}
+
+/// One SSE event.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub event: String,
+    pub id: Option<String>,
+    pub data: Value,
+}
+
+impl Sse {
+    /// Opens `url` with extra headers; panics unless the answer is 200.
+    pub async fn open(url: &str, headers: &[(&str, &str)]) -> Sse {
+        match Sse::try_open(url, headers).await {
+            Ok(s) => s,
+            Err((status, body)) => panic!("SSE open failed: {status} {body}"),
+        }
+    }
+
+    /// Opens `url`; on a non-200 answer returns its status and JSON body.
+    pub async fn try_open(url: &str, headers: &[(&str, &str)]) -> Result<Sse, (u16, Value)> {
+        let client = reqwest::Client::new();
+        let mut req = client.get(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let response = tokio::time::timeout(DEADLINE, req.send())
+            .await
+            .expect("deadline")
+            .expect("request");
+        let status = response.status().as_u16();
+        if status != 200 {
+            let body = response.json::<Value>().await.unwrap_or(Value::Null);
+            return Err((status, body));
+        }
+        Ok(Sse {
+            response_headers: response.headers().clone(),
+            body: Box::pin(response.bytes_stream()),
+            buffer: String::new(),
+            raw: Vec::new(),
+        })
+    }
+
+    /// The next raw block (up to a blank line), or None at the end of the stream.
+    pub async fn next_block(&mut self) -> Option<String> {
+        loop {
+            if let Some(pos) = self.buffer.find("\n\n") {
+                let block = self.buffer[..pos].to_owned();
+                self.buffer.drain(..pos + 2);
+                self.raw.push(block.clone());
+                return Some(block);
+            }
+            let chunk = tokio::time::timeout(DEADLINE, self.body.next())
+                .await
+                .expect("no SSE data before the deadline");
+            match chunk {
+                Some(Ok(bytes)) => self
+                    .buffer
+                    .push_str(std::str::from_utf8(&bytes).expect("utf-8")),
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    /// The next event, skipping comments and `retry:`; None at the end of the stream.
+    pub async fn next_event(&mut self) -> Option<SseEvent> {
+        loop {
+            let block = self.next_block().await?;
+            let mut event = None;
+            let mut id = None;
+            let mut data = None;
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event: ") {
+                    event = Some(v.to_owned());
+                } else if let Some(v) = line.strip_prefix("id: ") {
+                    id = Some(v.to_owned());
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    assert!(
+                        data.is_none(),
+                        "an event has more than one data line: {block}"
+                    );
+                    data = Some(serde_json::from_str::<Value>(v).expect("data is JSON"));
+                }
+            }
+            if let (Some(event), Some(data)) = (event, data) {
+                assert_eq!(
+                    data["kind"],
+                    Value::String(event.clone()),
+                    "event name matches kind"
+                );
+                return Some(SseEvent { event, id, data });
+            }
+        }
+    }
+
+    /// The next event's data; panics at the end of the stream.
+    pub async fn next(&mut self) -> Value {
+        self.next_event().await.expect("SSE stream ended").data
+    }
+
+    /// Skips events until one of `kind`.
+    pub async fn next_kind(&mut self, kind: &str) -> Value {
+        loop {
+            let ev = self.next().await;
+            if ev["kind"] == kind {
+                return ev;
+            }
+        }
+    }
+}
+
+/// POSTs `body` as text to `path` with a bearer token.
+pub async fn post_text(relay: &Relay, path: &str, token: &str, body: &str) -> (u16, Value) {
+    let response = http()
+        .post(relay.http(path))
+        .bearer_auth(token)
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("post");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
