@@ -110,7 +110,7 @@ fn print_dev_banner(
     } else {
         addr.to_string()
     };
-    println!(
+    let banner = format!(
         "\n\
          ========================================================================\n\
          edgewire DEV MODE: no key configured, so a random secret was made.\n\
@@ -125,6 +125,8 @@ fn print_dev_banner(
          curl -d 'hello' -H 'Authorization: Bearer {token}' http://{host}/rooms/lobby\n\
          ========================================================================\n"
     );
+    // A closed stdout (a pipe whose reader went away) must not stop the relay.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), banner.as_bytes());
     Ok(())
 }
 

@@ -36,7 +36,7 @@ pub fn secret() -> String {
 pub struct Relay {
     pub addr: SocketAddr,
     pub shutdown: CancellationToken,
-    pub task: tokio::task::JoinHandle<Result<(), edgewire::ServeError>>,
+    task: Option<tokio::task::JoinHandle<Result<(), edgewire::ServeError>>>,
 }
 
 impl Relay {
@@ -63,8 +63,17 @@ impl Relay {
         Relay {
             addr,
             shutdown,
-            task,
+            task: Some(task),
         }
+    }
+
+    /// Waits for `serve` to return (after the shutdown token was cancelled).
+    pub async fn stopped(&mut self) -> Result<(), edgewire::ServeError> {
+        let task = self.task.take().expect("relay task");
+        tokio::time::timeout(DEADLINE, task)
+            .await
+            .expect("serve returns before the deadline")
+            .expect("serve task did not panic")
     }
 
     pub fn http(&self, path: &str) -> String {

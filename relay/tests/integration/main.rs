@@ -2,5 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod auth;
+mod cli;
+mod codes;
 mod harness;
+mod rooms;
 mod transcripts;
