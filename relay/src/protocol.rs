@@ -306,6 +306,11 @@ impl Event {
         self.to.as_deref()
     }
 
+    /// The recipient of a direct message, shared (no copy of the id).
+    pub fn recipient(&self) -> Option<Arc<str>> {
+        self.to.clone()
+    }
+
     /// The JSON text, for a WebSocket text frame.
     pub fn json(&self) -> &Utf8Bytes {
         &self.json

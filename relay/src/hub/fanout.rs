@@ -62,8 +62,7 @@ impl Fanout {
     /// Hands an event to this instance's recipients: the one peer of a direct
     /// message, or every local subscriber of the room.
     pub fn deliver(&self, room: &RoomName, event: Arc<Event>) {
-        if let Some(to) = event.to() {
-            let to: Arc<str> = Arc::from(to);
+        if let Some(to) = event.recipient() {
             self.direct(&to, event);
             return;
         }
@@ -76,7 +75,7 @@ impl Fanout {
 
     /// Queues an event for one local peer; a peer whose queue is full is closed as a
     /// slow consumer. Returns false when the peer is not on this instance.
-    pub fn direct(&self, peer: &Arc<str>, event: Arc<Event>) -> bool {
+    pub fn direct(&self, peer: &str, event: Arc<Event>) -> bool {
         let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         let Some(link) = peers.get(peer) else {
             return false;

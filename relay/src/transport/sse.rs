@@ -5,6 +5,8 @@
 //! disconnects drops the body, which drops the session and leaves its rooms.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -29,7 +31,7 @@ struct Stream {
     session: Session,
     heartbeat: Interval,
     shutdown: CancellationToken,
-    leeway: Duration,
+    expiry: Pin<Box<dyn Future<Output = ()> + Send>>,
     started: bool,
     done: bool,
 }
@@ -43,11 +45,15 @@ pub fn response(
 ) -> Response {
     let mut heartbeat = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let expiry = Box::pin(sleep_until_opt(expiry_deadline(
+        session.expires_at(),
+        leeway,
+    )));
     let state = Stream {
         session,
         heartbeat,
         shutdown,
-        leeway,
+        expiry,
         started: false,
         done: false,
     };
@@ -78,7 +84,6 @@ impl Stream {
             self.started = true;
             return Some(Bytes::from(format!("retry: {RETRY_MS}\n\n")));
         }
-        let expiry = expiry_deadline(self.session.expires_at(), self.leeway);
         tokio::select! {
             biased;
             _ = self.shutdown.cancelled() => Some(self.finish(&ApiError::Draining, LeaveReason::Closed)),
@@ -87,7 +92,7 @@ impl Stream {
                 Next::Close(e) => Some(self.finish(&e, LeaveReason::Closed)),
             },
             _ = self.heartbeat.tick() => Some(Bytes::from_static(b": ping\n\n")),
-            _ = sleep_until_opt(expiry) => Some(self.finish(&ApiError::TokenExpired, LeaveReason::Expired)),
+            _ = &mut self.expiry => Some(self.finish(&ApiError::TokenExpired, LeaveReason::Expired)),
         }
     }
 

@@ -147,12 +147,17 @@ async fn drive(
     let leeway = hub.auth().leeway();
     let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_seen = Instant::now();
+    // Timers live across iterations and are reset, not rebuilt per event.
+    let idle = tokio::time::sleep(idle_timeout);
+    tokio::pin!(idle);
+    let mut expires_at = session.expires_at();
+    let expiry = sleep_until_opt(expiry_deadline(expires_at, leeway));
+    tokio::pin!(expiry);
     let shutdown = hub.shutdown().clone();
     loop {
-        let expiry = expiry_deadline(session.expires_at(), leeway);
+        // Not biased: reading the client (ops, pongs) must not starve behind a
+        // busy room, or a live client would look idle.
         tokio::select! {
-            biased;
             _ = shutdown.cancelled() => {
                 return End { code: Some(CloseCode::GoingAway), reason: "relay shutting down", error: None, leave_reason: LeaveReason::Closed };
             }
@@ -170,12 +175,19 @@ async fn drive(
                 }
             },
             frame = socket.recv() => {
-                last_seen = Instant::now();
+                idle.as_mut().reset(Instant::now() + idle_timeout);
                 match frame {
                     None => return End::gone(),
                     Some(Err(e)) => return read_error(e),
                     Some(Ok(Message::Text(text))) => match parse_op(&text) {
-                        Ok((op, reference)) => session.handle(op, reference, room).await,
+                        Ok((op, reference)) => {
+                            session.handle(op, reference, room).await;
+                            if session.expires_at() != expires_at {
+                                // A refresh brought a new token: move the deadline.
+                                expires_at = session.expires_at();
+                                expiry.set(sleep_until_opt(expiry_deadline(expires_at, leeway)));
+                            }
+                        }
                         Err(e) => session.push(ApiError::BadRequest(e.message).to_event(e.reference.as_deref())),
                     },
                     Some(Ok(Message::Binary(_))) => session.push(ApiError::Unsupported.to_event(None)),
@@ -188,10 +200,10 @@ async fn drive(
                     return End::gone();
                 }
             }
-            _ = tokio::time::sleep_until(last_seen + idle_timeout) => {
+            _ = &mut idle => {
                 return End { code: Some(CloseCode::IdleTimeout), reason: "idle timeout", error: None, leave_reason: LeaveReason::Timeout };
             }
-            _ = sleep_until_opt(expiry) => {
+            _ = &mut expiry => {
                 return End::error(ApiError::TokenExpired, LeaveReason::Expired);
             }
         }
