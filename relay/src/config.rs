@@ -148,6 +148,12 @@ pub const SETTINGS: &[Setting] = &[
         "drain time on SIGTERM before the process exits",
     ),
     s(
+        "EDGEWIRE_MAX_TOPICS",
+        "max-topics",
+        Some("10000"),
+        "retained topics per room; setting one more is refused (413 too_large)",
+    ),
+    s(
         "EDGEWIRE_OUTBOUND_QUEUE",
         "outbound-queue",
         Some("1024"),
@@ -216,6 +222,8 @@ pub struct Config {
     pub sse_heartbeat: Duration,
     /// Drain time on shutdown.
     pub shutdown_grace: Duration,
+    /// Retained topics per room.
+    pub max_topics: usize,
     /// Per-room ring of undelivered events a subscriber may lag by.
     pub outbound_queue: usize,
     /// Tracing filter.
@@ -283,6 +291,7 @@ impl Config {
             idle_timeout: reader.parsed("EDGEWIRE_IDLE_TIMEOUT", positive_duration),
             sse_heartbeat: reader.parsed("EDGEWIRE_SSE_HEARTBEAT", positive_duration),
             shutdown_grace: reader.parsed("EDGEWIRE_SHUTDOWN_GRACE", parse_duration),
+            max_topics: reader.parsed("EDGEWIRE_MAX_TOPICS", positive),
             outbound_queue: reader.parsed("EDGEWIRE_OUTBOUND_QUEUE", positive),
             log: reader.text("EDGEWIRE_LOG").unwrap_or_else(|| "info".into()),
             log_format: reader.parsed("EDGEWIRE_LOG_FORMAT", |v| match v {

@@ -6,6 +6,7 @@
 //! - [`config`]: settings from flags and environment, one table.
 //! - [`auth`]: tokens (header, subprotocol, query), keys, room rights.
 //! - [`protocol`]: names, ids, ops and events (serialized once), close codes.
+//! - [`topic`]: topic names and `+`/`*` filters.
 //! - [`error`]: the contract's error codes, statuses and close codes in one place.
 //! - [`hub`]: sessions, presence and rights over the broker; local fan-out.
 //! - [`broker`]: the seam shared by relay instances (memory today).
@@ -25,6 +26,7 @@ pub mod routes;
 pub mod server;
 pub mod shutdown;
 pub mod token;
+pub mod topic;
 pub mod transport;
 
 pub use config::Config;

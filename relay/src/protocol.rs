@@ -261,6 +261,8 @@ pub struct Event {
     subject: Option<Arc<str>>,
     /// The recipient of a direct message.
     to: Option<Arc<str>>,
+    /// The topic of a `status` event or a topic message, for filtered feeds.
+    topic: Option<Arc<str>>,
 }
 
 impl Event {
@@ -270,6 +272,7 @@ impl Event {
         body: &T,
         subject: Option<Arc<str>>,
         to: Option<Arc<str>>,
+        topic: Option<Arc<str>>,
     ) -> Arc<Event> {
         // Serializing our own structs of strings and raw JSON cannot fail; fall back
         // to an error event rather than panic if it ever does.
@@ -283,6 +286,7 @@ impl Event {
             sse: OnceLock::new(),
             subject,
             to,
+            topic,
         })
     }
 
@@ -304,6 +308,11 @@ impl Event {
     /// The recipient of a direct message.
     pub fn to(&self) -> Option<&str> {
         self.to.as_deref()
+    }
+
+    /// The topic of a `status` event or of a message published to a topic.
+    pub fn topic(&self) -> Option<&str> {
+        self.topic.as_deref()
     }
 
     /// The recipient of a direct message, shared (no copy of the id).
@@ -353,6 +362,7 @@ impl Event {
             },
             None,
             msg.to.clone(),
+            msg.topic.clone(),
         )
     }
 
@@ -388,7 +398,7 @@ impl Event {
             peers,
             last_id,
         };
-        Event::build(EventKind::Welcome, None, &body, None, None)
+        Event::build(EventKind::Welcome, None, &body, None, None, None)
     }
 
     /// A `join` event for `peer`.
@@ -404,7 +414,14 @@ impl Event {
             room,
             peer,
         };
-        Event::build(EventKind::Join, None, &body, Some(peer.id.clone()), None)
+        Event::build(
+            EventKind::Join,
+            None,
+            &body,
+            Some(peer.id.clone()),
+            None,
+            None,
+        )
     }
 
     /// A `leave` event for the peer `peer_id`.
@@ -422,7 +439,14 @@ impl Event {
             peer: PeerRef { id: peer_id },
             reason,
         };
-        Event::build(EventKind::Leave, None, &body, Some(peer_id.clone()), None)
+        Event::build(
+            EventKind::Leave,
+            None,
+            &body,
+            Some(peer_id.clone()),
+            None,
+            None,
+        )
     }
 
     /// A `state` event: `peer_id` set its presence state.
@@ -440,7 +464,65 @@ impl Event {
             peer: PeerRef { id: peer_id },
             state,
         };
-        Event::build(EventKind::State, None, &body, Some(peer_id.clone()), None)
+        Event::build(
+            EventKind::State,
+            None,
+            &body,
+            Some(peer_id.clone()),
+            None,
+            None,
+        )
+    }
+
+    /// A `status` event: a topic's value changed (live, with an id) or is
+    /// replayed from the store (`retained: true`, no id). `data` null = cleared.
+    pub fn status(status: &Status) -> Arc<Event> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            kind: &'static str,
+            room: &'a RoomName,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            id: Option<EventId>,
+            topic: &'a str,
+            data: &'a RawValue,
+            ts: u64,
+            from: &'a str,
+            retained: bool,
+        }
+        let body = Body {
+            kind: "status",
+            room: &status.room,
+            id: status.id,
+            topic: &status.topic,
+            data: &status.data,
+            ts: status.ts,
+            from: &status.from,
+            retained: status.retained,
+        };
+        Event::build(
+            EventKind::Status,
+            status.id,
+            &body,
+            None,
+            None,
+            Some(status.topic.clone()),
+        )
+    }
+
+    /// A `reset`: what was missed cannot be replayed; resync from what follows.
+    pub fn reset(room: &RoomName, reason: &str) -> Arc<Event> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            kind: &'static str,
+            room: &'a RoomName,
+            reason: &'a str,
+        }
+        let body = Body {
+            kind: "reset",
+            room,
+            reason,
+        };
+        Event::build(EventKind::Reset, None, &body, None, None, None)
     }
 
     /// An `ack` for an op that carried `ref`.
@@ -458,7 +540,7 @@ impl Event {
             reference,
             id,
         };
-        Event::build(EventKind::Ack, None, &body, None, None)
+        Event::build(EventKind::Ack, None, &body, None, None, None)
     }
 
     /// A `pong` answering `ping`.
@@ -473,7 +555,7 @@ impl Event {
             kind: "pong",
             reference,
         };
-        Event::build(EventKind::Pong, None, &body, None, None)
+        Event::build(EventKind::Pong, None, &body, None, None, None)
     }
 
     /// An `error` event with one of the contract's codes.
@@ -500,7 +582,7 @@ impl Event {
             reference,
             retry_after,
         };
-        Event::build(EventKind::Error, None, &body, None, None)
+        Event::build(EventKind::Error, None, &body, None, None, None)
     }
 }
 
@@ -531,6 +613,25 @@ pub struct Message {
     /// Topic the message was published to, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub topic: Option<Arc<str>>,
+}
+
+/// A topic value as delivered in a `status` event.
+#[derive(Debug, Clone)]
+pub struct Status {
+    /// The room.
+    pub room: RoomName,
+    /// Its id when live; `None` when replayed from the store.
+    pub id: Option<EventId>,
+    /// The topic.
+    pub topic: Arc<str>,
+    /// The value; `null` when cleared.
+    pub data: Payload,
+    /// When the value was set (ms since the epoch).
+    pub ts: u64,
+    /// Who set it.
+    pub from: Arc<str>,
+    /// True when replayed from the store, false for a live update.
+    pub retained: bool,
 }
 
 /// Checks an application message type: 1 to 64 bytes, no control characters.
@@ -570,6 +671,10 @@ pub struct RawOp {
     pub state: Option<Box<RawValue>>,
     /// New token for `refresh`.
     pub token: Option<String>,
+    /// Lifetime in seconds of a retained value (`pub` with `retain`).
+    pub ttl: Option<u64>,
+    /// Delay in seconds before a will fires.
+    pub after: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -595,6 +700,8 @@ pub enum Op {
         topic: Option<String>,
         /// Whether to retain the value on the topic.
         retain: bool,
+        /// Lifetime of a retained value, in seconds.
+        ttl: Option<u64>,
     },
     /// Join a room, optionally resuming after an id.
     Join {
@@ -614,6 +721,19 @@ pub enum Op {
         room: Option<String>,
         /// The new state.
         state: Payload,
+    },
+    /// Set (with a topic) or cancel (without) the connection's will for a room:
+    /// a retained publish made if the connection ends without `leave`.
+    Will {
+        /// The room.
+        room: Option<String>,
+        /// The topic to set; `None` cancels the will.
+        topic: Option<String>,
+        /// The value to set.
+        data: Payload,
+        /// Seconds to wait; the will fires only if no session of the same user
+        /// joined the room meanwhile.
+        after: Option<f64>,
     },
     /// Replace the session's token.
     Refresh {
@@ -657,6 +777,7 @@ pub fn parse_op(text: &str) -> Result<(Op, Option<Box<RawValue>>), OpError> {
                 to: raw.to,
                 topic: raw.topic,
                 retain: raw.retain.unwrap_or(false),
+                ttl: raw.ttl,
             }
         }
         "join" => Op::Join {
@@ -671,6 +792,16 @@ pub fn parse_op(text: &str) -> Result<(Op, Option<Box<RawValue>>), OpError> {
                 .as_deref()
                 .map(payload_from_raw)
                 .unwrap_or_else(null_payload),
+        },
+        "will" => Op::Will {
+            room: raw.room,
+            topic: raw.topic,
+            data: raw
+                .data
+                .as_deref()
+                .map(payload_from_raw)
+                .unwrap_or_else(null_payload),
+            after: raw.after,
         },
         "refresh" => match raw.token {
             Some(token) => Op::Refresh { token },

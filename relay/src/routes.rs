@@ -1,6 +1,6 @@
 //! The router: one path per room, where method and headers pick the transport
-//! (WebSocket upgrade, JSON snapshot, SSE stream, POST publish), plus `/rooms`
-//! and the operations endpoints.
+//! (WebSocket upgrade, JSON snapshot, SSE stream, POST publish); the same for a
+//! room's topics; plus `/rooms`, history and the operations endpoints.
 
 use axum::Router;
 use axum::body::Body;
@@ -12,13 +12,17 @@ use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum_extra::extract::WithRejection;
+use serde::Deserialize;
 
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::hub::Hub;
+use crate::hub::{Hub, Session, Will};
 use crate::metrics::{Metrics, Transport};
-use crate::protocol::RoomName;
-use crate::transport::{http, sse, ws};
+use crate::protocol::{EventId, RoomName, payload_from_json, payload_from_text};
+use crate::topic::TopicFilter;
+use crate::transport::http::{self, HistoryQuery, PublishQuery, TopicQuery};
+use crate::transport::ws::Target;
+use crate::transport::{sse, ws};
 
 impl From<PathRejection> for ApiError {
     fn from(e: PathRejection) -> Self {
@@ -31,6 +35,14 @@ pub fn router(hub: Hub) -> Router {
     Router::new()
         .route("/rooms", get(rooms_get))
         .route("/rooms/{room}", get(room_get).post(room_post))
+        .route("/rooms/{room}/history", get(history_get))
+        .route(
+            "/rooms/{room}/topics/{*filter}",
+            get(topics_get)
+                .put(topic_put)
+                .delete(topic_delete)
+                .post(topic_post),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -59,14 +71,59 @@ async fn count_auth_failures(State(hub): State<Hub>, response: Response) -> Resp
 }
 
 type Upgrade = Result<WebSocketUpgrade, WebSocketUpgradeRejection>;
+type RoomPath = WithRejection<Path<String>, ApiError>;
+
+/// Query parameters of a room or topic GET.
+#[derive(Debug, Default, Deserialize)]
+struct StreamQuery {
+    /// WebSocket resume point.
+    since: Option<String>,
+    /// SSE resume point, for an EventSource that cannot set `Last-Event-ID`.
+    last_event_id: Option<String>,
+    /// SSE will: topic to set when the stream ends without a leave.
+    will_topic: Option<String>,
+    /// SSE will: the value (JSON when it parses as JSON, else text).
+    will_data: Option<String>,
+    /// SSE will: delay in seconds.
+    will_after: Option<f64>,
+}
+
+impl StreamQuery {
+    /// The resume point: the `Last-Event-ID` header, else `last_event_id`, else `since`.
+    fn resume_point(&self, headers: &HeaderMap) -> Result<Option<EventId>, ApiError> {
+        let header = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+        header
+            .or(self.last_event_id.as_deref())
+            .or(self.since.as_deref())
+            .filter(|s| !s.is_empty())
+            .map(str::parse::<EventId>)
+            .transpose()
+            .map_err(ApiError::from)
+    }
+
+    fn will(&self) -> Result<Option<Will>, ApiError> {
+        let Some(topic) = &self.will_topic else {
+            return Ok(None);
+        };
+        let data = match self.will_data.as_deref() {
+            None => crate::protocol::null_payload(),
+            Some(text) => payload_from_json(text).unwrap_or_else(|_| payload_from_text(text)),
+        };
+        Will::new(topic, data, self.will_after).map(Some)
+    }
+}
 
 /// True when the client asked for JSON and not for an event stream.
 fn wants_json(headers: &HeaderMap) -> bool {
-    let accept = headers
+    let accept = accept(headers);
+    accept.contains("application/json") && !accept.contains("text/event-stream")
+}
+
+fn accept(headers: &HeaderMap) -> &str {
+    headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    accept.contains("application/json") && !accept.contains("text/event-stream")
+        .unwrap_or("")
 }
 
 /// A request that asked to upgrade but is not a valid WebSocket handshake.
@@ -83,47 +140,57 @@ fn bad_upgrade(headers: &HeaderMap, upgrade: &Upgrade) -> Option<Response> {
     }
 }
 
-async fn room_get(
-    State(hub): State<Hub>,
-    WithRejection(Path(room), _): WithRejection<Path<String>, ApiError>,
-    upgrade: Upgrade,
-    headers: HeaderMap,
-    auth: Result<Principal, ApiError>,
-) -> Response {
-    let room = match RoomName::parse(&room) {
-        Ok(r) => r,
-        Err(e) => return ApiError::from(e).into_response(),
-    };
-    if let Some(bad) = bad_upgrade(&headers, &upgrade) {
-        return bad;
-    }
-    if let Ok(upgrade) = upgrade {
-        return ws::upgrade(upgrade, &headers, hub, auth, Some(room));
-    }
-    let principal = match auth {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
-    if wants_json(&headers) {
-        return http::snapshot(&hub, principal, room).await.into_response();
-    }
-    let mut session = hub.open_session(principal, Transport::Sse);
-    if let Err(e) = session.join(room).await {
-        return e.into_response();
-    }
-    let config = hub.config();
+fn stream(hub: &Hub, session: Session) -> Response {
     sse::response(
         session,
-        config.sse_heartbeat,
+        hub.config().sse_heartbeat,
         hub.auth().leeway(),
         hub.shutdown().clone(),
     )
 }
 
+async fn room_get(
+    State(hub): State<Hub>,
+    WithRejection(Path(room), _): RoomPath,
+    WithRejection(Query(query), _): WithRejection<Query<StreamQuery>, ApiError>,
+    upgrade: Upgrade,
+    headers: HeaderMap,
+    auth: Result<Principal, ApiError>,
+) -> Response {
+    if let Some(bad) = bad_upgrade(&headers, &upgrade) {
+        return bad;
+    }
+    let result = async {
+        let room = RoomName::parse(&room)?;
+        let since = query.resume_point(&headers)?;
+        if let Ok(upgrade) = upgrade {
+            return Ok(ws::upgrade(
+                upgrade,
+                &headers,
+                hub.clone(),
+                auth,
+                Target::Room(room, since),
+            ));
+        }
+        let principal = auth?;
+        if wants_json(&headers) {
+            return http::snapshot(&hub, principal, room).await;
+        }
+        let will = query.will()?;
+        let mut session = hub.open_session(principal, Transport::Sse);
+        session.join(room.clone(), since).await?;
+        if let Some(will) = will {
+            session.set_will(&room, will)?;
+        }
+        Ok(stream(&hub, session))
+    };
+    result.await.into_response()
+}
+
 async fn room_post(
     State(hub): State<Hub>,
-    WithRejection(Path(room), _): WithRejection<Path<String>, ApiError>,
-    WithRejection(Query(query), _): WithRejection<Query<http::PublishQuery>, ApiError>,
+    WithRejection(Path(room), _): RoomPath,
+    WithRejection(Query(query), _): WithRejection<Query<PublishQuery>, ApiError>,
     headers: HeaderMap,
     auth: Result<Principal, ApiError>,
     body: Body,
@@ -131,6 +198,100 @@ async fn room_post(
     let result = async {
         let room = RoomName::parse(&room)?;
         http::publish(&hub, auth?, room, query, &headers, body).await
+    };
+    result.await.into_response()
+}
+
+async fn history_get(
+    State(hub): State<Hub>,
+    WithRejection(Path(room), _): RoomPath,
+    WithRejection(Query(query), _): WithRejection<Query<HistoryQuery>, ApiError>,
+    auth: Result<Principal, ApiError>,
+) -> Response {
+    let result = async {
+        let room = RoomName::parse(&room)?;
+        http::history(&hub, auth?, room, query).await
+    };
+    result.await.into_response()
+}
+
+type TopicPath = WithRejection<Path<(String, String)>, ApiError>;
+
+async fn topics_get(
+    State(hub): State<Hub>,
+    WithRejection(Path((room, filter)), _): TopicPath,
+    WithRejection(Query(query), _): WithRejection<Query<StreamQuery>, ApiError>,
+    upgrade: Upgrade,
+    headers: HeaderMap,
+    auth: Result<Principal, ApiError>,
+) -> Response {
+    if let Some(bad) = bad_upgrade(&headers, &upgrade) {
+        return bad;
+    }
+    let result = async {
+        let room = RoomName::parse(&room)?;
+        let filter = TopicFilter::parse(&filter)?;
+        let since = query.resume_point(&headers)?;
+        if let Ok(upgrade) = upgrade {
+            return Ok(ws::upgrade(
+                upgrade,
+                &headers,
+                hub.clone(),
+                auth,
+                Target::Topics(room, filter, since),
+            ));
+        }
+        let principal = auth?;
+        // A topic is a value: only an explicit event-stream request streams.
+        if !accept(&headers).contains("text/event-stream") {
+            return http::get_topics(&hub, principal, room, &filter).await;
+        }
+        let mut session = hub.open_session(principal, Transport::Sse);
+        session.watch(room, filter, since).await?;
+        Ok(stream(&hub, session))
+    };
+    result.await.into_response()
+}
+
+async fn topic_put(
+    State(hub): State<Hub>,
+    WithRejection(Path((room, topic)), _): TopicPath,
+    WithRejection(Query(query), _): WithRejection<Query<TopicQuery>, ApiError>,
+    headers: HeaderMap,
+    auth: Result<Principal, ApiError>,
+    body: Body,
+) -> Response {
+    let result = async {
+        let room = RoomName::parse(&room)?;
+        http::put_topic(&hub, auth?, room, &topic, query, &headers, body).await
+    };
+    result.await.into_response()
+}
+
+async fn topic_delete(
+    State(hub): State<Hub>,
+    WithRejection(Path((room, topic)), _): TopicPath,
+    WithRejection(Query(query), _): WithRejection<Query<TopicQuery>, ApiError>,
+    auth: Result<Principal, ApiError>,
+) -> Response {
+    let result = async {
+        let room = RoomName::parse(&room)?;
+        http::delete_topic(&hub, auth?, room, &topic, query).await
+    };
+    result.await.into_response()
+}
+
+async fn topic_post(
+    State(hub): State<Hub>,
+    WithRejection(Path((room, topic)), _): TopicPath,
+    WithRejection(Query(query), _): WithRejection<Query<TopicQuery>, ApiError>,
+    headers: HeaderMap,
+    auth: Result<Principal, ApiError>,
+    body: Body,
+) -> Response {
+    let result = async {
+        let room = RoomName::parse(&room)?;
+        http::post_topic(&hub, auth?, room, &topic, query, &headers, body).await
     };
     result.await.into_response()
 }
@@ -145,7 +306,7 @@ async fn rooms_get(
         return bad;
     }
     if let Ok(upgrade) = upgrade {
-        return ws::upgrade(upgrade, &headers, hub, auth, None);
+        return ws::upgrade(upgrade, &headers, hub, auth, Target::Bare);
     }
     match auth {
         Ok(principal) => http::rooms(&hub, principal).await.into_response(),

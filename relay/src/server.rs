@@ -45,6 +45,7 @@ pub async fn serve(
     let auth = Arc::new(Authenticator::from_config(&config)?);
     auth.prime().await;
     let hub = Hub::new(config.clone(), auth, shutdown.clone());
+    hub.start_sweeper();
     let app = router(hub.clone()).layer(
         // Spans carry the path only: query strings may hold tokens.
         TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {

@@ -1,18 +1,24 @@
 //! The in-memory broker: one process, no dependencies. Each room's state sits
-//! behind its own lock; an id is assigned and the event handed to the local
-//! fan-out under that lock, so every subscriber sees one order.
+//! behind its own lock; an id is assigned, the event kept in history and handed
+//! to the local fan-out under that lock, so every subscriber sees one order.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use super::{BrokerError, Draft, RoomSnapshot, RoomSummary};
+use super::{
+    BrokerError, Draft, History, Limits, RetainDraft, Retained, RoomSnapshot, RoomSummary,
+};
 use crate::hub::Fanout;
-use crate::protocol::{Event, EventId, LeaveReason, Message, Payload, PeerInfo, RoomName, now_ms};
+use crate::protocol::{
+    Event, EventId, LeaveReason, Message, Payload, PeerInfo, RoomName, Status, now_ms, null_payload,
+};
+use crate::topic::{Topic, TopicFilter};
 
-/// Rooms, presence and ids held in this process.
+/// Rooms, presence, retained values, history and ids held in this process.
 pub struct MemoryBroker {
     rooms: Mutex<HashMap<RoomName, Arc<Mutex<RoomState>>>>,
     fanout: Arc<Fanout>,
+    limits: Limits,
 }
 
 #[derive(Default)]
@@ -21,6 +27,11 @@ struct RoomState {
     /// Present peers with their join order.
     presence: HashMap<Arc<str>, (u64, PeerInfo)>,
     joins: u64,
+    retained: BTreeMap<Topic, Retained>,
+    /// Kept events (messages and topic updates), oldest first, with their time.
+    history: VecDeque<(u64, Arc<Event>)>,
+    /// The newest id dropped from history: a resume from before it has a gap.
+    dropped_through: Option<EventId>,
 }
 
 impl RoomState {
@@ -43,23 +54,64 @@ impl RoomState {
         }
     }
 
-    fn is_idle(&self) -> bool {
-        self.presence.is_empty()
+    /// Keeps an event in history, dropping the oldest beyond the size limit.
+    fn remember(&mut self, ts: u64, event: Arc<Event>, limits: &Limits) {
+        if limits.history_size == 0 {
+            self.dropped_through = event.id();
+            return;
+        }
+        self.history.push_back((ts, event));
+        while self.history.len() > limits.history_size {
+            self.drop_oldest();
+        }
     }
 
-    /// Idle, and the clock has moved past the last id, so a fresh state for the
-    /// same room cannot hand out an id already used.
+    fn drop_oldest(&mut self) {
+        if let Some((_, old)) = self.history.pop_front() {
+            self.dropped_through = old.id().or(self.dropped_through);
+        }
+    }
+
+    /// Nothing left worth keeping, and the clock has moved past the last id, so a
+    /// fresh state for the same room cannot hand out an id already used.
     fn is_collectable(&self) -> bool {
-        self.is_idle() && self.last_id.is_none_or(|id| id.ms < now_ms())
+        self.presence.is_empty()
+            && self.retained.is_empty()
+            && self.history.is_empty()
+            && self.last_id.is_none_or(|id| id.ms < now_ms())
+    }
+
+    /// A live `status` event for `topic`, kept in history and delivered.
+    fn status_event(
+        &mut self,
+        room: &RoomName,
+        topic: &Topic,
+        data: Payload,
+        from: Arc<str>,
+        limits: &Limits,
+    ) -> (u64, Arc<Event>) {
+        let ts = now_ms();
+        let event = Event::status(&Status {
+            room: room.clone(),
+            id: Some(self.next_id()),
+            topic: topic.as_arc().clone(),
+            data,
+            ts,
+            from,
+            retained: false,
+        });
+        self.remember(ts, event.clone(), limits);
+        (ts, event)
     }
 }
 
 impl MemoryBroker {
-    /// A broker delivering to `fanout`.
-    pub fn new(fanout: Arc<Fanout>) -> MemoryBroker {
+    /// A broker delivering to `fanout`, keeping what `limits` allow.
+    pub fn new(fanout: Arc<Fanout>, limits: Limits) -> MemoryBroker {
         MemoryBroker {
             rooms: Mutex::new(HashMap::new()),
             fanout,
+            limits,
         }
     }
 
@@ -77,10 +129,7 @@ impl MemoryBroker {
     fn collect(&self, room: &RoomName) {
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(state) = rooms.get(room)
-            && state
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_collectable()
+            && lock(state).is_collectable()
         {
             rooms.remove(room);
         }
@@ -89,7 +138,7 @@ impl MemoryBroker {
     pub(super) fn publish(&self, room: &RoomName, draft: Draft) -> Result<Arc<Event>, BrokerError> {
         let state = self.room(room);
         let event = {
-            let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut state = lock(&state);
             if let Some(to) = &draft.to
                 && !state.presence.contains_key(to)
             {
@@ -98,17 +147,21 @@ impl MemoryBroker {
                     peer: to.to_string(),
                 });
             }
+            let ts = now_ms();
             let message = Message {
                 room: room.clone(),
                 id: state.next_id(),
-                ts: now_ms(),
+                ts,
                 from: draft.from,
                 kind: draft.kind,
                 data: draft.data,
                 to: draft.to,
-                topic: draft.topic,
+                topic: draft.topic.map(|t| t.as_arc().clone()),
             };
             let event = Event::message(&message);
+            if message.to.is_none() {
+                state.remember(ts, event.clone(), &self.limits);
+            }
             self.fanout.deliver(room, event.clone());
             event
         };
@@ -116,9 +169,130 @@ impl MemoryBroker {
         Ok(event)
     }
 
+    pub(super) fn set_retained(
+        &self,
+        room: &RoomName,
+        draft: RetainDraft,
+    ) -> Result<Arc<Event>, BrokerError> {
+        let state = self.room(room);
+        let mut state = lock(&state);
+        if !state.retained.contains_key(&draft.topic)
+            && state.retained.len() >= self.limits.max_topics
+        {
+            return Err(BrokerError::TooManyTopics {
+                room: room.to_string(),
+                limit: self.limits.max_topics,
+            });
+        }
+        let (ts, event) = state.status_event(
+            room,
+            &draft.topic,
+            draft.data.clone(),
+            draft.from.clone(),
+            &self.limits,
+        );
+        let replay = Event::status(&Status {
+            room: room.clone(),
+            id: None,
+            topic: draft.topic.as_arc().clone(),
+            data: draft.data.clone(),
+            ts,
+            from: draft.from.clone(),
+            retained: true,
+        });
+        let retained = Retained {
+            topic: draft.topic.clone(),
+            data: draft.data,
+            ts,
+            from: draft.from,
+            expires_at: draft
+                .ttl
+                .map(|ttl| ts.saturating_add(ttl.as_millis() as u64)),
+            replay,
+        };
+        state.retained.insert(draft.topic, retained);
+        self.fanout.deliver(room, event.clone());
+        Ok(event)
+    }
+
+    pub(super) fn clear_retained(
+        &self,
+        room: &RoomName,
+        topic: &Topic,
+        from: Arc<str>,
+    ) -> Option<Arc<Event>> {
+        let state = self.existing(room)?;
+        let event = {
+            let mut state = lock(&state);
+            let held = state.retained.remove(topic)?;
+            if held.expires_at.is_some_and(|t| t <= now_ms()) {
+                // It had already lapsed; the sweep announces that.
+                state.retained.insert(topic.clone(), held);
+                return None;
+            }
+            let (_, event) = state.status_event(room, topic, null_payload(), from, &self.limits);
+            self.fanout.deliver(room, event.clone());
+            event
+        };
+        self.collect(room);
+        Some(event)
+    }
+
+    pub(super) fn retained(&self, room: &RoomName, filter: Option<&TopicFilter>) -> Vec<Retained> {
+        let Some(state) = self.existing(room) else {
+            return Vec::new();
+        };
+        let state = lock(&state);
+        let now = now_ms();
+        state
+            .retained
+            .values()
+            .filter(|r| r.expires_at.is_none_or(|t| t > now))
+            .filter(|r| filter.is_none_or(|f| f.matches(r.topic.as_str())))
+            .cloned()
+            .collect()
+    }
+
+    pub(super) fn history(&self, room: &RoomName, since: Option<EventId>, limit: usize) -> History {
+        let Some(state) = self.existing(room) else {
+            // Nothing is known of this room: a resume point cannot be vouched for.
+            return History {
+                events: Vec::new(),
+                complete: since.is_none(),
+            };
+        };
+        let state = lock(&state);
+        let horizon = now_ms().saturating_sub(self.limits.history_ttl.as_millis() as u64);
+        let complete = match since {
+            None => true,
+            Some(since) => {
+                let dropped = state.dropped_through.is_some_and(|d| since < d);
+                let aged = state
+                    .history
+                    .iter()
+                    .take_while(|(ts, _)| *ts <= horizon)
+                    .any(|(_, e)| e.id().is_some_and(|id| id > since));
+                !dropped && !aged
+            }
+        };
+        let events = state
+            .history
+            .iter()
+            .filter(|(ts, _)| *ts > horizon)
+            .map(|(_, e)| e)
+            .filter(|e| match (since, e.id()) {
+                (Some(since), Some(id)) => id > since,
+                _ => true,
+            })
+            .take(limit)
+            .cloned()
+            .collect();
+        History { events, complete }
+    }
+
     pub(super) fn join(&self, room: &RoomName, peer: PeerInfo) -> RoomSnapshot {
         let state = self.room(room);
-        let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = lock(&state);
         state.joins += 1;
         let order = state.joins;
         let event = Event::join(room, &peer);
@@ -133,7 +307,7 @@ impl MemoryBroker {
             return;
         };
         {
-            let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut state = lock(&state);
             if state.presence.remove(peer).is_some() {
                 self.fanout.deliver(room, Event::leave(room, peer, reason));
             }
@@ -147,17 +321,13 @@ impl MemoryBroker {
         peer: &Arc<str>,
         value: Payload,
     ) -> Result<(), BrokerError> {
-        let state = self.existing(room).ok_or_else(|| BrokerError::NoSuchPeer {
+        let missing = || BrokerError::NoSuchPeer {
             room: room.to_string(),
             peer: peer.to_string(),
-        })?;
-        let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
-        let Some((_, entry)) = state.presence.get_mut(peer) else {
-            return Err(BrokerError::NoSuchPeer {
-                room: room.to_string(),
-                peer: peer.to_string(),
-            });
         };
+        let state = self.existing(room).ok_or_else(missing)?;
+        let mut state = lock(&state);
+        let (_, entry) = state.presence.get_mut(peer).ok_or_else(missing)?;
         entry.state = value.clone();
         self.fanout.deliver(room, Event::state(room, peer, &value));
         Ok(())
@@ -165,37 +335,77 @@ impl MemoryBroker {
 
     pub(super) fn snapshot(&self, room: &RoomName) -> RoomSnapshot {
         match self.existing(room) {
-            Some(state) => state
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .snapshot(None),
+            Some(state) => lock(&state).snapshot(None),
             None => RoomSnapshot::default(),
         }
     }
 
     pub(super) fn peer(&self, room: &RoomName, peer: &str) -> Option<PeerInfo> {
         let state = self.existing(room)?;
-        let state = state.lock().unwrap_or_else(|p| p.into_inner());
+        let state = lock(&state);
         state.presence.get(peer).map(|(_, p)| p.clone())
     }
 
+    fn all_rooms(&self) -> Vec<(RoomName, Arc<Mutex<RoomState>>)> {
+        let rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        rooms.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
     pub(super) fn rooms(&self) -> Vec<RoomSummary> {
-        let rooms: Vec<(RoomName, Arc<Mutex<RoomState>>)> = {
-            let rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-            rooms.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-        };
-        let mut out: Vec<RoomSummary> = rooms
+        let now = now_ms();
+        let mut out: Vec<RoomSummary> = self
+            .all_rooms()
             .into_iter()
             .filter_map(|(room, state)| {
-                let state = state.lock().unwrap_or_else(|p| p.into_inner());
-                (!state.is_idle()).then(|| RoomSummary {
+                let state = lock(&state);
+                let topics = state
+                    .retained
+                    .values()
+                    .filter(|r| r.expires_at.is_none_or(|t| t > now))
+                    .count();
+                (!state.presence.is_empty() || topics > 0).then(|| RoomSummary {
                     room,
                     peers: state.presence.len(),
-                    topics: 0,
+                    topics,
                 })
             })
             .collect();
         out.sort_by(|a, b| a.room.cmp(&b.room));
         out
     }
+
+    pub(super) fn sweep(&self, now: u64) {
+        let horizon = now.saturating_sub(self.limits.history_ttl.as_millis() as u64);
+        for (room, state) in self.all_rooms() {
+            {
+                let mut state = lock(&state);
+                let lapsed: Vec<Topic> = state
+                    .retained
+                    .values()
+                    .filter(|r| r.expires_at.is_some_and(|t| t <= now))
+                    .map(|r| r.topic.clone())
+                    .collect();
+                for topic in lapsed {
+                    if let Some(held) = state.retained.remove(&topic) {
+                        let (_, event) = state.status_event(
+                            &room,
+                            &topic,
+                            null_payload(),
+                            held.from,
+                            &self.limits,
+                        );
+                        self.fanout.deliver(&room, event);
+                    }
+                }
+                while state.history.front().is_some_and(|(ts, _)| *ts <= horizon) {
+                    state.drop_oldest();
+                }
+            }
+            self.collect(&room);
+        }
+    }
+}
+
+fn lock(state: &Mutex<RoomState>) -> std::sync::MutexGuard<'_, RoomState> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -1,18 +1,21 @@
-//! The broker seam: what must be shared by every relay instance. It orders and
-//! ids a room's messages, keeps presence, and hands every event to each
-//! instance's local [`Fanout`]. The memory broker serves one process; a Redis
-//! broker (same operations) serves many.
+//! The broker seam: what every relay instance must share. It orders and ids a
+//! room's events, keeps presence, retained topic values and a bounded history,
+//! and hands every event to each instance's local [`Fanout`]. The memory broker
+//! serves one process; a Redis broker (the same operations, the same contract
+//! tests) serves many.
 
 mod memory;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use memory::MemoryBroker;
 
 use crate::hub::Fanout;
 use crate::protocol::{Event, EventId, LeaveReason, Payload, PeerInfo, RoomName};
+use crate::topic::{Topic, TopicFilter};
 
-/// Broker failures, mapped to the contract's codes in `error.rs`.
+/// Broker failures, mapped to the contract's codes in `hub`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BrokerError {
     /// The shared backend cannot be reached.
@@ -26,6 +29,25 @@ pub enum BrokerError {
         /// The missing peer id.
         peer: String,
     },
+    /// The room already holds the most retained topics allowed.
+    #[error("room {room} already holds {limit} retained topics, the most allowed")]
+    TooManyTopics {
+        /// The room.
+        room: String,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// Bounds on what a broker keeps per room.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Events kept in a room's history.
+    pub history_size: usize,
+    /// Age after which history events are dropped.
+    pub history_ttl: Duration,
+    /// Retained topics per room.
+    pub max_topics: usize,
 }
 
 /// A message to publish, before the broker gives it an id and a time.
@@ -39,8 +61,49 @@ pub struct Draft {
     pub data: Payload,
     /// Direct recipient.
     pub to: Option<Arc<str>>,
-    /// Topic.
-    pub topic: Option<Arc<str>>,
+    /// Topic the message is published to (not retained).
+    pub topic: Option<Topic>,
+}
+
+/// A topic value to store, before the broker gives it an id and a time.
+#[derive(Debug, Clone)]
+pub struct RetainDraft {
+    /// The topic.
+    pub topic: Topic,
+    /// The value.
+    pub data: Payload,
+    /// Who sets it (peer id or `sub`).
+    pub from: Arc<str>,
+    /// Lifetime; the value is cleared (with a `status` event) when it lapses.
+    pub ttl: Option<Duration>,
+}
+
+/// A stored topic value.
+#[derive(Debug, Clone)]
+pub struct Retained {
+    /// The topic.
+    pub topic: Topic,
+    /// The value.
+    pub data: Payload,
+    /// When it was set (ms since the epoch).
+    pub ts: u64,
+    /// Who set it.
+    pub from: Arc<str>,
+    /// When it lapses (ms since the epoch).
+    pub expires_at: Option<u64>,
+    /// Its `status` event with `retained: true`, serialized once for every
+    /// subscriber that joins while it holds.
+    pub replay: Arc<Event>,
+}
+
+/// A range of a room's history.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    /// Events after the requested id, oldest first.
+    pub events: Vec<Arc<Event>>,
+    /// False when events after the requested id were already dropped (or the
+    /// room's history is unknown), so the caller must resynchronise.
+    pub complete: bool,
 }
 
 /// A room's presence and position, as a joining subscriber needs them.
@@ -48,7 +111,7 @@ pub struct Draft {
 pub struct RoomSnapshot {
     /// Peers present, oldest first.
     pub peers: Vec<PeerInfo>,
-    /// The room's last message id.
+    /// The room's last event id.
     pub last_id: Option<EventId>,
 }
 
@@ -71,15 +134,63 @@ pub enum Broker {
 
 impl Broker {
     /// The in-memory broker delivering to `fanout`.
-    pub fn memory(fanout: Arc<Fanout>) -> Broker {
-        Broker::Memory(MemoryBroker::new(fanout))
+    pub fn memory(fanout: Arc<Fanout>, limits: Limits) -> Broker {
+        Broker::Memory(MemoryBroker::new(fanout, limits))
     }
 
-    /// Gives a message its id and time and delivers it (a direct message only to
-    /// its recipient, who must be in the room).
+    /// Gives a message its id and time, keeps it in history (unless direct) and
+    /// delivers it (a direct message only to its recipient, who must be present).
     pub async fn publish(&self, room: &RoomName, draft: Draft) -> Result<Arc<Event>, BrokerError> {
         match self {
             Broker::Memory(b) => b.publish(room, draft),
+        }
+    }
+
+    /// Stores a topic's retained value and delivers its live `status` event.
+    pub async fn set_retained(
+        &self,
+        room: &RoomName,
+        draft: RetainDraft,
+    ) -> Result<Arc<Event>, BrokerError> {
+        match self {
+            Broker::Memory(b) => b.set_retained(room, draft),
+        }
+    }
+
+    /// Clears a topic's retained value and delivers a `status` event with `data:
+    /// null`; `None` when the topic held no value.
+    pub async fn clear_retained(
+        &self,
+        room: &RoomName,
+        topic: &Topic,
+        from: Arc<str>,
+    ) -> Result<Option<Arc<Event>>, BrokerError> {
+        match self {
+            Broker::Memory(b) => Ok(b.clear_retained(room, topic, from)),
+        }
+    }
+
+    /// The retained values of a room whose topics match `filter` (all without
+    /// one), sorted by topic.
+    pub async fn retained(
+        &self,
+        room: &RoomName,
+        filter: Option<&TopicFilter>,
+    ) -> Result<Vec<Retained>, BrokerError> {
+        match self {
+            Broker::Memory(b) => Ok(b.retained(room, filter)),
+        }
+    }
+
+    /// History events after `since` (all kept without it), at most `limit`, oldest first.
+    pub async fn history(
+        &self,
+        room: &RoomName,
+        since: Option<EventId>,
+        limit: usize,
+    ) -> Result<History, BrokerError> {
+        match self {
+            Broker::Memory(b) => Ok(b.history(room, since, limit)),
         }
     }
 
@@ -132,10 +243,22 @@ impl Broker {
         }
     }
 
-    /// Every room with peers (or retained topics), with counts.
+    /// Every room with peers or retained topics, with counts.
     pub async fn rooms(&self) -> Result<Vec<RoomSummary>, BrokerError> {
         match self {
             Broker::Memory(b) => Ok(b.rooms()),
+        }
+    }
+
+    /// Does the time-driven work as of `now_ms`: clears lapsed retained values
+    /// (with `status` events), drops history past its age, forgets empty rooms.
+    /// The hub calls it every second; tests call it with a chosen time.
+    pub async fn sweep(&self, now_ms: u64) -> Result<(), BrokerError> {
+        match self {
+            Broker::Memory(b) => {
+                b.sweep(now_ms);
+                Ok(())
+            }
         }
     }
 }

@@ -10,14 +10,22 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use fanout::{Closer, DIRECT_QUEUE, Fanout};
-pub use session::{MAX_ROOMS_PER_SESSION, Next, Session};
+pub use session::{MAX_ROOMS_PER_SESSION, MAX_WILL_DELAY_SECS, Next, Session, Will};
 
 use crate::auth::{Authenticator, Principal, Rights};
-use crate::broker::{Broker, BrokerError, Draft, RoomSnapshot, RoomSummary};
+use crate::broker::{
+    Broker, BrokerError, Draft, History, Limits, RetainDraft, Retained, RoomSnapshot, RoomSummary,
+};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::{Metrics, Transport};
-use crate::protocol::{Event, Payload, PeerInfo, RoomName, check_message_type};
+use crate::protocol::{Event, EventId, Payload, PeerInfo, RoomName, check_message_type, now_ms};
+use crate::topic::{Topic, TopicFilter};
+
+/// How often lapsed retained values and old history are swept.
+pub const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Longest `ttl` accepted for a retained value: 30 days.
+pub const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
 
 /// What a client asks to publish; the hub checks rights and shapes it.
 #[derive(Debug, Clone)]
@@ -32,6 +40,8 @@ pub struct Publish {
     pub topic: Option<String>,
     /// Store as the topic's retained value.
     pub retain: bool,
+    /// Lifetime of a retained value, in seconds.
+    pub ttl: Option<u64>,
 }
 
 /// The hub, cheap to clone; the axum state.
@@ -61,6 +71,7 @@ impl From<BrokerError> for ApiError {
         match e {
             BrokerError::Unavailable => ApiError::BackendUnavailable,
             BrokerError::NoSuchPeer { .. } => ApiError::NotFound(e.to_string()),
+            BrokerError::TooManyTopics { .. } => ApiError::TooLarge(e.to_string()),
         }
     }
 }
@@ -69,7 +80,12 @@ impl Hub {
     /// A hub over the in-memory broker. `shutdown` ends every session when cancelled.
     pub fn new(config: Arc<Config>, auth: Arc<Authenticator>, shutdown: CancellationToken) -> Hub {
         let fanout = Arc::new(Fanout::new(config.outbound_queue));
-        let broker = Broker::memory(fanout.clone());
+        let limits = Limits {
+            history_size: config.history_size,
+            history_ttl: config.history_ttl,
+            max_topics: config.max_topics,
+        };
+        let broker = Broker::memory(fanout.clone(), limits);
         Hub {
             inner: Arc::new(Inner {
                 config,
@@ -143,7 +159,9 @@ impl Hub {
         }
     }
 
-    /// Publishes a message to `room` as `from` after checking the caller's rights.
+    /// Publishes to `room` as `from` after checking the caller's rights: a
+    /// message (broadcast, direct, or to a topic), or with `retain` a topic's
+    /// retained value.
     pub async fn publish(
         &self,
         principal: &Principal,
@@ -151,23 +169,125 @@ impl Hub {
         from: Arc<str>,
         req: Publish,
     ) -> Result<Arc<Event>, ApiError> {
-        principal.require(room, Rights::WRITE)?;
-        check_message_type(&req.kind)?;
+        let topic = req.topic.as_deref().map(Topic::parse).transpose()?;
         if req.retain {
+            let topic = topic.ok_or_else(|| ApiError::BadRequest("retain needs a topic".into()))?;
+            if req.to.is_some() {
+                return Err(ApiError::BadRequest(
+                    "a retained value cannot be a direct message".into(),
+                ));
+            }
+            return self
+                .set_retained(principal, room, topic, req.data, from, req.ttl)
+                .await;
+        }
+        if req.ttl.is_some() {
             return Err(ApiError::BadRequest(
-                "retain needs a topic and the retained-topics feature, which this relay version does not serve".into(),
+                "ttl applies only to retained values".into(),
             ));
         }
+        principal.require(room, Rights::WRITE)?;
+        check_message_type(&req.kind)?;
         let draft = Draft {
             from,
             kind: Arc::from(req.kind),
             data: req.data,
             to: req.to.map(Arc::from),
-            topic: req.topic.map(Arc::from),
+            topic,
         };
         let event = self.broker().publish(room, draft).await?;
         Metrics::add(&self.inner.metrics.messages_in, 1);
         Ok(event)
+    }
+
+    /// Sets a topic's retained value (needs the `retain` right).
+    pub async fn set_retained(
+        &self,
+        principal: &Principal,
+        room: &RoomName,
+        topic: Topic,
+        data: Payload,
+        from: Arc<str>,
+        ttl: Option<u64>,
+    ) -> Result<Arc<Event>, ApiError> {
+        principal.require(room, Rights::RETAIN)?;
+        let ttl = match ttl {
+            Some(0) => return Err(ApiError::BadRequest("ttl must be at least 1 second".into())),
+            Some(t) if t > MAX_TTL_SECS => {
+                return Err(ApiError::BadRequest(format!(
+                    "ttl may be at most {MAX_TTL_SECS} seconds"
+                )));
+            }
+            t => t.map(std::time::Duration::from_secs),
+        };
+        let draft = RetainDraft {
+            topic,
+            data,
+            from,
+            ttl,
+        };
+        let event = self.broker().set_retained(room, draft).await?;
+        Metrics::add(&self.inner.metrics.messages_in, 1);
+        Ok(event)
+    }
+
+    /// Clears a topic's retained value (needs the `retain` right); `404` when it held none.
+    pub async fn clear_retained(
+        &self,
+        principal: &Principal,
+        room: &RoomName,
+        topic: Topic,
+        from: Arc<str>,
+    ) -> Result<Arc<Event>, ApiError> {
+        principal.require(room, Rights::RETAIN)?;
+        match self.broker().clear_retained(room, &topic, from).await? {
+            Some(event) => Ok(event),
+            None => Err(ApiError::NotFound(format!(
+                "topic {topic} holds no value in room {room}"
+            ))),
+        }
+    }
+
+    /// Retained values matching `filter`, for a reader.
+    pub async fn retained(
+        &self,
+        principal: &Principal,
+        room: &RoomName,
+        filter: Option<&TopicFilter>,
+    ) -> Result<Vec<Retained>, ApiError> {
+        principal.require(room, Rights::READ)?;
+        Ok(self.broker().retained(room, filter).await?)
+    }
+
+    /// Stored events after `since`, for a reader.
+    pub async fn history(
+        &self,
+        principal: &Principal,
+        room: &RoomName,
+        since: Option<EventId>,
+        limit: usize,
+    ) -> Result<History, ApiError> {
+        principal.require(room, Rights::READ)?;
+        Ok(self.broker().history(room, since, limit).await?)
+    }
+
+    /// Runs the broker's sweep every [`SWEEP_INTERVAL`] until shutdown.
+    pub fn start_sweeper(&self) {
+        let hub = self.clone();
+        self.inner.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = hub.shutdown().cancelled() => return,
+                    _ = tick.tick() => {
+                        if let Err(e) = hub.broker().sweep(now_ms()).await {
+                            tracing::warn!(error = %e, "sweep failed");
+                        }
+                    }
+                }
+            }
+        });
     }
 
     /// A room's presence, for a reader.

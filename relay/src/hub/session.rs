@@ -4,7 +4,7 @@
 //! queue, and each joined room's shared ring. Falling behind any of them closes
 //! the session as a slow consumer; it never grows the relay's memory.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -20,18 +20,53 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use super::{Closer, Hub, Publish};
 use crate::auth::{Principal, Rights};
+use crate::broker::{RetainDraft, Retained};
 use crate::error::ApiError;
 use crate::metrics::{Metrics, Transport};
 use crate::protocol::{
-    Event, EventId, EventKind, LeaveReason, Op, PeerInfo, RoomName, null_payload,
+    Event, EventId, EventKind, LeaveReason, Op, Payload, PeerInfo, RoomName, null_payload,
 };
+use crate::topic::{Topic, TopicFilter};
 
 /// Rooms one connection may join at once; each costs a ring subscription and a
 /// presence entry.
 pub const MAX_ROOMS_PER_SESSION: usize = 100;
-/// Events queued for a session outside the room rings (welcomes and answers to
-/// ops) before it counts as a slow consumer.
+/// Answers to ops queued for a session before it counts as a slow consumer. A
+/// join's burst (welcome, retained values, replay) is bounded by the topic and
+/// history limits instead.
 const MAX_PENDING: usize = 256;
+/// Longest delay a will may carry: one hour.
+pub const MAX_WILL_DELAY_SECS: f64 = 3600.0;
+
+/// A retained publish made for a connection that ends without `leave`.
+#[derive(Debug, Clone)]
+pub struct Will {
+    /// The topic to set.
+    pub topic: Topic,
+    /// The value to set.
+    pub data: Payload,
+    /// Wait this long, and fire only if no session of the same user joined meanwhile.
+    pub after: Option<std::time::Duration>,
+}
+
+impl Will {
+    /// Builds a will from client input, checking the delay.
+    pub fn new(topic: &str, data: Payload, after: Option<f64>) -> Result<Will, ApiError> {
+        let topic = Topic::parse(topic)?;
+        let after = match after {
+            None => None,
+            Some(a) if a.is_finite() && (0.0..=MAX_WILL_DELAY_SECS).contains(&a) => {
+                Some(std::time::Duration::from_secs_f64(a))
+            }
+            Some(_) => {
+                return Err(ApiError::BadRequest(format!(
+                    "a will's delay must be 0 to {MAX_WILL_DELAY_SECS} seconds"
+                )));
+            }
+        };
+        Ok(Will { topic, data, after })
+    }
+}
 
 /// What a session should do next.
 #[derive(Debug)]
@@ -52,6 +87,9 @@ pub struct Session {
     pending: VecDeque<Arc<Event>>,
     direct: mpsc::Receiver<Arc<Event>>,
     feeds: StreamMap<RoomName, RoomFeed>,
+    /// Rooms joined as a peer (a topic watch is in `feeds` but not here).
+    present: std::collections::HashSet<RoomName>,
+    wills: HashMap<RoomName, Will>,
     leave_reason: LeaveReason,
 }
 
@@ -77,6 +115,8 @@ impl Session {
             pending: VecDeque::new(),
             direct,
             feeds: StreamMap::new(),
+            present: std::collections::HashSet::new(),
+            wills: HashMap::new(),
             leave_reason: LeaveReason::Closed,
         }
     }
@@ -101,11 +141,82 @@ impl Session {
         self.push(Event::welcome(None, &self.me, &[], None));
     }
 
-    /// Joins `room`: subscribes to its ring first, then enters presence, so no
-    /// event after the snapshot can be missed; the `welcome` goes out first.
-    pub async fn join(&mut self, room: RoomName) -> Result<(), ApiError> {
+    /// Joins `room` as a peer: `welcome`, the room's retained values, then (when
+    /// resuming after `since`) the missed events, then live events. When the
+    /// missed events are no longer all in history, a `reset` comes first.
+    pub async fn join(&mut self, room: RoomName, since: Option<EventId>) -> Result<(), ApiError> {
         self.principal.require(&room, Rights::READ)?;
-        if self.feeds.contains_key(&room) {
+        self.check_new_feed(&room)?;
+        // Subscribe before reading anything, so nothing published meanwhile is missed.
+        let rx = self.hub.fanout().subscribe(&room);
+        let snapshot = match self.hub.broker().join(&room, self.me.clone()).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.abandon(rx, &room);
+                return Err(e.into());
+            }
+        };
+        let start = match self.start_of(&room, None, since, snapshot.last_id).await {
+            Ok(start) => start,
+            Err(e) => {
+                self.abandon(rx, &room);
+                let _ = self
+                    .hub
+                    .broker()
+                    .leave(&room, &self.me.id, LeaveReason::Closed)
+                    .await;
+                return Err(e);
+            }
+        };
+        if start.reset {
+            self.pending.push_back(Event::reset(&room, "history_gap"));
+        }
+        self.pending.push_back(Event::welcome(
+            Some(&room),
+            &self.me,
+            &snapshot.peers,
+            snapshot.last_id,
+        ));
+        self.start_feed(rx, room.clone(), None, start);
+        self.present.insert(room);
+        Ok(())
+    }
+
+    /// Watches the topics of `room` that match `filter`, without joining its
+    /// presence: retained values first, then (resuming after `since`) missed
+    /// updates, then live `status` events and topic messages that match.
+    pub async fn watch(
+        &mut self,
+        room: RoomName,
+        filter: TopicFilter,
+        since: Option<EventId>,
+    ) -> Result<(), ApiError> {
+        self.principal.require(&room, Rights::READ)?;
+        self.check_new_feed(&room)?;
+        let rx = self.hub.fanout().subscribe(&room);
+        let result = async {
+            let snapshot = self.hub.broker().snapshot(&room).await?;
+            self.start_of(&room, Some(&filter), since, snapshot.last_id)
+                .await
+        }
+        .await;
+        match result {
+            Ok(start) => {
+                if start.reset {
+                    self.pending.push_back(Event::reset(&room, "history_gap"));
+                }
+                self.start_feed(rx, room, Some(filter), start);
+                Ok(())
+            }
+            Err(e) => {
+                self.abandon(rx, &room);
+                Err(e)
+            }
+        }
+    }
+
+    fn check_new_feed(&self, room: &RoomName) -> Result<(), ApiError> {
+        if self.feeds.contains_key(room) {
             return Err(ApiError::BadRequest(format!("already joined room {room}")));
         }
         if self.feeds.len() >= MAX_ROOMS_PER_SESSION {
@@ -113,40 +224,101 @@ impl Session {
                 "a connection may join at most {MAX_ROOMS_PER_SESSION} rooms"
             )));
         }
-        let rx = self.hub.fanout().subscribe(&room);
-        let snapshot = match self.hub.broker().join(&room, self.me.clone()).await {
-            Ok(s) => s,
-            Err(e) => {
-                drop(rx);
-                self.hub.fanout().release(&room);
-                return Err(e.into());
-            }
-        };
-        let feed = RoomFeed {
-            inner: BroadcastStream::new(rx),
-            skip_through: snapshot.last_id,
-            me: self.me.id.clone(),
-        };
-        self.feeds.insert(room.clone(), feed);
-        self.push(Event::welcome(
-            Some(&room),
-            &self.me,
-            &snapshot.peers,
-            snapshot.last_id,
-        ));
         Ok(())
     }
 
-    /// Leaves `room` cleanly (reason `closed`).
+    fn abandon(&self, rx: tokio::sync::broadcast::Receiver<Arc<Event>>, room: &RoomName) {
+        drop(rx);
+        self.hub.fanout().release(room);
+    }
+
+    /// Reads what a new feed starts with: retained values and the replay.
+    async fn start_of(
+        &self,
+        room: &RoomName,
+        filter: Option<&TopicFilter>,
+        since: Option<EventId>,
+        last_id: Option<EventId>,
+    ) -> Result<Start, ApiError> {
+        let broker = self.hub.broker();
+        let retained = broker.retained(room, filter).await?;
+        let Some(since) = since else {
+            return Ok(Start {
+                retained,
+                replay: Vec::new(),
+                reset: false,
+                skip_through: last_id,
+            });
+        };
+        let history = broker.history(room, Some(since), usize::MAX).await?;
+        if !history.complete {
+            return Ok(Start {
+                retained,
+                replay: Vec::new(),
+                reset: true,
+                skip_through: last_id,
+            });
+        }
+        let replay_through = history.events.iter().filter_map(|e| e.id()).max();
+        let replay = history
+            .events
+            .into_iter()
+            .filter(|e| filter.is_none_or(|f| e.topic().is_some_and(|t| f.matches(t))))
+            .collect();
+        Ok(Start {
+            retained,
+            replay,
+            reset: false,
+            // Live events up to the last one replayed (or the resume point) are
+            // already covered; later ones come from the ring.
+            skip_through: replay_through.max(Some(since)),
+        })
+    }
+
+    fn start_feed(
+        &mut self,
+        rx: tokio::sync::broadcast::Receiver<Arc<Event>>,
+        room: RoomName,
+        filter: Option<TopicFilter>,
+        start: Start,
+    ) {
+        self.pending
+            .extend(start.retained.into_iter().map(|r: Retained| r.replay));
+        self.pending.extend(start.replay);
+        let feed = RoomFeed {
+            inner: BroadcastStream::new(rx),
+            skip_through: start.skip_through,
+            me: self.me.id.clone(),
+            filter,
+        };
+        self.feeds.insert(room, feed);
+    }
+
+    /// Leaves `room` cleanly (reason `closed`); its will, if any, is cancelled.
     pub async fn leave(&mut self, room: &RoomName) -> Result<(), ApiError> {
         if self.feeds.remove(room).is_none() {
             return Err(ApiError::BadRequest(format!("not joined to room {room}")));
         }
+        self.wills.remove(room);
         self.hub.fanout().release(room);
-        self.hub
-            .broker()
-            .leave(room, &self.me.id, LeaveReason::Closed)
-            .await?;
+        if self.present.remove(room) {
+            self.hub
+                .broker()
+                .leave(room, &self.me.id, LeaveReason::Closed)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Sets this connection's will for a joined room (needs the `retain` right).
+    pub fn set_will(&mut self, room: &RoomName, will: Will) -> Result<(), ApiError> {
+        self.principal.require(room, Rights::RETAIN)?;
+        if !self.present.contains(room) {
+            return Err(ApiError::BadRequest(format!(
+                "join room {room} before setting a will"
+            )));
+        }
+        self.wills.insert(room.clone(), will);
         Ok(())
     }
 
@@ -211,6 +383,7 @@ impl Session {
                 to,
                 topic,
                 retain,
+                ttl,
             } => {
                 let room = room_of(room)?;
                 let req = Publish {
@@ -219,6 +392,7 @@ impl Session {
                     to,
                     topic,
                     retain,
+                    ttl,
                 };
                 let event = self
                     .hub
@@ -226,9 +400,28 @@ impl Session {
                     .await?;
                 Ok(Answer::Done(event.id()))
             }
-            Op::Join { room, since: _ } => {
+            Op::Join { room, since } => {
                 let room = room_of(room)?;
-                self.join(room).await?;
+                let since = since.map(|s| s.parse::<EventId>()).transpose()?;
+                self.join(room, since).await?;
+                Ok(Answer::Done(None))
+            }
+            Op::Will {
+                room,
+                topic,
+                data,
+                after,
+            } => {
+                let room = room_of(room)?;
+                match topic {
+                    Some(topic) => {
+                        let will = Will::new(&topic, data, after)?;
+                        self.set_will(&room, will)?;
+                    }
+                    None => {
+                        self.wills.remove(&room);
+                    }
+                }
                 Ok(Answer::Done(None))
             }
             Op::Leave { room } => {
@@ -239,7 +432,7 @@ impl Session {
             Op::State { room, state } => {
                 let room = room_of(room)?;
                 self.principal.require(&room, Rights::WRITE)?;
-                if !self.feeds.contains_key(&room) {
+                if !self.present.contains(&room) {
                     return Err(ApiError::BadRequest(format!("not joined to room {room}")));
                 }
                 self.hub
@@ -282,21 +475,67 @@ impl Drop for Session {
             .metrics()
             .sessions(self.transport)
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        if rooms.is_empty() {
+        let present: Vec<RoomName> = self.present.drain().collect();
+        // Rooms still joined were not left with `leave`: their wills fire.
+        let wills: Vec<(RoomName, Will)> = self
+            .wills
+            .drain()
+            .filter(|(room, _)| present.contains(room))
+            .collect();
+        if present.is_empty() {
             return;
         }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         let hub = self.hub.clone();
         let id = self.me.id.clone();
+        let user = self.me.user.clone();
         let reason = self.leave_reason;
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                for room in rooms {
-                    if let Err(e) = hub.broker().leave(&room, &id, reason).await {
-                        tracing::warn!(%room, error = %e, "leave after close failed");
-                    }
+        handle.spawn(async move {
+            // Immediate wills go out before the leaves, so a watcher sees the
+            // will's value before the peer disappears; delayed ones wait apart.
+            for (room, will) in wills {
+                if will.after.is_none() {
+                    fire_will(hub.clone(), room, will, id.clone(), user.clone()).await;
+                } else {
+                    tokio::spawn(fire_will(hub.clone(), room, will, id.clone(), user.clone()));
                 }
-            });
+            }
+            for room in &present {
+                if let Err(e) = hub.broker().leave(room, &id, reason).await {
+                    tracing::warn!(%room, error = %e, "leave after close failed");
+                }
+            }
+        });
+    }
+}
+
+/// Makes a will's retained publish, after its delay unless the same user is
+/// back in the room by then (a page reload should not flash "offline").
+async fn fire_will(hub: Hub, room: RoomName, will: Will, from: Arc<str>, user: Arc<str>) {
+    if let Some(delay) = will.after {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = hub.shutdown().cancelled() => return,
         }
+        match hub.broker().snapshot(&room).await {
+            Ok(snapshot) if snapshot.peers.iter().any(|p| p.user == user) => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(%room, error = %e, "will not fired: presence unknown");
+                return;
+            }
+        }
+    }
+    let draft = RetainDraft {
+        topic: will.topic,
+        data: will.data,
+        from,
+        ttl: None,
+    };
+    if let Err(e) = hub.broker().set_retained(&room, draft).await {
+        tracing::warn!(%room, error = %e, "will not fired");
     }
 }
 
@@ -318,6 +557,16 @@ struct RoomFeed {
     inner: BroadcastStream<Arc<Event>>,
     skip_through: Option<EventId>,
     me: Arc<str>,
+    /// For a topic watch: only events whose topic matches.
+    filter: Option<TopicFilter>,
+}
+
+/// What a new feed starts with.
+struct Start {
+    retained: Vec<Retained>,
+    replay: Vec<Arc<Event>>,
+    reset: bool,
+    skip_through: Option<EventId>,
 }
 
 impl Stream for RoomFeed {
@@ -330,6 +579,11 @@ impl Stream for RoomFeed {
                 other => return other,
             };
             if item.kind() == EventKind::Join && item.subject() == Some(&*self.me) {
+                continue;
+            }
+            if let Some(filter) = &self.filter
+                && !item.topic().is_some_and(|t| filter.matches(t))
+            {
                 continue;
             }
             if let (Some(skip), Some(id)) = (self.skip_through, item.id()) {

@@ -9,9 +9,11 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Principal;
+use crate::broker::Retained;
 use crate::error::ApiError;
 use crate::hub::{Hub, Publish};
-use crate::protocol::{Payload, PeerInfo, RoomName, payload_from_json, payload_from_text};
+use crate::protocol::{EventId, Payload, PeerInfo, RoomName, payload_from_json, payload_from_text};
+use crate::topic::{Topic, TopicFilter};
 
 /// Query parameters of `POST /rooms/{room}`.
 #[derive(Debug, Default, Deserialize)]
@@ -27,8 +29,8 @@ pub struct PublishQuery {
     pub retain: Option<String>,
     /// The caller's own SSE peer id, to publish as that peer.
     pub conn: Option<String>,
-    /// A token (read by the auth extractor; listed so it is not an unknown field).
-    pub token: Option<String>,
+    /// Lifetime in seconds of a retained value.
+    pub ttl: Option<u64>,
 }
 
 /// Reads a request body of at most `limit` bytes as a payload: JSON when the
@@ -65,7 +67,8 @@ pub async fn read_payload(
     }
 }
 
-fn parse_flag(value: Option<&str>) -> Result<bool, ApiError> {
+/// Parses a query flag: `true`/`1` or `false`/`0`.
+pub fn parse_flag(value: Option<&str>) -> Result<bool, ApiError> {
     match value {
         None => Ok(false),
         Some("true" | "1") => Ok(true),
@@ -91,27 +94,204 @@ pub async fn publish(
     body: Body,
 ) -> Result<Response, ApiError> {
     let data = read_payload(headers, body, hub.config().max_message_bytes).await?;
-    let from: Arc<str> = match query.conn.as_deref() {
-        Some(conn) => hub.resolve_conn(&principal, &room, conn).await?,
-        None => principal.sub.clone(),
-    };
+    let from = sender(hub, &principal, &room, query.conn.as_deref()).await?;
     let req = Publish {
         kind: query.kind.unwrap_or_else(|| "message".into()),
         data,
         to: query.to,
         topic: query.topic,
         retain: parse_flag(query.retain.as_deref())?,
+        ttl: query.ttl,
     };
     let event = hub.publish(&principal, &room, from, req).await?;
-    let id = event.id().map(|id| id.to_string()).unwrap_or_default();
-    Ok((StatusCode::ACCEPTED, Json(Published { id })).into_response())
+    Ok(accepted(event.id()))
+}
+
+/// Who a write comes from: the caller's own peer named by `conn`, else its `sub`.
+async fn sender(
+    hub: &Hub,
+    principal: &Principal,
+    room: &RoomName,
+    conn: Option<&str>,
+) -> Result<Arc<str>, ApiError> {
+    match conn {
+        Some(conn) => hub.resolve_conn(principal, room, conn).await,
+        None => Ok(principal.sub.clone()),
+    }
+}
+
+fn accepted(id: Option<EventId>) -> Response {
+    let id = id.map(|id| id.to_string()).unwrap_or_default();
+    (StatusCode::ACCEPTED, Json(Published { id })).into_response()
+}
+
+/// Query parameters of the topic writes.
+#[derive(Debug, Default, Deserialize)]
+pub struct TopicQuery {
+    /// Lifetime in seconds of a retained value (`PUT`).
+    pub ttl: Option<u64>,
+    /// Message type (`POST`).
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// The caller's own SSE peer id, to write as that peer.
+    pub conn: Option<String>,
+}
+
+/// `PUT /rooms/{room}/topics/{topic}`: set the retained value.
+pub async fn put_topic(
+    hub: &Hub,
+    principal: Principal,
+    room: RoomName,
+    topic: &str,
+    query: TopicQuery,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let topic = Topic::parse(topic)?;
+    let data = read_payload(headers, body, hub.config().max_message_bytes).await?;
+    let from = sender(hub, &principal, &room, query.conn.as_deref()).await?;
+    let event = hub
+        .set_retained(&principal, &room, topic, data, from, query.ttl)
+        .await?;
+    Ok(accepted(event.id()))
+}
+
+/// `DELETE /rooms/{room}/topics/{topic}`: clear the retained value.
+pub async fn delete_topic(
+    hub: &Hub,
+    principal: Principal,
+    room: RoomName,
+    topic: &str,
+    query: TopicQuery,
+) -> Result<Response, ApiError> {
+    let topic = Topic::parse(topic)?;
+    let from = sender(hub, &principal, &room, query.conn.as_deref()).await?;
+    let event = hub.clear_retained(&principal, &room, topic, from).await?;
+    Ok(accepted(event.id()))
+}
+
+/// `POST /rooms/{room}/topics/{topic}`: publish to the topic without retaining.
+pub async fn post_topic(
+    hub: &Hub,
+    principal: Principal,
+    room: RoomName,
+    topic: &str,
+    query: TopicQuery,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let data = read_payload(headers, body, hub.config().max_message_bytes).await?;
+    let from = sender(hub, &principal, &room, query.conn.as_deref()).await?;
+    let req = Publish {
+        kind: query.kind.unwrap_or_else(|| "message".into()),
+        data,
+        to: None,
+        topic: Some(topic.to_owned()),
+        retain: false,
+        ttl: None,
+    };
+    let event = hub.publish(&principal, &room, from, req).await?;
+    Ok(accepted(event.id()))
+}
+
+#[derive(Serialize)]
+struct TopicValue<'a> {
+    topic: &'a str,
+    data: &'a serde_json::value::RawValue,
+    ts: u64,
+    from: &'a str,
+}
+
+impl<'a> From<&'a Retained> for TopicValue<'a> {
+    fn from(r: &'a Retained) -> Self {
+        TopicValue {
+            topic: r.topic.as_str(),
+            data: &r.data,
+            ts: r.ts,
+            from: &r.from,
+        }
+    }
+}
+
+/// `GET /rooms/{room}/topics/{filter}` as JSON: an exact topic's value (404 when
+/// none), or the list of values matching a filter.
+pub async fn get_topics(
+    hub: &Hub,
+    principal: Principal,
+    room: RoomName,
+    filter: &TopicFilter,
+) -> Result<Response, ApiError> {
+    let values = hub.retained(&principal, &room, Some(filter)).await?;
+    if filter.is_exact() {
+        return match values.first() {
+            Some(value) => Ok(Json(TopicValue::from(value)).into_response()),
+            None => Err(ApiError::NotFound(format!(
+                "topic {} holds no value in room {room}",
+                filter.as_str()
+            ))),
+        };
+    }
+    let list: Vec<TopicValue<'_>> = values.iter().map(TopicValue::from).collect();
+    Ok(Json(list).into_response())
+}
+
+/// Query parameters of `GET /rooms/{room}/history`.
+#[derive(Debug, Default, Deserialize)]
+pub struct HistoryQuery {
+    /// Events after this id (all kept without it).
+    pub since: Option<String>,
+    /// Most events returned (default 100, at most the history size).
+    pub limit: Option<usize>,
+}
+
+/// `GET /rooms/{room}/history`: kept events after `since`, oldest first, and
+/// whether they are all that happened (`complete`).
+pub async fn history(
+    hub: &Hub,
+    principal: Principal,
+    room: RoomName,
+    query: HistoryQuery,
+) -> Result<Response, ApiError> {
+    let since = query
+        .since
+        .as_deref()
+        .map(str::parse::<EventId>)
+        .transpose()?;
+    let max = hub.config().history_size.max(1);
+    let limit = query.limit.unwrap_or(100).clamp(1, max);
+    let history = hub.history(&principal, &room, since, limit).await?;
+    // The events are already serialized: splice their bytes in.
+    let mut body = String::with_capacity(
+        64 + history
+            .events
+            .iter()
+            .map(|e| e.json().len() + 1)
+            .sum::<usize>(),
+    );
+    body.push_str("{\"room\":");
+    body.push_str(&serde_json::to_string(&room).unwrap_or_default());
+    body.push_str(",\"complete\":");
+    body.push_str(if history.complete { "true" } else { "false" });
+    body.push_str(",\"events\":[");
+    for (i, event) in history.events.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(event.json());
+    }
+    body.push_str("]}");
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }
 
 #[derive(Serialize)]
 struct Snapshot<'a> {
     room: &'a RoomName,
     peers: &'a [PeerInfo],
-    topics: serde_json::Map<String, serde_json::Value>,
+    topics: std::collections::BTreeMap<&'a str, TopicValue<'a>>,
 }
 
 /// `GET /rooms/{room}` with `Accept: application/json`: the room's presence.
@@ -121,10 +301,14 @@ pub async fn snapshot(
     room: RoomName,
 ) -> Result<Response, ApiError> {
     let snap = hub.snapshot(&principal, &room).await?;
+    let retained = hub.retained(&principal, &room, None).await?;
     let body = Snapshot {
         room: &room,
         peers: &snap.peers,
-        topics: serde_json::Map::new(),
+        topics: retained
+            .iter()
+            .map(|r| (r.topic.as_str(), TopicValue::from(r)))
+            .collect(),
     };
     Ok(Json(body).into_response())
 }

@@ -15,7 +15,8 @@ use crate::auth::{Principal, SUBPROTOCOL};
 use crate::error::ApiError;
 use crate::hub::{Hub, Next, Session};
 use crate::metrics::{Metrics, Transport};
-use crate::protocol::{CloseCode, Event, LeaveReason, RoomName, parse_op};
+use crate::protocol::{CloseCode, Event, EventId, LeaveReason, RoomName, parse_op};
+use crate::topic::TopicFilter;
 
 /// Bytes tungstenite reads from the socket at a time; small, because idle
 /// connections are the common case.
@@ -25,13 +26,24 @@ const WRITE_BUFFER: usize = 16 * 1024;
 /// Most events written in one batch before a flush.
 const MAX_BATCH: usize = 64;
 
-/// Upgrades a request to a WebSocket session, joined to `room` when given.
+/// What a new WebSocket session starts on.
+#[derive(Debug)]
+pub enum Target {
+    /// Joined to no room (`/rooms`); rooms are joined with ops.
+    Bare,
+    /// Joined to a room, resuming after `since` when given.
+    Room(RoomName, Option<EventId>),
+    /// Watching a room's topics that match a filter.
+    Topics(RoomName, TopicFilter, Option<EventId>),
+}
+
+/// Upgrades a request to a WebSocket session on `target`.
 pub fn upgrade(
     ws: WebSocketUpgrade,
     headers: &HeaderMap,
     hub: Hub,
     auth: Result<Principal, ApiError>,
-    room: Option<RoomName>,
+    target: Target,
 ) -> Response {
     let max = hub.config().max_message_bytes;
     let mut ws = ws
@@ -53,28 +65,28 @@ pub fn upgrade(
     let guard = hub.tasks().token();
     ws.on_upgrade(move |socket| async move {
         let _guard = guard;
-        run(socket, hub, auth, room).await;
+        run(socket, hub, auth, target).await;
     })
 }
 
-async fn run(
-    mut socket: WebSocket,
-    hub: Hub,
-    auth: Result<Principal, ApiError>,
-    room: Option<RoomName>,
-) {
+async fn run(mut socket: WebSocket, hub: Hub, auth: Result<Principal, ApiError>, target: Target) {
     let principal = match auth {
         Ok(p) => p,
         Err(e) => return refuse(socket, &hub, &e).await,
     };
     let mut session = hub.open_session(principal, Transport::WebSocket);
-    match &room {
-        Some(room) => {
-            if let Err(e) = session.join(room.clone()).await {
-                return refuse(socket, &hub, &e).await;
-            }
+    let (room, started) = match target {
+        Target::Bare => {
+            session.greet();
+            (None, Ok(()))
         }
-        None => session.greet(),
+        Target::Room(room, since) => (Some(room.clone()), session.join(room, since).await),
+        Target::Topics(room, filter, since) => {
+            (Some(room.clone()), session.watch(room, filter, since).await)
+        }
+    };
+    if let Err(e) = started {
+        return refuse(socket, &hub, &e).await;
     }
     let end = drive(&mut socket, &mut session, &hub, room.as_ref()).await;
     session.set_leave_reason(end.leave_reason);
