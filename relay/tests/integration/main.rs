@@ -2,8 +2,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod auth;
+mod broker_contract;
 mod cli;
 mod codes;
 mod harness;
 mod rooms;
+mod topics;
 mod transcripts;

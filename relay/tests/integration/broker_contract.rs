@@ -1,0 +1,424 @@
+//! The broker contract: what every broker (memory now, Redis in #4) must do,
+//! checked through the `Broker` API and what its fan-out delivers. A new broker
+//! runs `contract(make)` with a constructor of its own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use edgewire::broker::{Broker, BrokerError, Draft, Limits, RetainDraft};
+use edgewire::hub::Fanout;
+use edgewire::protocol::{
+    Event, EventId, LeaveReason, PeerInfo, RoomName, now_ms, null_payload, payload_from_text,
+};
+use edgewire::topic::{Topic, TopicFilter};
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use crate::harness::DEADLINE;
+
+/// Limits small enough to reach in a test.
+pub const LIMITS: Limits = Limits {
+    history_size: 5,
+    history_ttl: Duration::from_secs(60),
+    max_topics: 3,
+};
+
+fn room(name: &str) -> RoomName {
+    RoomName::parse(name).unwrap()
+}
+
+fn topic(name: &str) -> Topic {
+    Topic::parse(name).unwrap()
+}
+
+fn draft(text: &str) -> Draft {
+    Draft {
+        from: Arc::from("alice.1"),
+        kind: Arc::from("chat"),
+        data: payload_from_text(text),
+        to: None,
+        topic: None,
+    }
+}
+
+fn retain(name: &str, text: &str, ttl: Option<Duration>) -> RetainDraft {
+    RetainDraft {
+        topic: topic(name),
+        data: payload_from_text(text),
+        from: Arc::from("device.1"),
+        ttl,
+    }
+}
+
+fn peer(id: &str, user: &str) -> PeerInfo {
+    PeerInfo {
+        id: Arc::from(id),
+        user: Arc::from(user),
+        meta: null_payload(),
+        state: null_payload(),
+    }
+}
+
+fn json(event: &Event) -> Value {
+    serde_json::from_str(event.json()).unwrap()
+}
+
+async fn next(rx: &mut broadcast::Receiver<Arc<Event>>) -> Value {
+    let event = tokio::time::timeout(DEADLINE, rx.recv())
+        .await
+        .expect("delivery before the deadline")
+        .expect("ring open");
+    json(&event)
+}
+
+fn ids(events: &[Arc<Event>]) -> Vec<EventId> {
+    events.iter().map(|e| e.id().unwrap()).collect()
+}
+
+/// Runs the whole contract against brokers made by `make` (one per case, each
+/// with its own fan-out, as a fresh relay instance would have).
+pub async fn contract<F, Fut>(make: F)
+where
+    F: Fn(Arc<Fanout>, Limits) -> Fut,
+    Fut: std::future::Future<Output = Broker>,
+{
+    let make = |limits| {
+        let fanout = Arc::new(Fanout::new(64));
+        let broker = make(fanout.clone(), limits);
+        async move { (broker.await, fanout) }
+    };
+    ids_order_and_history(make(LIMITS).await).await;
+    history_gaps(make(LIMITS).await).await;
+    retained_values(make(LIMITS).await).await;
+    retained_expiry_and_limits(make(LIMITS).await).await;
+    presence_and_direct(make(LIMITS).await).await;
+}
+
+async fn ids_order_and_history((broker, fanout): (Broker, Arc<Fanout>)) {
+    let r = room("contract-ids");
+    let mut rx = fanout.subscribe(&r);
+    let mut published = Vec::new();
+    for i in 0..4 {
+        published.push(broker.publish(&r, draft(&format!("m{i}"))).await.unwrap());
+    }
+    let published_ids = ids(&published);
+    assert!(
+        published_ids.windows(2).all(|w| w[0] < w[1]),
+        "ids grow: {published_ids:?}"
+    );
+    for (i, id) in published_ids.iter().enumerate() {
+        let delivered = next(&mut rx).await;
+        assert_eq!(delivered["id"], id.to_string(), "delivered in id order");
+        assert_eq!(delivered["data"], format!("m{i}"));
+        assert_eq!(delivered["kind"], "message");
+    }
+    let all = broker.history(&r, None, 100).await.unwrap();
+    assert!(all.complete);
+    assert_eq!(ids(&all.events), published_ids);
+    let after = broker
+        .history(&r, Some(published_ids[1]), 100)
+        .await
+        .unwrap();
+    assert!(after.complete);
+    assert_eq!(
+        ids(&after.events),
+        published_ids[2..].to_vec(),
+        "after an id, oldest first"
+    );
+    let limited = broker.history(&r, Some(published_ids[0]), 2).await.unwrap();
+    assert_eq!(
+        ids(&limited.events),
+        published_ids[1..3].to_vec(),
+        "limit keeps the oldest"
+    );
+    let none = broker
+        .history(&r, Some(*published_ids.last().unwrap()), 100)
+        .await
+        .unwrap();
+    assert!(
+        none.complete && none.events.is_empty(),
+        "nothing after the last id"
+    );
+    let snapshot = broker.snapshot(&r).await.unwrap();
+    assert_eq!(snapshot.last_id, published_ids.last().copied());
+}
+
+async fn history_gaps((broker, _fanout): (Broker, Arc<Fanout>)) {
+    let r = room("contract-gaps");
+    let mut published = Vec::new();
+    for i in 0..8 {
+        published.push(
+            broker
+                .publish(&r, draft(&format!("m{i}")))
+                .await
+                .unwrap()
+                .id()
+                .unwrap(),
+        );
+    }
+    let kept = broker.history(&r, None, 100).await.unwrap();
+    assert_eq!(
+        ids(&kept.events),
+        published[3..].to_vec(),
+        "size-bounded to the newest 5"
+    );
+    let from_dropped = broker.history(&r, Some(published[0]), 100).await.unwrap();
+    assert!(
+        !from_dropped.complete,
+        "a resume point older than history has a gap"
+    );
+    let from_edge = broker.history(&r, Some(published[2]), 100).await.unwrap();
+    assert!(
+        from_edge.complete,
+        "resuming right after the last dropped id misses nothing"
+    );
+    assert_eq!(ids(&from_edge.events), published[3..].to_vec());
+
+    // Age: a sweep past the history TTL drops everything, and resuming is a gap.
+    broker
+        .sweep(now_ms() + LIMITS.history_ttl.as_millis() as u64 + 1000)
+        .await
+        .unwrap();
+    let aged = broker.history(&r, Some(published[5]), 100).await.unwrap();
+    assert!(!aged.complete, "history past its age is gone");
+    assert!(aged.events.is_empty());
+
+    let unknown = broker
+        .history(&room("contract-never"), Some(published[0]), 100)
+        .await
+        .unwrap();
+    assert!(
+        !unknown.complete,
+        "a resume point in a room with no history cannot be vouched for"
+    );
+}
+
+async fn retained_values((broker, fanout): (Broker, Arc<Fanout>)) {
+    let r = room("contract-retained");
+    let mut rx = fanout.subscribe(&r);
+    let set = broker
+        .set_retained(&r, retain("device/status/a", "online", None))
+        .await
+        .unwrap();
+    let live = next(&mut rx).await;
+    assert_eq!(live, json(&set));
+    assert_eq!(live["kind"], "status");
+    assert_eq!(live["topic"], "device/status/a");
+    assert_eq!(live["data"], "online");
+    assert_eq!(live["retained"], false, "a live update");
+    assert_eq!(live["from"], "device.1");
+    assert!(live["id"].is_string());
+    broker
+        .set_retained(&r, retain("device/status/b", "offline", None))
+        .await
+        .unwrap();
+    broker
+        .set_retained(&r, retain("device/config/a", "{}", None))
+        .await
+        .unwrap();
+
+    let all = broker.retained(&r, None).await.unwrap();
+    let topics: Vec<&str> = all.iter().map(|v| v.topic.as_str()).collect();
+    assert_eq!(
+        topics,
+        ["device/config/a", "device/status/a", "device/status/b"],
+        "sorted by topic"
+    );
+    let status = broker
+        .retained(&r, Some(&TopicFilter::parse("device/status/+").unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(status.len(), 2);
+    let replay = json(&status[0].replay);
+    assert_eq!(
+        (replay["retained"].as_bool(), replay.get("id")),
+        (Some(true), None),
+        "replay: retained, no id"
+    );
+    assert_eq!(replay["data"], "online");
+    assert_eq!(
+        broker
+            .retained(&r, Some(&TopicFilter::parse("device/*").unwrap()))
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    assert!(
+        broker
+            .retained(&r, Some(&TopicFilter::parse("other/+").unwrap()))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Overwrite keeps one value per topic; updates are kept in history.
+    broker
+        .set_retained(&r, retain("device/status/a", "away", None))
+        .await
+        .unwrap();
+    let a = broker
+        .retained(&r, Some(&TopicFilter::parse("device/status/a").unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].data.get(), "\"away\"");
+    let history = broker.history(&r, None, 100).await.unwrap();
+    assert_eq!(history.events.len(), 4, "every topic update is in history");
+
+    let cleared = broker
+        .clear_retained(&r, &topic("device/status/a"), Arc::from("x.1"))
+        .await
+        .unwrap()
+        .expect("held a value");
+    assert_eq!(json(&cleared)["data"], Value::Null);
+    assert!(
+        broker
+            .clear_retained(&r, &topic("device/status/a"), Arc::from("x.1"))
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing left to clear"
+    );
+    assert_eq!(broker.retained(&r, None).await.unwrap().len(), 2);
+    let rooms = broker.rooms().await.unwrap();
+    assert!(
+        rooms
+            .iter()
+            .any(|s| s.room == r && s.topics == 2 && s.peers == 0),
+        "rooms with only topics are listed"
+    );
+}
+
+async fn retained_expiry_and_limits((broker, fanout): (Broker, Arc<Fanout>)) {
+    let r = room("contract-ttl");
+    let mut rx = fanout.subscribe(&r);
+    broker
+        .set_retained(&r, retain("t/short", "x", Some(Duration::from_secs(5))))
+        .await
+        .unwrap();
+    broker
+        .set_retained(&r, retain("t/long", "y", None))
+        .await
+        .unwrap();
+    next(&mut rx).await;
+    next(&mut rx).await;
+    broker.sweep(now_ms() + 1000).await.unwrap();
+    assert_eq!(
+        broker.retained(&r, None).await.unwrap().len(),
+        2,
+        "not lapsed yet"
+    );
+    broker.sweep(now_ms() + 6000).await.unwrap();
+    let lapsed = next(&mut rx).await;
+    assert_eq!(
+        (lapsed["kind"].as_str(), lapsed["topic"].as_str()),
+        (Some("status"), Some("t/short"))
+    );
+    assert_eq!(
+        lapsed["data"],
+        Value::Null,
+        "a lapsed value is announced as cleared"
+    );
+    let left = broker.retained(&r, None).await.unwrap();
+    assert_eq!(
+        left.iter().map(|v| v.topic.as_str()).collect::<Vec<_>>(),
+        ["t/long"]
+    );
+
+    broker
+        .set_retained(&r, retain("t/2", "z", None))
+        .await
+        .unwrap();
+    broker
+        .set_retained(&r, retain("t/3", "z", None))
+        .await
+        .unwrap();
+    let err = broker
+        .set_retained(&r, retain("t/4", "z", None))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, BrokerError::TooManyTopics { limit: 3, .. }),
+        "{err:?}"
+    );
+    broker
+        .set_retained(&r, retain("t/3", "again", None))
+        .await
+        .expect("overwriting at the limit is fine");
+}
+
+async fn presence_and_direct((broker, fanout): (Broker, Arc<Fanout>)) {
+    let r = room("contract-presence");
+    let mut rx = fanout.subscribe(&r);
+    let first = broker.join(&r, peer("alice.1", "alice")).await.unwrap();
+    assert!(first.peers.is_empty(), "the joiner is not among the others");
+    assert_eq!(next(&mut rx).await["kind"], "join");
+    let second = broker.join(&r, peer("bob.1", "bob")).await.unwrap();
+    assert_eq!(
+        second.peers.iter().map(|p| &*p.id).collect::<Vec<_>>(),
+        ["alice.1"]
+    );
+    let join = next(&mut rx).await;
+    assert_eq!(join["peer"]["id"], "bob.1");
+    broker
+        .set_state(&r, &Arc::from("bob.1"), payload_from_text("typing"))
+        .await
+        .unwrap();
+    let state = next(&mut rx).await;
+    assert_eq!(
+        (state["kind"].as_str(), state["state"].as_str()),
+        (Some("state"), Some("typing"))
+    );
+    assert_eq!(
+        broker
+            .peer(&r, "bob.1")
+            .await
+            .unwrap()
+            .map(|p| p.state.get().to_owned()),
+        Some("\"typing\"".into())
+    );
+    assert_eq!(broker.snapshot(&r).await.unwrap().peers.len(), 2);
+
+    // A direct message reaches only its recipient's queue, and needs a present recipient.
+    let closer = Arc::new(edgewire::hub::Closer::default());
+    let mut bob_direct = fanout.register_peer(Arc::from("bob.1"), closer);
+    let mut direct = draft("psst");
+    direct.to = Some(Arc::from("bob.1"));
+    let sent = broker.publish(&r, direct).await.unwrap();
+    let got = tokio::time::timeout(DEADLINE, bob_direct.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(json(&got), json(&sent));
+    assert!(rx.try_recv().is_err(), "a direct message is not broadcast");
+    let history = broker.history(&r, None, 100).await.unwrap();
+    assert!(history.events.is_empty(), "direct messages are not kept");
+    let mut stray = draft("?");
+    stray.to = Some(Arc::from("nobody.1"));
+    assert!(matches!(
+        broker.publish(&r, stray).await,
+        Err(BrokerError::NoSuchPeer { .. })
+    ));
+
+    broker
+        .leave(&r, &Arc::from("bob.1"), LeaveReason::Timeout)
+        .await
+        .unwrap();
+    let leave = next(&mut rx).await;
+    assert_eq!(
+        (leave["peer"]["id"].as_str(), leave["reason"].as_str()),
+        (Some("bob.1"), Some("timeout"))
+    );
+    broker
+        .leave(&r, &Arc::from("bob.1"), LeaveReason::Closed)
+        .await
+        .unwrap();
+    assert!(rx.try_recv().is_err(), "leaving twice announces once");
+    assert_eq!(broker.snapshot(&r).await.unwrap().peers.len(), 1);
+}
+
+#[tokio::test]
+async fn memory_broker_meets_the_contract() {
+    contract(|fanout, limits| async move { Broker::memory(fanout, limits) }).await;
+}
