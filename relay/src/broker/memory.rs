@@ -275,18 +275,25 @@ impl MemoryBroker {
                 !dropped && !aged
             }
         };
-        let events = state
+        let live = state
             .history
             .iter()
             .filter(|(ts, _)| *ts > horizon)
-            .map(|(_, e)| e)
-            .filter(|e| match (since, e.id()) {
-                (Some(since), Some(id)) => id > since,
-                _ => true,
-            })
-            .take(limit)
-            .cloned()
-            .collect();
+            .map(|(_, e)| e);
+        let events: Vec<Arc<Event>> = match since {
+            // Paging forward: the oldest `limit` after the resume point.
+            Some(since) => live
+                .filter(|e| e.id().is_some_and(|id| id > since))
+                .take(limit)
+                .cloned()
+                .collect(),
+            // No resume point: the newest `limit`, still oldest first.
+            None => {
+                let all: Vec<&Arc<Event>> = live.collect();
+                let skip = all.len().saturating_sub(limit);
+                all.into_iter().skip(skip).cloned().collect()
+            }
+        };
         History { events, complete }
     }
 

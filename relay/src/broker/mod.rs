@@ -182,7 +182,8 @@ impl Broker {
         }
     }
 
-    /// History events after `since` (all kept without it), at most `limit`, oldest first.
+    /// History, oldest first: the first `limit` events after `since` (paging
+    /// forward), or without `since` the newest `limit` events.
     pub async fn history(
         &self,
         room: &RoomName,

@@ -244,8 +244,8 @@ pub struct HistoryQuery {
     pub limit: Option<usize>,
 }
 
-/// `GET /rooms/{room}/history`: kept events after `since`, oldest first, and
-/// whether they are all that happened (`complete`).
+/// `GET /rooms/{room}/history`: kept events, oldest first (after `since`, or
+/// the newest without it), and whether they are all that happened (`complete`).
 pub async fn history(
     hub: &Hub,
     principal: Principal,

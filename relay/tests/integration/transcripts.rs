@@ -137,7 +137,10 @@ async fn replay(relay: &Relay, transcript: &Value) {
                 Some("sse") => Client::Sse(
                     Sse::open(
                         &relay.http(path),
-                        &[("authorization", &format!("Bearer {}", tokens[who]))],
+                        &[
+                            ("authorization", &format!("Bearer {}", tokens[who])),
+                            ("accept", "text/event-stream"),
+                        ],
                     )
                     .await,
                 ),
@@ -167,9 +170,13 @@ async fn replay(relay: &Relay, transcript: &Value) {
                 Some(Client::Sse(sse)) => drop(sse),
                 None => panic!("{at}: no client {who}"),
             }
-        } else if let Some(who) = step["post"].as_str() {
+        } else if let Some(who) = step["post"].as_str().or(step["http"].as_str()) {
+            let method = step["method"].as_str().unwrap_or("POST");
+            let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+            let default_path = format!("/rooms/{room}");
+            let path = step["path"].as_str().unwrap_or(&default_path);
             let mut req = http()
-                .post(relay.http(&format!("/rooms/{room}")))
+                .request(method, relay.http(path))
                 .bearer_auth(&tokens[who]);
             if let Some(q) = step["query"].as_object() {
                 let pairs: Vec<(String, String)> = q
