@@ -379,3 +379,27 @@ pub async fn post_text(relay: &Relay, path: &str, token: &str, body: &str) -> (u
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }
+
+/// POSTs `bodies` to `path` one after another; returns the ids the relay gave them.
+pub async fn publish_all(
+    relay: &Relay,
+    path: &str,
+    token: &str,
+    bodies: impl IntoIterator<Item = String>,
+) -> Vec<String> {
+    let client = http();
+    let mut ids = Vec::new();
+    for body in bodies {
+        let response = client
+            .post(relay.http(path))
+            .bearer_auth(token)
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(response.status(), 202);
+        let answer: Value = response.json().await.expect("json answer");
+        ids.push(answer["id"].as_str().expect("an id").to_owned());
+    }
+    ids
+}

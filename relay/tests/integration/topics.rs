@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{Relay, Sse, TokenIn, Ws, http, token};
+use crate::harness::{Relay, Sse, TokenIn, Ws, http, publish_all, token};
 
 fn bearer(tok: &str) -> (&'static str, String) {
     ("authorization", format!("Bearer {tok}"))
@@ -728,22 +728,7 @@ async fn resume_over_websocket_since() {
 async fn resume_with_the_join_op() {
     let relay = Relay::start(&[]).await;
     let tok = token("multi", &["j-*=read,write"]);
-    let mut ids = Vec::new();
-    for i in 0..5 {
-        let response = http()
-            .post(relay.http("/rooms/j-1"))
-            .bearer_auth(&tok)
-            .body(format!("m{i}"))
-            .send()
-            .await
-            .unwrap();
-        ids.push(
-            response.json::<Value>().await.unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
-    }
+    let ids = publish_all(&relay, "/rooms/j-1", &tok, (0..5).map(|i| format!("m{i}"))).await;
     let mut ws = Ws::connect(&relay, "/rooms", &tok, TokenIn::Header).await;
     ws.next_kind("welcome").await;
     ws.send(json!({"op": "join", "room": "j-1", "since": ids[1], "ref": 1}))
@@ -763,22 +748,7 @@ async fn reset_when_the_gap_is_beyond_history() {
     let relay = Relay::start(&[("EDGEWIRE_HISTORY_SIZE", "5")]).await;
     let tok = token("reader", &["*=read,write,retain"]);
     put(&relay, &tok, "/rooms/gap/topics/state", "current").await;
-    let mut ids = Vec::new();
-    for i in 0..20 {
-        let response = http()
-            .post(relay.http("/rooms/gap"))
-            .bearer_auth(&tok)
-            .body(format!("m{i}"))
-            .send()
-            .await
-            .unwrap();
-        ids.push(
-            response.json::<Value>().await.unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
-    }
+    let ids = publish_all(&relay, "/rooms/gap", &tok, (0..20).map(|i| format!("m{i}"))).await;
     let (k, v) = bearer(&tok);
     let mut sse = Sse::open(
         &relay.http("/rooms/gap"),
@@ -845,22 +815,7 @@ async fn reset_when_the_gap_is_beyond_history() {
 async fn history_endpoint() {
     let relay = Relay::start(&[("EDGEWIRE_HISTORY_SIZE", "10")]).await;
     let tok = token("reader", &["*=read,write,retain"]);
-    let mut ids = Vec::new();
-    for i in 0..12 {
-        let response = http()
-            .post(relay.http("/rooms/h"))
-            .bearer_auth(&tok)
-            .body(format!("m{i}"))
-            .send()
-            .await
-            .unwrap();
-        ids.push(
-            response.json::<Value>().await.unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
-    }
+    let ids = publish_all(&relay, "/rooms/h", &tok, (0..12).map(|i| format!("m{i}"))).await;
     put(&relay, &tok, "/rooms/h/topics/t", "v").await;
     let (status, page) = get_json(
         &relay,
