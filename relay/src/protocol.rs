@@ -265,6 +265,24 @@ pub struct Event {
     topic: Option<Arc<str>>,
 }
 
+/// The fields of an event's JSON that routing needs, read back from its text
+/// (an event that arrived from another relay instance).
+#[derive(Deserialize)]
+struct Routing<'a> {
+    #[serde(borrow)]
+    kind: &'a str,
+    id: Option<&'a str>,
+    to: Option<&'a str>,
+    topic: Option<&'a str>,
+    peer: Option<PeerId<'a>>,
+}
+
+#[derive(Deserialize)]
+struct PeerId<'a> {
+    #[serde(borrow)]
+    id: &'a str,
+}
+
 impl Event {
     fn build<T: Serialize>(
         kind: EventKind,
@@ -288,6 +306,56 @@ impl Event {
             to,
             topic,
         })
+    }
+
+    /// Rebuilds an event from its JSON text (as published by another relay
+    /// instance); `None` when the text is not an event.
+    pub fn from_json(json: String) -> Option<Arc<Event>> {
+        let routing: Routing<'_> = serde_json::from_str(&json).ok()?;
+        let kind = match routing.kind {
+            "welcome" => EventKind::Welcome,
+            "message" => EventKind::Message,
+            "status" => EventKind::Status,
+            "join" => EventKind::Join,
+            "leave" => EventKind::Leave,
+            "state" => EventKind::State,
+            "ack" => EventKind::Ack,
+            "error" => EventKind::Error,
+            "reset" => EventKind::Reset,
+            "pong" => EventKind::Pong,
+            _ => return None,
+        };
+        let id = match routing.id {
+            Some(id) => Some(id.parse().ok()?),
+            None => None,
+        };
+        let subject = match kind {
+            EventKind::Join | EventKind::Leave | EventKind::State => {
+                routing.peer.map(|p| Arc::from(p.id))
+            }
+            _ => None,
+        };
+        let to = routing.to.map(Arc::from);
+        let topic = routing.topic.map(Arc::from);
+        Some(Arc::new(Event {
+            kind,
+            id,
+            json: Utf8Bytes::from(json),
+            sse: OnceLock::new(),
+            subject,
+            to,
+            topic,
+        }))
+    }
+
+    /// True for events kept in history (broadcast messages and live topic
+    /// updates): only these are resume points.
+    pub fn in_history(&self) -> bool {
+        match self.kind {
+            EventKind::Message => self.to.is_none() && self.id.is_some(),
+            EventKind::Status => self.id.is_some(),
+            _ => false,
+        }
     }
 
     /// The event's kind.
@@ -326,11 +394,13 @@ impl Event {
     }
 
     /// The complete SSE frame (`id:`, `event:`, `data:`), built at most once.
+    /// Only events kept in history carry `id:`, so a client's `Last-Event-ID`
+    /// is always a valid resume point.
     pub fn sse_frame(&self) -> Bytes {
         self.sse
             .get_or_init(|| {
                 let mut frame = String::with_capacity(self.json.len() + 48);
-                if let Some(id) = self.id {
+                if let Some(id) = self.id.filter(|_| self.in_history()) {
                     frame.push_str("id: ");
                     frame.push_str(&id.to_string());
                     frame.push('\n');

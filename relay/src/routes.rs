@@ -109,7 +109,7 @@ impl StreamQuery {
             None => crate::protocol::null_payload(),
             Some(text) => payload_from_json(text).unwrap_or_else(|_| payload_from_text(text)),
         };
-        Will::new(topic, data, self.will_after).map(Some)
+        Ok(Some(Will::new(topic, data, self.will_after)?))
     }
 }
 
@@ -180,7 +180,7 @@ async fn room_get(
         let mut session = hub.open_session(principal, Transport::Sse);
         session.join(room.clone(), since).await?;
         if let Some(will) = will {
-            session.set_will(&room, will)?;
+            session.set_will(&room, will).await?;
         }
         Ok(stream(&hub, session))
     };

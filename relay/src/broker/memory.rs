@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use super::{
-    BrokerError, Draft, History, Limits, RetainDraft, Retained, RoomSnapshot, RoomSummary,
+    BrokerError, Draft, History, Limits, RetainDraft, Retained, RoomSnapshot, RoomSummary, Will,
 };
 use crate::hub::Fanout;
 use crate::protocol::{
@@ -32,6 +32,8 @@ struct RoomState {
     history: VecDeque<(u64, Arc<Event>)>,
     /// The newest id dropped from history: a resume from before it has a gap.
     dropped_through: Option<EventId>,
+    /// Wills of present peers.
+    wills: HashMap<Arc<str>, Will>,
 }
 
 impl RoomState {
@@ -78,6 +80,7 @@ impl RoomState {
         self.presence.is_empty()
             && self.retained.is_empty()
             && self.history.is_empty()
+            && self.wills.is_empty()
             && self.last_id.is_none_or(|id| id.ms < now_ms())
     }
 
@@ -295,6 +298,16 @@ impl MemoryBroker {
             }
         };
         History { events, complete }
+    }
+
+    pub(super) fn put_will(&self, room: &RoomName, peer: &Arc<str>, will: Will) {
+        let state = self.room(room);
+        lock(&state).wills.insert(peer.clone(), will);
+    }
+
+    pub(super) fn take_will(&self, room: &RoomName, peer: &Arc<str>) -> Option<Will> {
+        let state = self.existing(room)?;
+        lock(&state).wills.remove(peer)
     }
 
     pub(super) fn join(&self, room: &RoomName, peer: PeerInfo) -> RoomSnapshot {

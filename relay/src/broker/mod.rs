@@ -12,7 +12,7 @@ use std::time::Duration;
 pub use memory::MemoryBroker;
 
 use crate::hub::Fanout;
-use crate::protocol::{Event, EventId, LeaveReason, Payload, PeerInfo, RoomName};
+use crate::protocol::{Event, EventId, LeaveReason, NameError, Payload, PeerInfo, RoomName};
 use crate::topic::{Topic, TopicFilter};
 
 /// Broker failures, mapped to the contract's codes in `hub`.
@@ -104,6 +104,40 @@ pub struct History {
     /// False when events after the requested id were already dropped (or the
     /// room's history is unknown), so the caller must resynchronise.
     pub complete: bool,
+}
+
+/// Longest delay a will may carry: one hour.
+pub const MAX_WILL_DELAY_SECS: f64 = 3600.0;
+
+/// A retained publish made for a connection that ends without `leave`. Kept in
+/// the broker so that another instance can fire it if this one dies.
+#[derive(Debug, Clone)]
+pub struct Will {
+    /// The topic to set.
+    pub topic: Topic,
+    /// The value to set.
+    pub data: Payload,
+    /// Wait this long, and fire only if no session of the same user joined meanwhile.
+    pub after: Option<Duration>,
+}
+
+impl Will {
+    /// Builds a will from client input, checking the topic and the delay.
+    pub fn new(topic: &str, data: Payload, after: Option<f64>) -> Result<Will, NameError> {
+        let topic = Topic::parse(topic)?;
+        let after = match after {
+            None => None,
+            Some(a) if a.is_finite() && (0.0..=MAX_WILL_DELAY_SECS).contains(&a) => {
+                Some(Duration::from_secs_f64(a))
+            }
+            Some(_) => {
+                return Err(NameError(format!(
+                    "a will's delay must be 0 to {MAX_WILL_DELAY_SECS} seconds"
+                )));
+            }
+        };
+        Ok(Will { topic, data, after })
+    }
 }
 
 /// A room's presence and position, as a joining subscriber needs them.
@@ -248,6 +282,55 @@ impl Broker {
     pub async fn rooms(&self) -> Result<Vec<RoomSummary>, BrokerError> {
         match self {
             Broker::Memory(b) => Ok(b.rooms()),
+        }
+    }
+
+    /// Makes sure events of `room` published on any instance reach this
+    /// instance's fan-out; returns once that holds. Called before a local
+    /// subscriber reads the room's snapshot.
+    pub async fn watch(&self, room: &RoomName) -> Result<(), BrokerError> {
+        match self {
+            Broker::Memory(_) => {
+                let _ = room;
+                Ok(())
+            }
+        }
+    }
+
+    /// Stops bringing `room`'s events to this instance (its last local
+    /// subscriber left).
+    pub async fn unwatch(&self, room: &RoomName) -> Result<(), BrokerError> {
+        match self {
+            Broker::Memory(_) => {
+                let _ = room;
+                Ok(())
+            }
+        }
+    }
+
+    /// Stores (replacing) the will of `peer` in `room`.
+    pub async fn put_will(
+        &self,
+        room: &RoomName,
+        peer: &Arc<str>,
+        will: Will,
+    ) -> Result<(), BrokerError> {
+        match self {
+            Broker::Memory(b) => {
+                b.put_will(room, peer, will);
+                Ok(())
+            }
+        }
+    }
+
+    /// Removes and returns the will of `peer` in `room`: exactly one caller gets it.
+    pub async fn take_will(
+        &self,
+        room: &RoomName,
+        peer: &Arc<str>,
+    ) -> Result<Option<Will>, BrokerError> {
+        match self {
+            Broker::Memory(b) => Ok(b.take_will(room, peer)),
         }
     }
 

@@ -100,12 +100,32 @@ impl Fanout {
     }
 
     /// Called after a subscriber dropped its receiver: forgets the room when it was
-    /// the last local one.
-    pub fn release(&self, room: &RoomName) {
+    /// the last local one, and then returns true (the broker may stop watching it).
+    pub fn release(&self, room: &RoomName) -> bool {
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
         if rooms.get(room).is_some_and(|tx| tx.receiver_count() == 0) {
             rooms.remove(room);
+            return true;
         }
+        false
+    }
+
+    /// True when the room has local subscribers.
+    pub fn is_watched(&self, room: &RoomName) -> bool {
+        self.rooms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(room)
+    }
+
+    /// Every room with local subscribers.
+    pub fn watched_rooms(&self) -> Vec<RoomName> {
+        self.rooms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// Registers a local peer's direct queue; returns its receiving end.

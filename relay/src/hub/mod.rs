@@ -9,8 +9,9 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use crate::broker::{MAX_WILL_DELAY_SECS, Will};
 pub use fanout::{Closer, DIRECT_QUEUE, Fanout};
-pub use session::{MAX_ROOMS_PER_SESSION, MAX_WILL_DELAY_SECS, Next, Session, Will};
+pub use session::{MAX_ROOMS_PER_SESSION, Next, Session};
 
 use crate::auth::{Authenticator, Principal, Rights};
 use crate::broker::{

@@ -4,7 +4,7 @@
 //! queue, and each joined room's shared ring. Falling behind any of them closes
 //! the session as a slow consumer; it never grows the relay's memory.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -20,13 +20,13 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use super::{Closer, Hub, Publish};
 use crate::auth::{Principal, Rights};
-use crate::broker::{RetainDraft, Retained};
+use crate::broker::{RetainDraft, Retained, Will};
 use crate::error::ApiError;
 use crate::metrics::{Metrics, Transport};
 use crate::protocol::{
-    Event, EventId, EventKind, LeaveReason, Op, Payload, PeerInfo, RoomName, null_payload,
+    Event, EventId, EventKind, LeaveReason, Op, PeerInfo, RoomName, null_payload,
 };
-use crate::topic::{Topic, TopicFilter};
+use crate::topic::TopicFilter;
 
 /// Rooms one connection may join at once; each costs a ring subscription and a
 /// presence entry.
@@ -35,39 +35,6 @@ pub const MAX_ROOMS_PER_SESSION: usize = 100;
 /// join's burst (welcome, retained values, replay) is bounded by the topic and
 /// history limits instead.
 const MAX_PENDING: usize = 256;
-/// Longest delay a will may carry: one hour.
-pub const MAX_WILL_DELAY_SECS: f64 = 3600.0;
-
-/// A retained publish made for a connection that ends without `leave`.
-#[derive(Debug, Clone)]
-pub struct Will {
-    /// The topic to set.
-    pub topic: Topic,
-    /// The value to set.
-    pub data: Payload,
-    /// Wait this long, and fire only if no session of the same user joined meanwhile.
-    pub after: Option<std::time::Duration>,
-}
-
-impl Will {
-    /// Builds a will from client input, checking the delay.
-    pub fn new(topic: &str, data: Payload, after: Option<f64>) -> Result<Will, ApiError> {
-        let topic = Topic::parse(topic)?;
-        let after = match after {
-            None => None,
-            Some(a) if a.is_finite() && (0.0..=MAX_WILL_DELAY_SECS).contains(&a) => {
-                Some(std::time::Duration::from_secs_f64(a))
-            }
-            Some(_) => {
-                return Err(ApiError::BadRequest(format!(
-                    "a will's delay must be 0 to {MAX_WILL_DELAY_SECS} seconds"
-                )));
-            }
-        };
-        Ok(Will { topic, data, after })
-    }
-}
-
 /// What a session should do next.
 #[derive(Debug)]
 pub enum Next {
@@ -89,7 +56,6 @@ pub struct Session {
     feeds: StreamMap<RoomName, RoomFeed>,
     /// Rooms joined as a peer (a topic watch is in `feeds` but not here).
     present: std::collections::HashSet<RoomName>,
-    wills: HashMap<RoomName, Will>,
     leave_reason: LeaveReason,
 }
 
@@ -116,7 +82,6 @@ impl Session {
             direct,
             feeds: StreamMap::new(),
             present: std::collections::HashSet::new(),
-            wills: HashMap::new(),
             leave_reason: LeaveReason::Closed,
         }
     }
@@ -147,8 +112,13 @@ impl Session {
     pub async fn join(&mut self, room: RoomName, since: Option<EventId>) -> Result<(), ApiError> {
         self.principal.require(&room, Rights::READ)?;
         self.check_new_feed(&room)?;
-        // Subscribe before reading anything, so nothing published meanwhile is missed.
+        // Subscribe (locally, then across instances) before reading anything, so
+        // nothing published meanwhile is missed.
         let rx = self.hub.fanout().subscribe(&room);
+        if let Err(e) = self.hub.broker().watch(&room).await {
+            self.abandon(rx, &room);
+            return Err(e.into());
+        }
         let snapshot = match self.hub.broker().join(&room, self.me.clone()).await {
             Ok(s) => s,
             Err(e) => {
@@ -195,6 +165,7 @@ impl Session {
         self.check_new_feed(&room)?;
         let rx = self.hub.fanout().subscribe(&room);
         let result = async {
+            self.hub.broker().watch(&room).await?;
             let snapshot = self.hub.broker().snapshot(&room).await?;
             self.start_of(&room, Some(&filter), since, snapshot.last_id)
                 .await
@@ -229,7 +200,7 @@ impl Session {
 
     fn abandon(&self, rx: tokio::sync::broadcast::Receiver<Arc<Event>>, room: &RoomName) {
         drop(rx);
-        self.hub.fanout().release(room);
+        release_room(&self.hub, room);
     }
 
     /// Reads what a new feed starts with: retained values and the replay.
@@ -299,26 +270,30 @@ impl Session {
         if self.feeds.remove(room).is_none() {
             return Err(ApiError::BadRequest(format!("not joined to room {room}")));
         }
-        self.wills.remove(room);
-        self.hub.fanout().release(room);
+        release_room(&self.hub, room);
         if self.present.remove(room) {
-            self.hub
-                .broker()
-                .leave(room, &self.me.id, LeaveReason::Closed)
-                .await?;
+            let broker = self.hub.broker();
+            broker.take_will(room, &self.me.id).await?;
+            broker.leave(room, &self.me.id, LeaveReason::Closed).await?;
         }
         Ok(())
     }
 
     /// Sets this connection's will for a joined room (needs the `retain` right).
-    pub fn set_will(&mut self, room: &RoomName, will: Will) -> Result<(), ApiError> {
+    pub async fn set_will(&mut self, room: &RoomName, will: Will) -> Result<(), ApiError> {
         self.principal.require(room, Rights::RETAIN)?;
         if !self.present.contains(room) {
             return Err(ApiError::BadRequest(format!(
                 "join room {room} before setting a will"
             )));
         }
-        self.wills.insert(room.clone(), will);
+        self.hub.broker().put_will(room, &self.me.id, will).await?;
+        Ok(())
+    }
+
+    /// Cancels this connection's will for a room.
+    pub async fn cancel_will(&mut self, room: &RoomName) -> Result<(), ApiError> {
+        self.hub.broker().take_will(room, &self.me.id).await?;
         Ok(())
     }
 
@@ -416,11 +391,9 @@ impl Session {
                 match topic {
                     Some(topic) => {
                         let will = Will::new(&topic, data, after)?;
-                        self.set_will(&room, will)?;
+                        self.set_will(&room, will).await?;
                     }
-                    None => {
-                        self.wills.remove(&room);
-                    }
+                    None => self.cancel_will(&room).await?,
                 }
                 Ok(Answer::Done(None))
             }
@@ -468,21 +441,13 @@ impl Drop for Session {
         let rooms: Vec<RoomName> = self.feeds.keys().cloned().collect();
         // Drop the ring subscriptions before releasing the rooms.
         self.feeds = StreamMap::new();
-        for room in &rooms {
-            fanout.release(room);
-        }
+        let unwatched: Vec<RoomName> = rooms.into_iter().filter(|r| fanout.release(r)).collect();
         self.hub
             .metrics()
             .sessions(self.transport)
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         let present: Vec<RoomName> = self.present.drain().collect();
-        // Rooms still joined were not left with `leave`: their wills fire.
-        let wills: Vec<(RoomName, Will)> = self
-            .wills
-            .drain()
-            .filter(|(room, _)| present.contains(room))
-            .collect();
-        if present.is_empty() {
+        if present.is_empty() && unwatched.is_empty() {
             return;
         }
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
@@ -493,19 +458,53 @@ impl Drop for Session {
         let user = self.me.user.clone();
         let reason = self.leave_reason;
         handle.spawn(async move {
-            // Immediate wills go out before the leaves, so a watcher sees the
-            // will's value before the peer disappears; delayed ones wait apart.
-            for (room, will) in wills {
-                if will.after.is_none() {
-                    fire_will(hub.clone(), room, will, id.clone(), user.clone()).await;
-                } else {
-                    tokio::spawn(fire_will(hub.clone(), room, will, id.clone(), user.clone()));
-                }
-            }
+            let broker = hub.broker();
             for room in &present {
-                if let Err(e) = hub.broker().leave(room, &id, reason).await {
+                // Rooms still joined were not left with `leave`: their wills fire.
+                // Immediate wills go out before the leave, so a watcher sees the
+                // will's value before the peer disappears; delayed ones wait apart.
+                match broker.take_will(room, &id).await {
+                    Ok(Some(will)) if will.after.is_none() => {
+                        fire_will(hub.clone(), room.clone(), will, id.clone(), user.clone()).await;
+                    }
+                    Ok(Some(will)) => {
+                        tokio::spawn(fire_will(
+                            hub.clone(),
+                            room.clone(),
+                            will,
+                            id.clone(),
+                            user.clone(),
+                        ));
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(%room, error = %e, "will lookup after close failed"),
+                }
+                if let Err(e) = broker.leave(room, &id, reason).await {
                     tracing::warn!(%room, error = %e, "leave after close failed");
                 }
+            }
+            for room in &unwatched {
+                if !hub.fanout().is_watched(room)
+                    && let Err(e) = broker.unwatch(room).await
+                {
+                    tracing::warn!(%room, error = %e, "unwatch failed");
+                }
+            }
+        });
+    }
+}
+
+/// Releases a room's local subscription; when it was the last one, the broker
+/// stops watching the room (in the background).
+fn release_room(hub: &Hub, room: &RoomName) {
+    if hub.fanout().release(room) {
+        let hub = hub.clone();
+        let room = room.clone();
+        tokio::spawn(async move {
+            if !hub.fanout().is_watched(&room)
+                && let Err(e) = hub.broker().unwatch(&room).await
+            {
+                tracing::warn!(%room, error = %e, "unwatch failed");
             }
         });
     }
@@ -513,7 +512,13 @@ impl Drop for Session {
 
 /// Makes a will's retained publish, after its delay unless the same user is
 /// back in the room by then (a page reload should not flash "offline").
-async fn fire_will(hub: Hub, room: RoomName, will: Will, from: Arc<str>, user: Arc<str>) {
+pub(crate) async fn fire_will(
+    hub: Hub,
+    room: RoomName,
+    will: Will,
+    from: Arc<str>,
+    user: Arc<str>,
+) {
     if let Some(delay) = will.after {
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
