@@ -52,6 +52,24 @@ pub const SETTINGS: &[Setting] = &[
         "Redis for fan-out across instances, retained topics, history, presence (unset: in-memory broker)",
     ),
     s(
+        "EDGEWIRE_REDIS_PREFIX",
+        "redis-prefix",
+        Some("edgewire"),
+        "prefix of every Redis key and channel (several deployments can share one Redis)",
+    ),
+    s(
+        "EDGEWIRE_REDIS_TIMEOUT",
+        "redis-timeout",
+        Some("3s"),
+        "longest wait for one Redis reply or connection; beyond it the request fails with 503",
+    ),
+    s(
+        "EDGEWIRE_INSTANCE_TTL",
+        "instance-ttl",
+        Some("10s"),
+        "with Redis: an instance that stops beating for this long is dead; its peers leave (reason timeout) within this plus 1 s",
+    ),
+    s(
         "EDGEWIRE_JWT_SECRET",
         "jwt-secret",
         None,
@@ -190,6 +208,12 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Redis URL; `None` selects the in-memory broker.
     pub redis_url: Option<String>,
+    /// Prefix of Redis keys and channels.
+    pub redis_prefix: String,
+    /// Redis reply and connect timeout.
+    pub redis_timeout: Duration,
+    /// Lifetime of an instance's heartbeat in Redis.
+    pub instance_ttl: Duration,
     /// HMAC secret.
     pub jwt_secret: Option<String>,
     /// PEM public key path.
@@ -258,6 +282,17 @@ impl Config {
                 })
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
             redis_url: reader.text("EDGEWIRE_REDIS_URL"),
+            redis_prefix: reader.parsed("EDGEWIRE_REDIS_PREFIX", |v| {
+                if v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
+                {
+                    Ok(v.to_owned())
+                } else {
+                    Err("may hold only A-Z a-z 0-9 _ - . :".into())
+                }
+            }),
+            redis_timeout: reader.parsed("EDGEWIRE_REDIS_TIMEOUT", positive_duration),
+            instance_ttl: reader.parsed("EDGEWIRE_INSTANCE_TTL", positive_duration),
             jwt_secret: reader.text("EDGEWIRE_JWT_SECRET"),
             jwt_public_key: reader.text("EDGEWIRE_JWT_PUBLIC_KEY").map(PathBuf::from),
             jwks_url: reader.text("EDGEWIRE_JWKS_URL"),

@@ -318,6 +318,9 @@ async fn readyz(State(hub): State<Hub>) -> Response {
     if hub.shutdown().is_cancelled() {
         return ApiError::Draining.into_response();
     }
+    if !hub.is_ready() {
+        return ApiError::BackendUnavailable.into_response();
+    }
     "ready".into_response()
 }
 

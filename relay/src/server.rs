@@ -19,9 +19,9 @@ pub enum ServeError {
     /// A configured key could not be loaded.
     #[error(transparent)]
     Key(#[from] KeyError),
-    /// A setting asks for something this build does not serve.
+    /// Redis was configured but could not be reached at start-up.
     #[error("{0}")]
-    Unsupported(String),
+    Redis(String),
     /// The listener failed.
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
@@ -35,16 +35,12 @@ pub async fn serve(
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
-    if config.redis_url.is_some() {
-        // Better to refuse than to run single-instance while the operator expects sharing.
-        return Err(ServeError::Unsupported(
-            "EDGEWIRE_REDIS_URL: the Redis broker is not in this version yet; unset it to run with the in-memory broker".into(),
-        ));
-    }
     let config = Arc::new(config);
     let auth = Arc::new(Authenticator::from_config(&config)?);
     auth.prime().await;
-    let hub = Hub::new(config.clone(), auth, shutdown.clone());
+    let hub = Hub::connect(config.clone(), auth, shutdown.clone())
+        .await
+        .map_err(|e| ServeError::Redis(format!("EDGEWIRE_REDIS_URL: cannot reach Redis ({e})")))?;
     hub.start_sweeper();
     let app = router(hub.clone()).layer(
         // Spans carry the path only: query strings may hold tokens.

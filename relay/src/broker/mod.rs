@@ -5,11 +5,13 @@
 //! tests) serves many.
 
 mod memory;
+mod redis;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use memory::MemoryBroker;
+pub use redis::{RedisBroker, RedisSettings, backoff};
 
 use crate::hub::Fanout;
 use crate::protocol::{Event, EventId, LeaveReason, NameError, Payload, PeerInfo, RoomName};
@@ -140,6 +142,19 @@ impl Will {
     }
 }
 
+/// The will of a peer whose instance died, for the hub to fire.
+#[derive(Debug, Clone)]
+pub struct Orphan {
+    /// The room.
+    pub room: RoomName,
+    /// The departed peer.
+    pub peer: Arc<str>,
+    /// Its user (a delayed will does not fire if the user is back).
+    pub user: Arc<str>,
+    /// The will.
+    pub will: Will,
+}
+
 /// A room's presence and position, as a joining subscriber needs them.
 #[derive(Debug, Clone, Default)]
 pub struct RoomSnapshot {
@@ -164,6 +179,8 @@ pub struct RoomSummary {
 pub enum Broker {
     /// One process, no dependencies (the default).
     Memory(MemoryBroker),
+    /// Many instances sharing one Redis.
+    Redis(Arc<RedisBroker>),
 }
 
 impl Broker {
@@ -177,6 +194,7 @@ impl Broker {
     pub async fn publish(&self, room: &RoomName, draft: Draft) -> Result<Arc<Event>, BrokerError> {
         match self {
             Broker::Memory(b) => b.publish(room, draft),
+            Broker::Redis(b) => b.publish(room, draft).await,
         }
     }
 
@@ -188,6 +206,7 @@ impl Broker {
     ) -> Result<Arc<Event>, BrokerError> {
         match self {
             Broker::Memory(b) => b.set_retained(room, draft),
+            Broker::Redis(b) => b.set_retained(room, draft).await,
         }
     }
 
@@ -201,6 +220,7 @@ impl Broker {
     ) -> Result<Option<Arc<Event>>, BrokerError> {
         match self {
             Broker::Memory(b) => Ok(b.clear_retained(room, topic, from)),
+            Broker::Redis(b) => b.clear_retained(room, topic, from).await,
         }
     }
 
@@ -213,6 +233,7 @@ impl Broker {
     ) -> Result<Vec<Retained>, BrokerError> {
         match self {
             Broker::Memory(b) => Ok(b.retained(room, filter)),
+            Broker::Redis(b) => b.retained(room, filter).await,
         }
     }
 
@@ -226,6 +247,7 @@ impl Broker {
     ) -> Result<History, BrokerError> {
         match self {
             Broker::Memory(b) => Ok(b.history(room, since, limit)),
+            Broker::Redis(b) => b.history(room, since, limit).await,
         }
     }
 
@@ -234,6 +256,7 @@ impl Broker {
     pub async fn join(&self, room: &RoomName, peer: PeerInfo) -> Result<RoomSnapshot, BrokerError> {
         match self {
             Broker::Memory(b) => Ok(b.join(room, peer)),
+            Broker::Redis(b) => b.join(room, peer).await,
         }
     }
 
@@ -249,6 +272,7 @@ impl Broker {
                 b.leave(room, peer, reason);
                 Ok(())
             }
+            Broker::Redis(b) => b.leave(room, peer, reason).await,
         }
     }
 
@@ -261,6 +285,7 @@ impl Broker {
     ) -> Result<(), BrokerError> {
         match self {
             Broker::Memory(b) => b.set_state(room, peer, state),
+            Broker::Redis(b) => b.set_state(room, peer, state).await,
         }
     }
 
@@ -268,6 +293,7 @@ impl Broker {
     pub async fn snapshot(&self, room: &RoomName) -> Result<RoomSnapshot, BrokerError> {
         match self {
             Broker::Memory(b) => Ok(b.snapshot(room)),
+            Broker::Redis(b) => b.snapshot(room).await,
         }
     }
 
@@ -275,6 +301,7 @@ impl Broker {
     pub async fn peer(&self, room: &RoomName, peer: &str) -> Result<Option<PeerInfo>, BrokerError> {
         match self {
             Broker::Memory(b) => Ok(b.peer(room, peer)),
+            Broker::Redis(b) => b.peer(room, peer).await,
         }
     }
 
@@ -282,6 +309,7 @@ impl Broker {
     pub async fn rooms(&self) -> Result<Vec<RoomSummary>, BrokerError> {
         match self {
             Broker::Memory(b) => Ok(b.rooms()),
+            Broker::Redis(b) => b.rooms().await,
         }
     }
 
@@ -290,10 +318,8 @@ impl Broker {
     /// subscriber reads the room's snapshot.
     pub async fn watch(&self, room: &RoomName) -> Result<(), BrokerError> {
         match self {
-            Broker::Memory(_) => {
-                let _ = room;
-                Ok(())
-            }
+            Broker::Memory(_) => Ok(()),
+            Broker::Redis(b) => b.watch(room).await,
         }
     }
 
@@ -301,10 +327,8 @@ impl Broker {
     /// subscriber left).
     pub async fn unwatch(&self, room: &RoomName) -> Result<(), BrokerError> {
         match self {
-            Broker::Memory(_) => {
-                let _ = room;
-                Ok(())
-            }
+            Broker::Memory(_) => Ok(()),
+            Broker::Redis(b) => b.unwatch(room).await,
         }
     }
 
@@ -320,6 +344,7 @@ impl Broker {
                 b.put_will(room, peer, will);
                 Ok(())
             }
+            Broker::Redis(b) => b.put_will(room, peer, will).await,
         }
     }
 
@@ -331,18 +356,29 @@ impl Broker {
     ) -> Result<Option<Will>, BrokerError> {
         match self {
             Broker::Memory(b) => Ok(b.take_will(room, peer)),
+            Broker::Redis(b) => b.take_will(room, peer).await,
         }
     }
 
     /// Does the time-driven work as of `now_ms`: clears lapsed retained values
     /// (with `status` events), drops history past its age, forgets empty rooms.
-    /// The hub calls it every second; tests call it with a chosen time.
-    pub async fn sweep(&self, now_ms: u64) -> Result<(), BrokerError> {
+    /// The hub calls it every second; tests call it with a chosen time. Returns
+    /// the wills of peers whose instance died, for the hub to fire.
+    pub async fn sweep(&self, now_ms: u64) -> Result<Vec<Orphan>, BrokerError> {
         match self {
             Broker::Memory(b) => {
                 b.sweep(now_ms);
-                Ok(())
+                Ok(Vec::new())
             }
+            Broker::Redis(b) => b.sweep(now_ms).await,
+        }
+    }
+
+    /// True while the broker can serve (Redis reachable, when configured).
+    pub fn is_ready(&self) -> bool {
+        match self {
+            Broker::Memory(_) => true,
+            Broker::Redis(b) => b.is_ready(),
         }
     }
 }

@@ -81,12 +81,62 @@ impl Hub {
     /// A hub over the in-memory broker. `shutdown` ends every session when cancelled.
     pub fn new(config: Arc<Config>, auth: Arc<Authenticator>, shutdown: CancellationToken) -> Hub {
         let fanout = Arc::new(Fanout::new(config.outbound_queue));
-        let limits = Limits {
+        let broker = Broker::memory(fanout.clone(), Hub::limits(&config));
+        Hub::with_broker(config, auth, shutdown, broker, fanout, TaskTracker::new())
+    }
+
+    /// A hub over the broker the configuration asks for: Redis when
+    /// `EDGEWIRE_REDIS_URL` is set (connecting first), memory otherwise.
+    pub async fn connect(
+        config: Arc<Config>,
+        auth: Arc<Authenticator>,
+        shutdown: CancellationToken,
+    ) -> Result<Hub, BrokerError> {
+        let Some(url) = config.redis_url.clone() else {
+            return Ok(Hub::new(config, auth, shutdown));
+        };
+        let fanout = Arc::new(Fanout::new(config.outbound_queue));
+        let tasks = TaskTracker::new();
+        let settings = crate::broker::RedisSettings {
+            url,
+            prefix: config.redis_prefix.clone(),
+            timeout: config.redis_timeout,
+            instance_ttl: config.instance_ttl,
+        };
+        let redis = crate::broker::RedisBroker::connect(
+            settings,
+            Hub::limits(&config),
+            fanout.clone(),
+            shutdown.clone(),
+            &tasks,
+        )
+        .await?;
+        Ok(Hub::with_broker(
+            config,
+            auth,
+            shutdown,
+            Broker::Redis(redis),
+            fanout,
+            tasks,
+        ))
+    }
+
+    fn limits(config: &Config) -> Limits {
+        Limits {
             history_size: config.history_size,
             history_ttl: config.history_ttl,
             max_topics: config.max_topics,
-        };
-        let broker = Broker::memory(fanout.clone(), limits);
+        }
+    }
+
+    fn with_broker(
+        config: Arc<Config>,
+        auth: Arc<Authenticator>,
+        shutdown: CancellationToken,
+        broker: Broker,
+        fanout: Arc<Fanout>,
+        tasks: TaskTracker,
+    ) -> Hub {
         Hub {
             inner: Arc::new(Inner {
                 config,
@@ -95,7 +145,7 @@ impl Hub {
                 fanout,
                 metrics: Metrics::default(),
                 shutdown,
-                tasks: TaskTracker::new(),
+                tasks,
             }),
         }
     }
@@ -131,6 +181,11 @@ impl Hub {
 
     pub(crate) fn fanout(&self) -> &Fanout {
         &self.inner.fanout
+    }
+
+    /// True while the relay can serve: not draining, and the broker is ready.
+    pub fn is_ready(&self) -> bool {
+        !self.inner.shutdown.is_cancelled() && self.inner.broker.is_ready()
     }
 
     /// Renders the Prometheus metrics.
@@ -281,11 +336,15 @@ impl Hub {
             loop {
                 tokio::select! {
                     _ = hub.shutdown().cancelled() => return,
-                    _ = tick.tick() => {
-                        if let Err(e) = hub.broker().sweep(now_ms()).await {
-                            tracing::warn!(error = %e, "sweep failed");
+                    _ = tick.tick() => match hub.broker().sweep(now_ms()).await {
+                        Ok(orphans) => {
+                            for orphan in orphans {
+                                tracing::info!(room = %orphan.room, peer = %orphan.peer, "firing the will of a peer whose instance died");
+                                tokio::spawn(session::fire_will(hub.clone(), orphan.room, orphan.will, orphan.peer, orphan.user));
+                            }
                         }
-                    }
+                        Err(e) => tracing::warn!(error = %e, "sweep failed"),
+                    },
                 }
             }
         });
@@ -310,3 +369,19 @@ impl Hub {
             .collect())
     }
 }
+
+/// `n` random bytes as url-safe text (peer and instance ids).
+pub fn random_id(n: usize) -> String {
+    use base64::Engine;
+    let mut bytes = vec![0u8; n];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No entropy source: time and a counter, still unique per process.
+        let t = now_ms() ^ RANDOM_FALLBACK.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = (t >> ((i % 8) * 8)) as u8;
+        }
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+static RANDOM_FALLBACK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

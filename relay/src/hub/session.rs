@@ -9,7 +9,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use base64::Engine;
 use futures_util::Stream;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
@@ -604,18 +603,8 @@ impl Stream for RoomFeed {
 
 /// `<sub>.<random>`: 9 random bytes as 12 url-safe characters.
 fn new_peer_id(sub: &str) -> Arc<str> {
-    let mut bytes = [0u8; 9];
-    if getrandom::fill(&mut bytes).is_err() {
-        // No entropy source: fall back to time and a counter, still unique per process.
-        let n =
-            crate::protocol::now_ms() ^ COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        bytes[..8].copy_from_slice(&n.to_le_bytes());
-    }
-    let random = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-    Arc::from(format!("{sub}.{random}"))
+    Arc::from(format!("{sub}.{}", super::random_id(9)))
 }
-
-static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,1179 @@
+//! The Redis broker: many relay instances share rooms through one Redis.
+//!
+//! - Every event of a room is published by one Lua script that appends it to
+//!   the room's stream (`XADD`, which assigns the `<ms>-<seq>` id) and
+//!   `PUBLISH`es it, atomically: one id, one order, for every instance. The
+//!   event is serialized once, in two halves around its id.
+//! - Each instance holds one pub/sub connection and subscribes to a room's
+//!   channel once, while it has local subscribers; local fan-out does the rest.
+//!   A reconnected pub/sub connection resubscribes and replays from the stream
+//!   what it missed, so live subscribers see no gap.
+//! - Presence, retained values and wills are per-room hashes. Presence entries
+//!   name their instance; instances keep a heartbeat key alive, and any
+//!   instance's sweep removes the peers (and fires the wills) of an instance
+//!   whose heartbeat lapsed.
+//! - Keys are `<prefix>:{<room>}:<what>`: the room is a hash tag, so a Redis
+//!   Cluster could shard them by room.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
+use redis::{AsyncCommands, Script, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{
+    BrokerError, Draft, History, Limits, Orphan, RetainDraft, Retained, RoomSnapshot, RoomSummary,
+    Will,
+};
+use crate::hub::Fanout;
+use crate::protocol::{
+    Event, EventId, LeaveReason, Message, Payload, PeerInfo, RoomName, Status, now_ms,
+    null_payload, payload_from_raw,
+};
+use crate::topic::{Topic, TopicFilter};
+
+/// How the Redis broker connects and identifies itself.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `redis://` or `rediss://` URL.
+    pub url: String,
+    /// Prefix of every key and channel.
+    pub prefix: String,
+    /// Longest wait for one Redis reply; also the connect timeout.
+    pub timeout: Duration,
+    /// How long an instance's heartbeat lives: a dead instance's peers are
+    /// removed this long (plus one sweep) after its last beat.
+    pub instance_ttl: Duration,
+}
+
+/// Shared state of the Redis broker.
+pub struct RedisBroker {
+    conn: ConnectionManager,
+    settings: RedisSettings,
+    limits: Limits,
+    instance: Arc<str>,
+    fanout: Arc<Fanout>,
+    pubsub: Arc<tokio::sync::Mutex<PubSubState>>,
+    /// Last history id delivered locally per watched room (deduplication after a resync).
+    delivered: Arc<Mutex<HashMap<RoomName, EventId>>>,
+    commands_ok: Arc<AtomicBool>,
+    pubsub_ok: Arc<AtomicBool>,
+    direct_clock: Mutex<EventId>,
+    scripts: Scripts,
+}
+
+#[derive(Default)]
+struct PubSubState {
+    sink: Option<PubSubSink>,
+    subscribed: HashSet<RoomName>,
+}
+
+struct Scripts {
+    append: Script,
+    direct: Script,
+    set_retained: Script,
+    clear_retained: Script,
+    join: Script,
+    leave: Script,
+    set_state: Script,
+    take_will: Script,
+    forget_room: Script,
+}
+
+/// Appends an event to the stream and publishes it. The event's JSON arrives
+/// in two halves around its id, which XADD assigns.
+const APPEND: &str = r#"
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '*', 'p', ARGV[2], 's', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('SADD', KEYS[2], ARGV[6])
+redis.call('PUBLISH', ARGV[5], ARGV[2] .. id .. ARGV[3])
+return id
+"#;
+
+/// Publishes a direct message if its recipient is present.
+const DIRECT: &str = r#"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+"#;
+
+/// Stores a retained value (within the topic limit), appends and publishes its
+/// status event. The stored record holds the event id, for compare-and-clear.
+const SET_RETAINED: &str = r#"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[2]) then
+  return redis.error_reply('too_many_topics')
+end
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], '*', 'p', ARGV[4], 's', ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[8] .. id .. ARGV[9])
+redis.call('SADD', KEYS[3], ARGV[10])
+redis.call('PUBLISH', ARGV[7], ARGV[4] .. id .. ARGV[5])
+return id
+"#;
+
+/// Clears a retained value that has not lapsed (or, with an expected id, exactly
+/// that value), appending and publishing a status event with data null.
+const CLEAR_RETAINED: &str = r#"
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then return false end
+local rec = cjson.decode(cur)
+if ARGV[2] ~= '' then
+  if rec.id ~= ARGV[2] then return false end
+elseif rec.x ~= nil and rec.x ~= cjson.null and tonumber(rec.x) <= tonumber(ARGV[8]) then
+  return false
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], '*', 'p', ARGV[4], 's', ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+redis.call('PUBLISH', ARGV[7], ARGV[4] .. id .. ARGV[5])
+return id
+"#;
+
+/// Adds a peer to presence and announces it.
+const JOIN: &str = r#"
+local order = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '\t' .. order .. '\t' .. ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[6])
+redis.call('PUBLISH', ARGV[5], ARGV[4])
+return order
+"#;
+
+/// Removes a peer (only if it belongs to the expected instance, when given)
+/// and announces it; returns 1 when this call removed it.
+const LEAVE: &str = r#"
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then return 0 end
+if ARGV[4] ~= '' and string.sub(cur, 1, string.len(ARGV[4]) + 1) ~= (ARGV[4] .. '\t') then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('PUBLISH', ARGV[3], ARGV[2])
+return 1
+"#;
+
+/// Replaces a peer's entry if it is unchanged since it was read, and announces the state.
+const SET_STATE: &str = r#"
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('PUBLISH', ARGV[5], ARGV[4])
+return 1
+"#;
+
+/// Removes and returns a will: exactly one caller gets it.
+const TAKE_WILL: &str = r#"
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return cur
+"#;
+
+/// Drops a room from the index once it holds no presence, values or history.
+const FORGET_ROOM: &str = r#"
+if redis.call('HLEN', KEYS[1]) == 0 and redis.call('HLEN', KEYS[2]) == 0 and redis.call('EXISTS', KEYS[3]) == 0 then
+  redis.call('SREM', KEYS[4], ARGV[1])
+  return 1
+end
+return 0
+"#;
+
+/// Stored form of a retained value.
+#[derive(Serialize, Deserialize)]
+struct RetainedRecord<'a> {
+    id: &'a str,
+    #[serde(borrow)]
+    data: &'a RawValue,
+    ts: u64,
+    from: &'a str,
+    /// Expiry (ms since the epoch), if any.
+    x: Option<u64>,
+}
+
+/// Stored form of a will.
+#[derive(Serialize, Deserialize)]
+struct WillRecord<'a> {
+    topic: &'a str,
+    #[serde(borrow)]
+    data: &'a RawValue,
+    after: Option<f64>,
+}
+
+/// Stored form of a presence entry's peer.
+#[derive(Deserialize)]
+struct PeerRecord {
+    id: String,
+    user: String,
+    meta: Box<RawValue>,
+    state: Box<RawValue>,
+}
+
+fn unavailable(e: redis::RedisError) -> BrokerError {
+    tracing::debug!(error = %e, "redis call failed");
+    BrokerError::Unavailable
+}
+
+/// Splits an event's JSON, built with the id `0-0`, around that id.
+fn split_at_id(json: &str) -> Option<(String, String)> {
+    const MARK: &str = "\"id\":\"0-0\"";
+    let at = json.find(MARK)?;
+    Some((json[..at + 6].to_owned(), json[at + 9..].to_owned()))
+}
+
+fn template_error() -> BrokerError {
+    tracing::error!("event template without an id placeholder");
+    BrokerError::Unavailable
+}
+
+impl RedisBroker {
+    /// Connects (failing after the timeout), starts the heartbeat and the
+    /// pub/sub task, and returns the broker.
+    pub async fn connect(
+        settings: RedisSettings,
+        limits: Limits,
+        fanout: Arc<Fanout>,
+        shutdown: CancellationToken,
+        tasks: &TaskTracker,
+    ) -> Result<Arc<RedisBroker>, BrokerError> {
+        let client = redis::Client::open(settings.url.as_str()).map_err(unavailable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(settings.timeout))
+            .set_connection_timeout(Some(settings.timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(2));
+        let conn = tokio::time::timeout(
+            settings.timeout * 2,
+            client.get_connection_manager_with_config(config),
+        )
+        .await
+        .map_err(|_| BrokerError::Unavailable)?
+        .map_err(unavailable)?;
+        let instance: Arc<str> = Arc::from(format!("i-{}", crate::hub::random_id(9)));
+        let broker = Arc::new(RedisBroker {
+            conn,
+            settings,
+            limits,
+            instance,
+            fanout,
+            pubsub: Arc::new(tokio::sync::Mutex::new(PubSubState::default())),
+            delivered: Arc::new(Mutex::new(HashMap::new())),
+            commands_ok: Arc::new(AtomicBool::new(true)),
+            pubsub_ok: Arc::new(AtomicBool::new(false)),
+            direct_clock: Mutex::new(EventId::default()),
+            scripts: Scripts {
+                append: Script::new(APPEND),
+                direct: Script::new(DIRECT),
+                set_retained: Script::new(SET_RETAINED),
+                clear_retained: Script::new(CLEAR_RETAINED),
+                join: Script::new(JOIN),
+                leave: Script::new(LEAVE),
+                set_state: Script::new(SET_STATE),
+                take_will: Script::new(TAKE_WILL),
+                forget_room: Script::new(FORGET_ROOM),
+            },
+        });
+        broker.beat().await?;
+        tasks.spawn(heartbeat(broker.clone(), shutdown.clone()));
+        tasks.spawn(pubsub_loop(broker.clone(), client, shutdown));
+        Ok(broker)
+    }
+
+    /// This instance's id, as written in presence entries.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// True while Redis answers and the pub/sub connection is up.
+    pub fn is_ready(&self) -> bool {
+        self.commands_ok.load(Ordering::Relaxed) && self.pubsub_ok.load(Ordering::Relaxed)
+    }
+
+    fn key(&self, room: &RoomName, what: &str) -> String {
+        format!("{}:{{{}}}:{what}", self.settings.prefix, room)
+    }
+
+    fn channel(&self, room: &RoomName) -> String {
+        self.key(room, "events")
+    }
+
+    fn rooms_key(&self) -> String {
+        format!("{}:rooms", self.settings.prefix)
+    }
+
+    fn instance_key(&self, instance: &str) -> String {
+        format!("{}:instance:{instance}", self.settings.prefix)
+    }
+
+    fn room_of_channel(&self, channel: &str) -> Option<RoomName> {
+        let rest = channel
+            .strip_prefix(&self.settings.prefix)?
+            .strip_prefix(":{")?;
+        let room = rest.strip_suffix("}:events")?;
+        RoomName::parse(room).ok()
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        (self.limits.history_ttl.as_millis() as u64).max(1)
+    }
+
+    async fn beat(&self) -> Result<(), BrokerError> {
+        let ttl = (self.settings.instance_ttl.as_millis() as u64).max(1);
+        let result: Result<(), _> = self
+            .conn()
+            .set_options(
+                self.instance_key(&self.instance),
+                1,
+                redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(ttl)),
+            )
+            .await;
+        self.commands_ok.store(result.is_ok(), Ordering::Relaxed);
+        result.map_err(unavailable)
+    }
+
+    /// Appends an event (JSON built with id `0-0`) and publishes it; returns the event.
+    async fn append(&self, room: &RoomName, template: &str) -> Result<Arc<Event>, BrokerError> {
+        let (prefix, suffix) = split_at_id(template).ok_or_else(template_error)?;
+        let id: String = self
+            .scripts
+            .append
+            .key(self.key(room, "stream"))
+            .key(self.rooms_key())
+            .arg(self.limits.history_size)
+            .arg(&prefix)
+            .arg(&suffix)
+            .arg(self.ttl_ms())
+            .arg(self.channel(room))
+            .arg(room.as_str())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Event::from_json(format!("{prefix}{id}{suffix}")).ok_or_else(template_error)
+    }
+
+    pub(super) async fn publish(
+        &self,
+        room: &RoomName,
+        draft: Draft,
+    ) -> Result<Arc<Event>, BrokerError> {
+        let direct = draft.to.is_some();
+        let id = if direct {
+            let mut clock = self.direct_clock.lock().unwrap_or_else(|p| p.into_inner());
+            *clock = clock.next_after(now_ms());
+            *clock
+        } else {
+            EventId::default()
+        };
+        let message = Message {
+            room: room.clone(),
+            id,
+            ts: now_ms(),
+            from: draft.from,
+            kind: draft.kind,
+            data: draft.data,
+            to: draft.to,
+            topic: draft.topic.map(|t| t.as_arc().clone()),
+        };
+        let event = Event::message(&message);
+        let Some(to) = &message.to else {
+            return self.append(room, event.json()).await;
+        };
+        let sent: i64 = self
+            .scripts
+            .direct
+            .key(self.key(room, "presence"))
+            .arg(&**to)
+            .arg(self.channel(room))
+            .arg(event.json().as_str())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        if sent == 0 {
+            return Err(BrokerError::NoSuchPeer {
+                room: room.to_string(),
+                peer: to.to_string(),
+            });
+        }
+        Ok(event)
+    }
+
+    fn status_template(
+        room: &RoomName,
+        topic: &Topic,
+        data: Payload,
+        from: Arc<str>,
+        ts: u64,
+    ) -> Arc<Event> {
+        Event::status(&Status {
+            room: room.clone(),
+            id: Some(EventId::default()),
+            topic: topic.as_arc().clone(),
+            data,
+            ts,
+            from,
+            retained: false,
+        })
+    }
+
+    pub(super) async fn set_retained(
+        &self,
+        room: &RoomName,
+        draft: RetainDraft,
+    ) -> Result<Arc<Event>, BrokerError> {
+        let ts = now_ms();
+        let event = Self::status_template(
+            room,
+            &draft.topic,
+            draft.data.clone(),
+            draft.from.clone(),
+            ts,
+        );
+        let (prefix, suffix) = split_at_id(event.json()).ok_or_else(template_error)?;
+        let record = serde_json::to_string(&RetainedRecord {
+            id: "0-0",
+            data: &draft.data,
+            ts,
+            from: &draft.from,
+            x: draft.ttl.map(|t| ts.saturating_add(t.as_millis() as u64)),
+        })
+        .map_err(|_| template_error())?;
+        let (record_prefix, record_suffix) = split_at_id(&record).ok_or_else(template_error)?;
+        let result: Result<String, _> = self
+            .scripts
+            .set_retained
+            .key(self.key(room, "retained"))
+            .key(self.key(room, "stream"))
+            .key(self.rooms_key())
+            .arg(draft.topic.as_str())
+            .arg(self.limits.max_topics)
+            .arg(self.limits.history_size)
+            .arg(&prefix)
+            .arg(&suffix)
+            .arg(self.ttl_ms())
+            .arg(self.channel(room))
+            .arg(record_prefix)
+            .arg(record_suffix)
+            .arg(room.as_str())
+            .invoke_async(&mut self.conn())
+            .await;
+        match result {
+            Ok(id) => Event::from_json(format!("{prefix}{id}{suffix}")).ok_or_else(template_error),
+            Err(e) if e.to_string().contains("too_many_topics") => {
+                Err(BrokerError::TooManyTopics {
+                    room: room.to_string(),
+                    limit: self.limits.max_topics,
+                })
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// Clears a topic; with `expected`, only the value of that id (a lapsed one).
+    async fn clear(
+        &self,
+        room: &RoomName,
+        topic: &Topic,
+        from: Arc<str>,
+        expected: Option<&str>,
+    ) -> Result<Option<Arc<Event>>, BrokerError> {
+        let event = Self::status_template(room, topic, null_payload(), from, now_ms());
+        let (prefix, suffix) = split_at_id(event.json()).ok_or_else(template_error)?;
+        let id: Option<String> = self
+            .scripts
+            .clear_retained
+            .key(self.key(room, "retained"))
+            .key(self.key(room, "stream"))
+            .arg(topic.as_str())
+            .arg(expected.unwrap_or(""))
+            .arg(self.limits.history_size)
+            .arg(&prefix)
+            .arg(&suffix)
+            .arg(self.ttl_ms())
+            .arg(self.channel(room))
+            .arg(now_ms())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        match id {
+            Some(id) => Ok(Some(
+                Event::from_json(format!("{prefix}{id}{suffix}")).ok_or_else(template_error)?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) async fn clear_retained(
+        &self,
+        room: &RoomName,
+        topic: &Topic,
+        from: Arc<str>,
+    ) -> Result<Option<Arc<Event>>, BrokerError> {
+        self.clear(room, topic, from, None).await
+    }
+
+    async fn retained_records(&self, room: &RoomName) -> Result<Vec<(Topic, String)>, BrokerError> {
+        let all: HashMap<String, String> = self
+            .conn()
+            .hgetall(self.key(room, "retained"))
+            .await
+            .map_err(unavailable)?;
+        Ok(all
+            .into_iter()
+            .filter_map(|(t, v)| Topic::parse(&t).ok().map(|t| (t, v)))
+            .collect())
+    }
+
+    pub(super) async fn retained(
+        &self,
+        room: &RoomName,
+        filter: Option<&TopicFilter>,
+    ) -> Result<Vec<Retained>, BrokerError> {
+        let now = now_ms();
+        let mut out: Vec<Retained> = self
+            .retained_records(room)
+            .await?
+            .into_iter()
+            .filter(|(topic, _)| filter.is_none_or(|f| f.matches(topic.as_str())))
+            .filter_map(|(topic, record)| {
+                let rec: RetainedRecord<'_> = serde_json::from_str(&record).ok()?;
+                if rec.x.is_some_and(|x| x <= now) {
+                    return None;
+                }
+                let data = payload_from_raw(rec.data);
+                let from: Arc<str> = Arc::from(rec.from);
+                let replay = Event::status(&Status {
+                    room: room.clone(),
+                    id: None,
+                    topic: topic.as_arc().clone(),
+                    data: data.clone(),
+                    ts: rec.ts,
+                    from: from.clone(),
+                    retained: true,
+                });
+                Some(Retained {
+                    topic,
+                    data,
+                    ts: rec.ts,
+                    from,
+                    expires_at: rec.x,
+                    replay,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.topic.cmp(&b.topic));
+        Ok(out)
+    }
+
+    /// The stream's last id and newest dropped id; `None` when the stream does not exist.
+    async fn stream_info(
+        &self,
+        room: &RoomName,
+    ) -> Result<Option<(Option<EventId>, Option<EventId>)>, BrokerError> {
+        let info: Result<Value, _> = redis::cmd("XINFO")
+            .arg("STREAM")
+            .arg(self.key(room, "stream"))
+            .query_async(&mut self.conn())
+            .await;
+        let info = match info {
+            Ok(v) => v,
+            Err(e)
+                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
+                    || e.to_string().contains("no such key") =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(unavailable(e)),
+        };
+        let pairs: HashMap<String, Value> = match redis::FromRedisValue::from_redis_value(info) {
+            Ok(p) => p,
+            Err(_) => return Ok(None),
+        };
+        let id = |name: &str| -> Option<EventId> {
+            let v: String =
+                redis::FromRedisValue::from_redis_value(pairs.get(name)?.clone()).ok()?;
+            v.parse()
+                .ok()
+                .filter(|id: &EventId| *id != EventId::default())
+        };
+        Ok(Some((id("last-generated-id"), id("max-deleted-entry-id"))))
+    }
+
+    pub(super) async fn history(
+        &self,
+        room: &RoomName,
+        since: Option<EventId>,
+        limit: usize,
+    ) -> Result<History, BrokerError> {
+        let Some((_, dropped)) = self.stream_info(room).await? else {
+            return Ok(History {
+                events: Vec::new(),
+                complete: since.is_none(),
+            });
+        };
+        let key = self.key(room, "stream");
+        let count = limit.min(self.limits.history_size.max(1));
+        let entries: Vec<(String, HashMap<String, String>)> = match since {
+            Some(since) => {
+                let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                    .arg(&key)
+                    .arg(format!("({since}"))
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(count)
+                    .query_async(&mut self.conn())
+                    .await
+                    .map_err(unavailable)?;
+                stream_entries(reply)
+            }
+            None => {
+                let reply: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+                    .arg(&key)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(count)
+                    .query_async(&mut self.conn())
+                    .await
+                    .map_err(unavailable)?;
+                let mut entries = stream_entries(reply);
+                entries.reverse();
+                entries
+            }
+        };
+        let events = entries
+            .into_iter()
+            .filter_map(|(id, fields)| {
+                Event::from_json(format!("{}{id}{}", fields.get("p")?, fields.get("s")?))
+            })
+            .collect();
+        let complete = match since {
+            None => true,
+            Some(since) => dropped.is_none_or(|d| since >= d),
+        };
+        Ok(History { events, complete })
+    }
+
+    async fn presence(&self, room: &RoomName) -> Result<Vec<(String, u64, PeerInfo)>, BrokerError> {
+        let all: HashMap<String, String> = self
+            .conn()
+            .hgetall(self.key(room, "presence"))
+            .await
+            .map_err(unavailable)?;
+        let mut out: Vec<(String, u64, PeerInfo)> = all
+            .into_values()
+            .filter_map(|v| parse_presence(&v))
+            .collect();
+        out.sort_by_key(|(_, order, _)| *order);
+        Ok(out)
+    }
+
+    pub(super) async fn join(
+        &self,
+        room: &RoomName,
+        peer: PeerInfo,
+    ) -> Result<RoomSnapshot, BrokerError> {
+        let peer_json = serde_json::to_string(&peer).map_err(|_| template_error())?;
+        let event = Event::join(room, &peer);
+        let _: i64 = self
+            .scripts
+            .join
+            .key(self.key(room, "presence"))
+            .key(self.key(room, "order"))
+            .key(self.rooms_key())
+            .arg(&*peer.id)
+            .arg(&*self.instance)
+            .arg(peer_json)
+            .arg(event.json().as_str())
+            .arg(self.channel(room))
+            .arg(room.as_str())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let mut snapshot = self.snapshot(room).await?;
+        snapshot.peers.retain(|p| p.id != peer.id);
+        Ok(snapshot)
+    }
+
+    async fn leave_as(
+        &self,
+        room: &RoomName,
+        peer: &Arc<str>,
+        reason: LeaveReason,
+        instance: &str,
+    ) -> Result<bool, BrokerError> {
+        let event = Event::leave(room, peer, reason);
+        let removed: i64 = self
+            .scripts
+            .leave
+            .key(self.key(room, "presence"))
+            .arg(&**peer)
+            .arg(event.json().as_str())
+            .arg(self.channel(room))
+            .arg(instance)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(removed == 1)
+    }
+
+    pub(super) async fn leave(
+        &self,
+        room: &RoomName,
+        peer: &Arc<str>,
+        reason: LeaveReason,
+    ) -> Result<(), BrokerError> {
+        self.leave_as(room, peer, reason, "").await.map(|_| ())
+    }
+
+    pub(super) async fn set_state(
+        &self,
+        room: &RoomName,
+        peer: &Arc<str>,
+        state: Payload,
+    ) -> Result<(), BrokerError> {
+        let missing = || BrokerError::NoSuchPeer {
+            room: room.to_string(),
+            peer: peer.to_string(),
+        };
+        for _ in 0..3 {
+            let current: Option<String> = self
+                .conn()
+                .hget(self.key(room, "presence"), &**peer)
+                .await
+                .map_err(unavailable)?;
+            let current = current.ok_or_else(missing)?;
+            let Some((instance, order, mut info)) = parse_presence(&current) else {
+                return Err(missing());
+            };
+            info.state = state.clone();
+            let peer_json = serde_json::to_string(&info).map_err(|_| template_error())?;
+            let event = Event::state(room, peer, &state);
+            let done: i64 = self
+                .scripts
+                .set_state
+                .key(self.key(room, "presence"))
+                .arg(&**peer)
+                .arg(&current)
+                .arg(format!("{instance}\t{order}\t{peer_json}"))
+                .arg(event.json().as_str())
+                .arg(self.channel(room))
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+            if done == 1 {
+                return Ok(());
+            }
+        }
+        Err(BrokerError::Unavailable)
+    }
+
+    pub(super) async fn snapshot(&self, room: &RoomName) -> Result<RoomSnapshot, BrokerError> {
+        let peers = self
+            .presence(room)
+            .await?
+            .into_iter()
+            .map(|(_, _, p)| p)
+            .collect();
+        let last_id = self.stream_info(room).await?.and_then(|(last, _)| last);
+        Ok(RoomSnapshot { peers, last_id })
+    }
+
+    pub(super) async fn peer(
+        &self,
+        room: &RoomName,
+        peer: &str,
+    ) -> Result<Option<PeerInfo>, BrokerError> {
+        let value: Option<String> = self
+            .conn()
+            .hget(self.key(room, "presence"), peer)
+            .await
+            .map_err(unavailable)?;
+        Ok(value.as_deref().and_then(parse_presence).map(|(_, _, p)| p))
+    }
+
+    async fn indexed_rooms(&self) -> Result<Vec<RoomName>, BrokerError> {
+        let rooms: Vec<String> = self
+            .conn()
+            .smembers(self.rooms_key())
+            .await
+            .map_err(unavailable)?;
+        Ok(rooms
+            .iter()
+            .filter_map(|r| RoomName::parse(r).ok())
+            .collect())
+    }
+
+    pub(super) async fn rooms(&self) -> Result<Vec<RoomSummary>, BrokerError> {
+        let mut out = Vec::new();
+        for room in self.indexed_rooms().await? {
+            let (peers, topics): (usize, usize) = redis::pipe()
+                .hlen(self.key(&room, "presence"))
+                .hlen(self.key(&room, "retained"))
+                .query_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+            if peers > 0 || topics > 0 {
+                out.push(RoomSummary {
+                    room,
+                    peers,
+                    topics,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.room.cmp(&b.room));
+        Ok(out)
+    }
+
+    pub(super) async fn put_will(
+        &self,
+        room: &RoomName,
+        peer: &Arc<str>,
+        will: Will,
+    ) -> Result<(), BrokerError> {
+        let record = serde_json::to_string(&WillRecord {
+            topic: will.topic.as_str(),
+            data: &will.data,
+            after: will.after.map(|d| d.as_secs_f64()),
+        })
+        .map_err(|_| template_error())?;
+        let _: () = self
+            .conn()
+            .hset(self.key(room, "wills"), &**peer, record)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    pub(super) async fn take_will(
+        &self,
+        room: &RoomName,
+        peer: &Arc<str>,
+    ) -> Result<Option<Will>, BrokerError> {
+        let record: Option<String> = self
+            .scripts
+            .take_will
+            .key(self.key(room, "wills"))
+            .arg(&**peer)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(record.as_deref().and_then(|r| {
+            let rec: WillRecord<'_> = serde_json::from_str(r).ok()?;
+            Will::new(rec.topic, payload_from_raw(rec.data), rec.after).ok()
+        }))
+    }
+
+    /// Subscribes this instance to the room's channel, waiting for Redis to confirm.
+    pub(super) async fn watch(&self, room: &RoomName) -> Result<(), BrokerError> {
+        let mut state = self.pubsub.lock().await;
+        if state.subscribed.contains(room) {
+            return Ok(());
+        }
+        let mut sink = state.sink.clone().ok_or(BrokerError::Unavailable)?;
+        tokio::time::timeout(self.settings.timeout, sink.subscribe(self.channel(room)))
+            .await
+            .map_err(|_| BrokerError::Unavailable)?
+            .map_err(unavailable)?;
+        state.subscribed.insert(room.clone());
+        Ok(())
+    }
+
+    /// Unsubscribes from a room that no longer has local subscribers.
+    pub(super) async fn unwatch(&self, room: &RoomName) -> Result<(), BrokerError> {
+        let mut state = self.pubsub.lock().await;
+        if self.fanout.is_watched(room) || !state.subscribed.remove(room) {
+            return Ok(());
+        }
+        self.delivered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(room);
+        if let Some(mut sink) = state.sink.clone() {
+            let _ =
+                tokio::time::timeout(self.settings.timeout, sink.unsubscribe(self.channel(room)))
+                    .await;
+        }
+        Ok(())
+    }
+
+    /// Removes the peers (and fires the wills, through the returned orphans) of
+    /// dead instances, clears lapsed values, trims history by age, and forgets
+    /// empty rooms. Every instance sweeps; the scripts make each step happen once.
+    pub(super) async fn sweep(&self, now: u64) -> Result<Vec<Orphan>, BrokerError> {
+        let mut orphans = Vec::new();
+        let mut alive: HashMap<String, bool> = HashMap::new();
+        alive.insert(self.instance.to_string(), true);
+        let horizon = now.saturating_sub(self.ttl_ms());
+        for room in self.indexed_rooms().await? {
+            for (instance, _, peer) in self.presence(&room).await? {
+                let is_alive = match alive.get(&instance) {
+                    Some(a) => *a,
+                    None => {
+                        let exists: bool = self
+                            .conn()
+                            .exists(self.instance_key(&instance))
+                            .await
+                            .map_err(unavailable)?;
+                        alive.insert(instance.clone(), exists);
+                        exists
+                    }
+                };
+                if is_alive {
+                    continue;
+                }
+                if self
+                    .leave_as(&room, &peer.id, LeaveReason::Timeout, &instance)
+                    .await?
+                    && let Some(will) = self.take_will(&room, &peer.id).await?
+                {
+                    orphans.push(Orphan {
+                        room: room.clone(),
+                        peer: peer.id.clone(),
+                        user: peer.user.clone(),
+                        will,
+                    });
+                }
+            }
+            for (topic, record) in self.retained_records(&room).await? {
+                let lapsed_id = serde_json::from_str::<RetainedRecord<'_>>(&record)
+                    .ok()
+                    .filter(|r| r.x.is_some_and(|x| x <= now))
+                    .map(|r| (r.id.to_owned(), r.from.to_owned()));
+                if let Some((id, from)) = lapsed_id {
+                    self.clear(&room, &topic, Arc::from(from), Some(&id))
+                        .await?;
+                }
+            }
+            let _: Value = redis::cmd("XTRIM")
+                .arg(self.key(&room, "stream"))
+                .arg("MINID")
+                .arg(format!("{horizon}-0"))
+                .query_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+            let _: i64 = self
+                .scripts
+                .forget_room
+                .key(self.key(&room, "presence"))
+                .key(self.key(&room, "retained"))
+                .key(self.key(&room, "stream"))
+                .key(self.rooms_key())
+                .arg(room.as_str())
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(orphans)
+    }
+
+    /// Hands an event that arrived on the room's channel to local subscribers,
+    /// once: history events at or before the last delivered id are skipped.
+    fn deliver(&self, room: &RoomName, event: Arc<Event>) {
+        if event.in_history()
+            && let Some(id) = event.id()
+        {
+            let mut delivered = self.delivered.lock().unwrap_or_else(|p| p.into_inner());
+            match delivered.get(room) {
+                Some(last) if id <= *last => return,
+                _ => {
+                    delivered.insert(room.clone(), id);
+                }
+            }
+        }
+        self.fanout.deliver(room, event);
+    }
+
+    /// After a pub/sub reconnect: delivers what each watched room published
+    /// while the connection was down, from its stream.
+    async fn resync(&self) {
+        let rooms: Vec<(RoomName, EventId)> = self
+            .delivered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(r, id)| (r.clone(), *id))
+            .collect();
+        for (room, last) in rooms {
+            match self.history(&room, Some(last), usize::MAX).await {
+                Ok(history) => {
+                    for event in history.events {
+                        self.deliver(&room, event);
+                    }
+                }
+                Err(e) => tracing::warn!(%room, error = %e, "resync after reconnect failed"),
+            }
+        }
+    }
+}
+
+fn stream_entries(
+    reply: redis::streams::StreamRangeReply,
+) -> Vec<(String, HashMap<String, String>)> {
+    reply
+        .ids
+        .into_iter()
+        .map(|entry| {
+            let fields = entry
+                .map
+                .into_iter()
+                .filter_map(|(k, v)| {
+                    redis::FromRedisValue::from_redis_value(v)
+                        .ok()
+                        .map(|v: String| (k, v))
+                })
+                .collect();
+            (entry.id, fields)
+        })
+        .collect()
+}
+
+/// Parses `<instance>\t<order>\t<peer json>`.
+fn parse_presence(value: &str) -> Option<(String, u64, PeerInfo)> {
+    let mut parts = value.splitn(3, '\t');
+    let instance = parts.next()?.to_owned();
+    let order = parts.next()?.parse().ok()?;
+    let record: PeerRecord = serde_json::from_str(parts.next()?).ok()?;
+    Some((
+        instance,
+        order,
+        PeerInfo {
+            id: Arc::from(record.id),
+            user: Arc::from(record.user),
+            meta: payload_from_raw(&record.meta),
+            state: payload_from_raw(&record.state),
+        },
+    ))
+}
+
+/// Keeps this instance's heartbeat key alive (and notes whether Redis answers).
+async fn heartbeat(broker: Arc<RedisBroker>, shutdown: CancellationToken) {
+    let every = (broker.settings.instance_ttl / 3).max(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                // A clean exit removes the heartbeat so peers elsewhere see this
+                // instance's sessions end (they get their own leaves as they close).
+                let _: Result<(), _> = broker.conn().del(broker.instance_key(&broker.instance)).await;
+                return;
+            }
+            _ = tick.tick() => {
+                if let Err(e) = broker.beat().await {
+                    tracing::warn!(error = %e, "redis heartbeat failed");
+                }
+            }
+        }
+    }
+}
+
+/// Full-jitter backoff: a random wait up to `min(cap, base * 2^attempt)`.
+pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
+    let ceiling = base
+        .saturating_mul(2u32.saturating_pow(attempt.min(16)))
+        .min(cap);
+    let mut bytes = [0u8; 8];
+    let random = if getrandom::fill(&mut bytes).is_ok() {
+        u64::from_le_bytes(bytes)
+    } else {
+        now_ms()
+    };
+    let millis = ceiling.as_millis() as u64;
+    Duration::from_millis(if millis == 0 {
+        0
+    } else {
+        random % (millis + 1)
+    })
+}
+
+/// Owns the pub/sub connection: (re)connects with backoff, resubscribes every
+/// watched room, replays what was missed, delivers messages, and probes the
+/// connection with PING so a silent one is replaced.
+async fn pubsub_loop(broker: Arc<RedisBroker>, client: redis::Client, shutdown: CancellationToken) {
+    let probe_every = Duration::from_secs(5).min(broker.settings.timeout * 2);
+    let mut attempt = 0u32;
+    loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let connected =
+            tokio::time::timeout(broker.settings.timeout, client.get_async_pubsub()).await;
+        let pubsub = match connected {
+            Ok(Ok(p)) => p,
+            _ => {
+                broker.pubsub_ok.store(false, Ordering::Relaxed);
+                let wait = backoff(attempt, Duration::from_millis(100), Duration::from_secs(5));
+                attempt = attempt.saturating_add(1);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => continue,
+                }
+            }
+        };
+        let (mut sink, mut stream) = pubsub.split();
+        let resubscribed = {
+            let mut state = broker.pubsub.lock().await;
+            let mut wanted: HashSet<RoomName> = broker.fanout.watched_rooms().into_iter().collect();
+            wanted.retain(|r| state.subscribed.contains(r));
+            let mut ok = true;
+            for room in &wanted {
+                let done = tokio::time::timeout(
+                    broker.settings.timeout,
+                    sink.subscribe(broker.channel(room)),
+                )
+                .await;
+                if !matches!(done, Ok(Ok(()))) {
+                    ok = false;
+                    break;
+                }
+            }
+            if ok {
+                state.subscribed = wanted;
+                state.sink = Some(sink.clone());
+            }
+            ok
+        };
+        if !resubscribed {
+            continue;
+        }
+        broker.resync().await;
+        broker.pubsub_ok.store(true, Ordering::Relaxed);
+        if attempt > 0 {
+            tracing::info!("redis pub/sub reconnected");
+        }
+        attempt = 0;
+        let mut probe = tokio::time::interval(probe_every);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        probe.tick().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                message = stream.next() => {
+                    let Some(message) = message else { break };
+                    let Some(room) = broker.room_of_channel(message.get_channel_name()) else { continue };
+                    let Ok(payload) = message.get_payload::<String>() else { continue };
+                    match Event::from_json(payload) {
+                        Some(event) => broker.deliver(&room, event),
+                        None => tracing::warn!(%room, "unreadable event on the room channel"),
+                    }
+                }
+                _ = probe.tick() => {
+                    let pong: Result<Result<String, _>, _> = tokio::time::timeout(broker.settings.timeout, sink.ping()).await;
+                    if !matches!(pong, Ok(Ok(_))) {
+                        tracing::warn!("redis pub/sub connection went silent; replacing it");
+                        break;
+                    }
+                }
+            }
+        }
+        broker.pubsub_ok.store(false, Ordering::Relaxed);
+        broker.pubsub.lock().await.sink = None;
+        tracing::warn!("redis pub/sub connection lost; reconnecting");
+    }
+}
