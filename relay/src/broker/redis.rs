@@ -84,17 +84,48 @@ struct Scripts {
     leave: Script,
     set_state: Script,
     take_will: Script,
+    trim_age: Script,
     forget_room: Script,
+}
+
+/// Lua shared by the scripts that append to a stream: XADD (which assigns the
+/// id), then trim to the size limit by XDEL, which (unlike MAXLEN) records the
+/// newest dropped id in `max-deleted-entry-id` for gap detection, then refresh
+/// the stream's idle expiry.
+macro_rules! append_fn {
+    () => {
+        r#"
+local function append(stream, maxlen, p, s, ttl)
+  local id = redis.call('XADD', stream, '*', 'p', p, 's', s)
+  local len = redis.call('XLEN', stream)
+  if len > tonumber(maxlen) then
+    local old = redis.call('XRANGE', stream, '-', '+', 'COUNT', len - tonumber(maxlen))
+    for _, e in ipairs(old) do redis.call('XDEL', stream, e[1]) end
+  end
+  redis.call('PEXPIRE', stream, ttl)
+  return id
+end
+"#
+    };
 }
 
 /// Appends an event to the stream and publishes it. The event's JSON arrives
 /// in two halves around its id, which XADD assigns.
-const APPEND: &str = r#"
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '*', 'p', ARGV[2], 's', ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
+const APPEND: &str = concat!(
+    append_fn!(),
+    r#"
+local id = append(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 redis.call('SADD', KEYS[2], ARGV[6])
 redis.call('PUBLISH', ARGV[5], ARGV[2] .. id .. ARGV[3])
 return id
+"#
+);
+
+/// Drops history older than the age limit (by XDEL, for gap detection).
+const TRIM_AGE: &str = r#"
+local old = redis.call('XRANGE', KEYS[1], '-', '(' .. ARGV[1] .. '-0', 'COUNT', 1000)
+for _, e in ipairs(old) do redis.call('XDEL', KEYS[1], e[1]) end
+return #old
 "#;
 
 /// Publishes a direct message if its recipient is present.
@@ -106,21 +137,25 @@ return 1
 
 /// Stores a retained value (within the topic limit), appends and publishes its
 /// status event. The stored record holds the event id, for compare-and-clear.
-const SET_RETAINED: &str = r#"
+const SET_RETAINED: &str = concat!(
+    append_fn!(),
+    r#"
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[2]) then
   return redis.error_reply('too_many_topics')
 end
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], '*', 'p', ARGV[4], 's', ARGV[5])
-redis.call('PEXPIRE', KEYS[2], ARGV[6])
+local id = append(KEYS[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[8] .. id .. ARGV[9])
 redis.call('SADD', KEYS[3], ARGV[10])
 redis.call('PUBLISH', ARGV[7], ARGV[4] .. id .. ARGV[5])
 return id
-"#;
+"#
+);
 
 /// Clears a retained value that has not lapsed (or, with an expected id, exactly
 /// that value), appending and publishing a status event with data null.
-const CLEAR_RETAINED: &str = r#"
+const CLEAR_RETAINED: &str = concat!(
+    append_fn!(),
+    r#"
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if not cur then return false end
 local rec = cjson.decode(cur)
@@ -130,11 +165,11 @@ elseif rec.x ~= nil and rec.x ~= cjson.null and tonumber(rec.x) <= tonumber(ARGV
   return false
 end
 redis.call('HDEL', KEYS[1], ARGV[1])
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], '*', 'p', ARGV[4], 's', ARGV[5])
-redis.call('PEXPIRE', KEYS[2], ARGV[6])
+local id = append(KEYS[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
 redis.call('PUBLISH', ARGV[7], ARGV[4] .. id .. ARGV[5])
 return id
-"#;
+"#
+);
 
 /// Adds a peer to presence and announces it.
 const JOIN: &str = r#"
@@ -272,6 +307,7 @@ impl RedisBroker {
                 leave: Script::new(LEAVE),
                 set_state: Script::new(SET_STATE),
                 take_will: Script::new(TAKE_WILL),
+                trim_age: Script::new(TRIM_AGE),
                 forget_room: Script::new(FORGET_ROOM),
             },
         });
@@ -571,10 +607,7 @@ impl RedisBroker {
     }
 
     /// The stream's last id and newest dropped id; `None` when the stream does not exist.
-    async fn stream_info(
-        &self,
-        room: &RoomName,
-    ) -> Result<Option<(Option<EventId>, Option<EventId>)>, BrokerError> {
+    async fn stream_info(&self, room: &RoomName) -> Result<Option<StreamInfo>, BrokerError> {
         let info: Result<Value, _> = redis::cmd("XINFO")
             .arg("STREAM")
             .arg(self.key(room, "stream"))
@@ -601,7 +634,11 @@ impl RedisBroker {
                 .ok()
                 .filter(|id: &EventId| *id != EventId::default())
         };
-        Ok(Some((id("last-generated-id"), id("max-deleted-entry-id"))))
+        Ok(Some(StreamInfo {
+            last: id("last-generated-id"),
+            dropped: id("max-deleted-entry-id"),
+            first: id("recorded-first-entry-id"),
+        }))
     }
 
     pub(super) async fn history(
@@ -610,7 +647,7 @@ impl RedisBroker {
         since: Option<EventId>,
         limit: usize,
     ) -> Result<History, BrokerError> {
-        let Some((_, dropped)) = self.stream_info(room).await? else {
+        let Some(info) = self.stream_info(room).await? else {
             return Ok(History {
                 events: Vec::new(),
                 complete: since.is_none(),
@@ -654,7 +691,14 @@ impl RedisBroker {
             .collect();
         let complete = match since {
             None => true,
-            Some(since) => dropped.is_none_or(|d| since >= d),
+            // Events after the resume point were dropped; or nothing was dropped
+            // from this stream yet but the resume point predates it (the stream
+            // expired while idle and was made anew).
+            Some(since) => match (info.dropped, info.first) {
+                (Some(dropped), _) => since >= dropped,
+                (None, Some(first)) => since >= first,
+                (None, None) => true,
+            },
         };
         Ok(History { events, complete })
     }
@@ -780,7 +824,7 @@ impl RedisBroker {
             .into_iter()
             .map(|(_, _, p)| p)
             .collect();
-        let last_id = self.stream_info(room).await?.and_then(|(last, _)| last);
+        let last_id = self.stream_info(room).await?.and_then(|info| info.last);
         Ok(RoomSnapshot { peers, last_id })
     }
 
@@ -950,11 +994,12 @@ impl RedisBroker {
                         .await?;
                 }
             }
-            let _: Value = redis::cmd("XTRIM")
-                .arg(self.key(&room, "stream"))
-                .arg("MINID")
-                .arg(format!("{horizon}-0"))
-                .query_async(&mut self.conn())
+            let _: i64 = self
+                .scripts
+                .trim_age
+                .key(self.key(&room, "stream"))
+                .arg(horizon)
+                .invoke_async(&mut self.conn())
                 .await
                 .map_err(unavailable)?;
             let _: i64 = self
@@ -1010,6 +1055,13 @@ impl RedisBroker {
             }
         }
     }
+}
+
+/// What `XINFO STREAM` says about a room's history.
+struct StreamInfo {
+    last: Option<EventId>,
+    dropped: Option<EventId>,
+    first: Option<EventId>,
 }
 
 fn stream_entries(

@@ -94,9 +94,32 @@ where
     presence_and_direct(make(LIMITS).await).await;
 }
 
+/// Subscribes locally and across instances, as a session does.
+async fn subscribe(
+    broker: &Broker,
+    fanout: &Fanout,
+    r: &RoomName,
+) -> broadcast::Receiver<Arc<Event>> {
+    let rx = fanout.subscribe(r);
+    broker.watch(r).await.expect("watch");
+    rx
+}
+
+/// Publishes a marker and asserts it is the next delivery: nothing else came first.
+async fn assert_nothing_before_marker(
+    broker: &Broker,
+    rx: &mut broadcast::Receiver<Arc<Event>>,
+    r: &RoomName,
+    why: &str,
+) {
+    broker.publish(r, draft("marker")).await.unwrap();
+    let next = next(rx).await;
+    assert_eq!(next["data"], "marker", "{why}: got {next}");
+}
+
 async fn ids_order_and_history((broker, fanout): (Broker, Arc<Fanout>)) {
     let r = room("contract-ids");
-    let mut rx = fanout.subscribe(&r);
+    let mut rx = subscribe(&broker, &fanout, &r).await;
     let mut published = Vec::new();
     for i in 0..4 {
         published.push(broker.publish(&r, draft(&format!("m{i}"))).await.unwrap());
@@ -195,7 +218,7 @@ async fn history_gaps((broker, _fanout): (Broker, Arc<Fanout>)) {
 
 async fn retained_values((broker, fanout): (Broker, Arc<Fanout>)) {
     let r = room("contract-retained");
-    let mut rx = fanout.subscribe(&r);
+    let mut rx = subscribe(&broker, &fanout, &r).await;
     let set = broker
         .set_retained(&r, retain("device/status/a", "online", None))
         .await
@@ -292,7 +315,7 @@ async fn retained_values((broker, fanout): (Broker, Arc<Fanout>)) {
 
 async fn retained_expiry_and_limits((broker, fanout): (Broker, Arc<Fanout>)) {
     let r = room("contract-ttl");
-    let mut rx = fanout.subscribe(&r);
+    let mut rx = subscribe(&broker, &fanout, &r).await;
     broker
         .set_retained(&r, retain("t/short", "x", Some(Duration::from_secs(5))))
         .await
@@ -350,7 +373,7 @@ async fn retained_expiry_and_limits((broker, fanout): (Broker, Arc<Fanout>)) {
 
 async fn presence_and_direct((broker, fanout): (Broker, Arc<Fanout>)) {
     let r = room("contract-presence");
-    let mut rx = fanout.subscribe(&r);
+    let mut rx = subscribe(&broker, &fanout, &r).await;
     let first = broker.join(&r, peer("alice.1", "alice")).await.unwrap();
     assert!(first.peers.is_empty(), "the joiner is not among the others");
     assert_eq!(next(&mut rx).await["kind"], "join");
@@ -391,9 +414,9 @@ async fn presence_and_direct((broker, fanout): (Broker, Arc<Fanout>)) {
         .unwrap()
         .unwrap();
     assert_eq!(json(&got), json(&sent));
-    assert!(rx.try_recv().is_err(), "a direct message is not broadcast");
     let history = broker.history(&r, None, 100).await.unwrap();
     assert!(history.events.is_empty(), "direct messages are not kept");
+    assert_nothing_before_marker(&broker, &mut rx, &r, "a direct message is not broadcast").await;
     let mut stray = draft("?");
     stray.to = Some(Arc::from("nobody.1"));
     assert!(matches!(
@@ -421,4 +444,39 @@ async fn presence_and_direct((broker, fanout): (Broker, Arc<Fanout>)) {
 #[tokio::test]
 async fn memory_broker_meets_the_contract() {
     contract(|fanout, limits| async move { Broker::memory(fanout, limits) }).await;
+}
+
+#[tokio::test]
+async fn redis_broker_meets_the_contract() {
+    let server = crate::redis_server::RedisServer::start().await;
+    let tasks = tokio_util::task::TaskTracker::new();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let url = server.url();
+    contract(|fanout, limits| {
+        let settings = edgewire::broker::RedisSettings {
+            url: url.clone(),
+            prefix: crate::redis_server::unique_prefix(),
+            timeout: Duration::from_secs(3),
+            instance_ttl: Duration::from_secs(10),
+        };
+        let (shutdown, tasks) = (shutdown.clone(), tasks.clone());
+        async move {
+            let broker =
+                edgewire::broker::RedisBroker::connect(settings, limits, fanout, shutdown, &tasks)
+                    .await
+                    .expect("connect to redis");
+            // The pub/sub connection comes up in the background.
+            let deadline = tokio::time::Instant::now() + DEADLINE;
+            while !broker.is_ready() {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "redis broker never ready"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Broker::Redis(broker)
+        }
+    })
+    .await;
+    shutdown.cancel();
 }
