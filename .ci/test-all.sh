@@ -1,9 +1,20 @@
 #!/usr/bin/env bash
 # Runs every test of the project: formatting, lints, and the Rust unit and
-# integration tests (real sockets, in-process relays, the real binary).
+# integration tests (real sockets, in-process relays, the real binary, real
+# redis-server processes).
 # Installs what the tests need, idempotently; safe to run on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Real redis-server processes are started by the tests (Debian's package).
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "== installing redis-server"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+fi
+# The package may start a system service; the tests never use it (each starts
+# its own server on a free port), so it is left as it is.
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

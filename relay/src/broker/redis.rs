@@ -971,18 +971,31 @@ impl RedisBroker {
                 if is_alive {
                     continue;
                 }
-                if self
-                    .leave_as(&room, &peer.id, LeaveReason::Timeout, &instance)
-                    .await?
-                    && let Some(will) = self.take_will(&room, &peer.id).await?
-                {
-                    orphans.push(Orphan {
-                        room: room.clone(),
-                        peer: peer.id.clone(),
-                        user: peer.user.clone(),
-                        will,
-                    });
+                // As for a local close: an immediate will goes out before the
+                // leave; a delayed one goes back to the hub to wait. Taking the
+                // will is atomic, so only one sweeping instance fires it.
+                if let Some(will) = self.take_will(&room, &peer.id).await? {
+                    if will.after.is_none() {
+                        let draft = RetainDraft {
+                            topic: will.topic,
+                            data: will.data,
+                            from: peer.id.clone(),
+                            ttl: None,
+                        };
+                        if let Err(e) = self.set_retained(&room, draft).await {
+                            tracing::warn!(%room, error = %e, "will of a dead instance's peer not fired");
+                        }
+                    } else {
+                        orphans.push(Orphan {
+                            room: room.clone(),
+                            peer: peer.id.clone(),
+                            user: peer.user.clone(),
+                            will,
+                        });
+                    }
                 }
+                self.leave_as(&room, &peer.id, LeaveReason::Timeout, &instance)
+                    .await?;
             }
             for (topic, record) in self.retained_records(&room).await? {
                 let lapsed_id = serde_json::from_str::<RetainedRecord<'_>>(&record)

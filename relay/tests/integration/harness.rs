@@ -141,12 +141,17 @@ pub struct Ws {
 
 impl Ws {
     pub async fn connect(relay: &Relay, path: &str, token: &str, how: TokenIn) -> Ws {
+        Ws::connect_url(&relay.ws_url(path), token, how).await
+    }
+
+    /// Connects to a full `ws://` URL.
+    pub async fn connect_url(url: &str, token: &str, how: TokenIn) -> Ws {
         let url = match how {
             TokenIn::Query => {
-                let sep = if path.contains('?') { '&' } else { '?' };
-                relay.ws_url(&format!("{path}{sep}token={token}"))
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{sep}token={token}")
             }
-            _ => relay.ws_url(path),
+            _ => url.to_owned(),
         };
         let mut request = url.into_client_request().expect("request");
         match how {

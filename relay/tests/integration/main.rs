@@ -6,6 +6,7 @@ mod broker_contract;
 mod cli;
 mod codes;
 mod harness;
+mod instances;
 mod redis_server;
 mod rooms;
 mod topics;

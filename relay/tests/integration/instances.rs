@@ -1,0 +1,445 @@
+//! Many relay instances sharing one real redis-server.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::harness::{DEADLINE, Relay, Sse, TokenIn, Ws, http, publish_all, secret, token};
+use crate::redis_server::{RedisServer, unique_prefix};
+
+/// A relay on `redis` with the key prefix `prefix`, once it reports ready.
+async fn relay_on(redis: &RedisServer, prefix: &str, extra: &[(&str, &str)]) -> Relay {
+    let url = redis.url();
+    let mut settings = vec![
+        ("EDGEWIRE_REDIS_URL", url.as_str()),
+        ("EDGEWIRE_REDIS_PREFIX", prefix),
+    ];
+    settings.extend_from_slice(extra);
+    let relay = Relay::start(&settings).await;
+    wait_ready(&relay.http("/readyz")).await;
+    relay
+}
+
+async fn wait_ready(url: &str) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Ok(r) = http().get(url).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{url} never ready");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn bearer(tok: &str) -> (&'static str, String) {
+    ("authorization", format!("Bearer {tok}"))
+}
+
+#[tokio::test]
+async fn broadcast_presence_and_direct_across_instances() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let (a, b) = (
+        relay_on(&redis, &prefix, &[]).await,
+        relay_on(&redis, &prefix, &[]).await,
+    );
+    let alice_tok = token("alice", &["room=read,write"]);
+    let bob_tok = token("bob", &["room=read,write"]);
+
+    let mut alice = Ws::connect(&a, "/rooms/room", &alice_tok, TokenIn::Header).await;
+    let alice_id = alice.next_kind("welcome").await["peer"]["id"].clone();
+    let (k, v) = bearer(&bob_tok);
+    let mut bob = Sse::open(&b.http("/rooms/room"), &[(k, &v)]).await;
+    let welcome = bob.next().await;
+    assert_eq!(
+        welcome["peers"][0]["id"], alice_id,
+        "presence from the other instance is in the welcome"
+    );
+    let bob_id = welcome["peer"]["id"].clone();
+    let join = alice.next_kind("join").await;
+    assert_eq!(join["peer"]["id"], bob_id, "a join on B reaches A");
+
+    // Broadcast both ways.
+    alice
+        .send(json!({"op": "pub", "data": "from a", "ref": 1}))
+        .await;
+    assert_eq!(bob.next_kind("message").await["data"], "from a");
+    let response = http()
+        .post(b.http("/rooms/room"))
+        .bearer_auth(&bob_tok)
+        .body("from b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let mut got = alice.next_kind("message").await;
+    if got["data"] == "from a" {
+        got = alice.next_kind("message").await;
+    }
+    assert_eq!(got["data"], "from b");
+
+    // The snapshot from either instance lists both peers.
+    for relay in [&a, &b] {
+        let snap: Value = http()
+            .get(relay.http("/rooms/room"))
+            .bearer_auth(&alice_tok)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(snap["peers"].as_array().map(Vec::len), Some(2), "{snap}");
+    }
+
+    // A direct message to a peer on the other instance, and a POST with conn on
+    // the instance that does not hold the SSE session.
+    alice
+        .send(json!({"op": "pub", "to": bob_id, "data": "psst", "ref": 2}))
+        .await;
+    let mut direct = bob.next_kind("message").await;
+    if direct["data"] == "from b" {
+        // Bob's own broadcast echo comes first.
+        direct = bob.next_kind("message").await;
+    }
+    assert_eq!(
+        (direct["data"].as_str(), direct["to"].clone()),
+        (Some("psst"), bob_id.clone())
+    );
+    let response = http()
+        .post(a.http(&format!("/rooms/room?conn={}", bob_id.as_str().unwrap())))
+        .bearer_auth(&bob_tok)
+        .body("as my sse peer")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let spoken = alice.next_kind("message").await;
+    assert_eq!(
+        (spoken["from"].clone(), spoken["data"].as_str()),
+        (bob_id.clone(), Some("as my sse peer"))
+    );
+
+    // Leaving on B reaches A.
+    drop(bob);
+    let leave = alice.next_kind("leave").await;
+    assert_eq!(
+        (leave["peer"]["id"].clone(), leave["reason"].as_str()),
+        (bob_id, Some("closed"))
+    );
+}
+
+#[tokio::test]
+async fn resume_on_the_other_instance() {
+    const N: usize = 200;
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let (a, b) = (
+        relay_on(&redis, &prefix, &[]).await,
+        relay_on(&redis, &prefix, &[]).await,
+    );
+    let reader = token("reader", &["feed=read"]);
+    let writer = token("writer", &["feed=write"]);
+    let mut ws = Ws::connect(&a, "/rooms/feed", &reader, TokenIn::Header).await;
+    ws.next_kind("welcome").await;
+    let publisher = {
+        let url = a.http("/rooms/feed");
+        tokio::spawn(async move {
+            let client = http();
+            for i in 0..N {
+                let r = client
+                    .post(&url)
+                    .bearer_auth(&writer)
+                    .body(i.to_string())
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 202);
+            }
+        })
+    };
+    let mut seen: Vec<usize> = Vec::new();
+    let mut last = String::new();
+    while seen.len() < 50 {
+        let ev = ws.next_kind("message").await;
+        seen.push(ev["data"].as_str().unwrap().parse().unwrap());
+        last = ev["id"].as_str().unwrap().to_owned();
+    }
+    drop(ws.stream.into_inner());
+    let mut ws = Ws::connect(
+        &b,
+        &format!("/rooms/feed?since={last}"),
+        &reader,
+        TokenIn::Header,
+    )
+    .await;
+    assert_eq!(ws.next().await["kind"], "welcome");
+    while seen.len() < N {
+        let ev = ws.next().await;
+        assert_ne!(ev["kind"], "reset");
+        if ev["kind"] == "message" {
+            seen.push(ev["data"].as_str().unwrap().parse().unwrap());
+        }
+    }
+    publisher.await.unwrap();
+    assert_eq!(
+        seen,
+        (0..N).collect::<Vec<_>>(),
+        "every message once, in order, across instances"
+    );
+}
+
+#[tokio::test]
+async fn retained_values_and_history_survive_a_relay_restart() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let tok = token("device", &["*=read,write,retain"]);
+    let ids = {
+        let mut first = relay_on(&redis, &prefix, &[]).await;
+        let response = http()
+            .put(first.http("/rooms/plant/topics/device/status/sn-1"))
+            .bearer_auth(&tok)
+            .body("online")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        let ids = publish_all(
+            &first,
+            "/rooms/plant",
+            &tok,
+            (0..3).map(|i| format!("m{i}")),
+        )
+        .await;
+        first.shutdown.cancel();
+        assert!(first.stopped().await.is_ok());
+        ids
+    };
+    let second = relay_on(&redis, &prefix, &[]).await;
+    let value: Value = http()
+        .get(second.http("/rooms/plant/topics/device/status/sn-1"))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(value["data"], "online");
+    let history: Value = http()
+        .get(second.http(&format!("/rooms/plant/history?since={}", ids[0])))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(history["complete"], true);
+    let data: Vec<&str> = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["data"].as_str().unwrap())
+        .collect();
+    assert_eq!(data, ["m1", "m2"]);
+    // A late subscriber on the new instance gets the retained value first.
+    let (k, v) = bearer(&tok);
+    let mut sse = Sse::open(&second.http("/rooms/plant"), &[(k, &v)]).await;
+    assert_eq!(sse.next().await["kind"], "welcome");
+    let status = sse.next().await;
+    assert_eq!(
+        (status["topic"].as_str(), status["retained"].as_bool()),
+        (Some("device/status/sn-1"), Some(true))
+    );
+}
+
+/// A relay as a separate process, so it can be killed with SIGKILL.
+struct RelayProcess {
+    child: Child,
+    base: String,
+}
+
+impl RelayProcess {
+    async fn start(redis: &RedisServer, prefix: &str, instance_ttl: &str) -> RelayProcess {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_edgewire"))
+            .arg("serve")
+            .env("EDGEWIRE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("EDGEWIRE_JWT_SECRET", secret())
+            .env("EDGEWIRE_REDIS_URL", redis.url())
+            .env("EDGEWIRE_REDIS_PREFIX", prefix)
+            .env("EDGEWIRE_INSTANCE_TTL", instance_ttl)
+            .env("EDGEWIRE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = format!("127.0.0.1:{port}");
+        wait_ready(&format!("http://{base}/readyz")).await;
+        RelayProcess { child, base }
+    }
+
+    fn kill9(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn peers_of_a_killed_instance_leave_and_their_wills_fire() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let mut doomed = RelayProcess::start(&redis, &prefix, "1s").await;
+    let survivor = RelayProcess::start(&redis, &prefix, "1s").await;
+    let tok = token("device", &["*=read,write,retain"]);
+
+    let mut watcher = Ws::connect_url(
+        &format!("ws://{}/rooms/site", survivor.base),
+        &tok,
+        TokenIn::Header,
+    )
+    .await;
+    assert_eq!(watcher.next().await["kind"], "welcome");
+    let mut device = Ws::connect_url(
+        &format!("ws://{}/rooms/site", doomed.base),
+        &tok,
+        TokenIn::Header,
+    )
+    .await;
+    assert_eq!(device.next().await["kind"], "welcome");
+    device
+        .send(json!({"op": "will", "topic": "device/status/d1", "data": "offline", "ref": 1}))
+        .await;
+    assert_eq!(device.next().await["kind"], "ack");
+    let join = watcher.next().await;
+    assert_eq!(join["kind"], "join");
+    let device_id = join["peer"]["id"].clone();
+
+    let killed_at = std::time::Instant::now();
+    doomed.kill9();
+    let will = watcher.next().await;
+    assert_eq!(
+        (
+            will["kind"].as_str(),
+            will["topic"].as_str(),
+            will["data"].as_str()
+        ),
+        (Some("status"), Some("device/status/d1"), Some("offline")),
+        "{will}"
+    );
+    let leave = watcher.next().await;
+    assert_eq!(
+        (
+            leave["kind"].as_str(),
+            leave["peer"]["id"].clone(),
+            leave["reason"].as_str()
+        ),
+        (Some("leave"), device_id, Some("timeout"))
+    );
+    // Documented bound: the instance TTL plus one sweep (1 s + 1 s here); allow slack for a loaded machine.
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(8),
+        "ghost removed after {:?}",
+        killed_at.elapsed()
+    );
+    drop(device);
+}
+
+#[tokio::test]
+async fn a_redis_outage_is_survived() {
+    let mut redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let fast = [("EDGEWIRE_REDIS_TIMEOUT", "1s")];
+    let (a, b) = (
+        relay_on(&redis, &prefix, &fast).await,
+        relay_on(&redis, &prefix, &fast).await,
+    );
+    let tok = token("user", &["room=read,write"]);
+    let mut on_a = Ws::connect(&a, "/rooms/room", &tok, TokenIn::Header).await;
+    on_a.next_kind("welcome").await;
+    let mut on_b = Ws::connect(&b, "/rooms/room", &tok, TokenIn::Header).await;
+    on_b.next_kind("welcome").await;
+    on_a.next_kind("join").await;
+
+    redis.stop();
+    // Publishing fails fast and clearly; readiness turns 503; sessions stay up.
+    let response = http()
+        .post(a.http("/rooms/room"))
+        .bearer_auth(&tok)
+        .body("lost?")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "backend_unavailable");
+    on_a.send(json!({"op": "pub", "data": "x", "ref": 7})).await;
+    let err = on_a.next_kind("error").await;
+    assert_eq!(
+        (err["code"].as_str(), err["ref"].as_i64()),
+        (Some("backend_unavailable"), Some(7))
+    );
+    on_b.send(json!({"op": "ping", "ref": 8})).await;
+    assert_eq!(
+        on_b.next_kind("pong").await["ref"],
+        8,
+        "open sockets still answer"
+    );
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let status = http().get(a.http("/readyz")).send().await.unwrap().status();
+        if status == 503 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "readyz never turned 503"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    redis.restart().await;
+    // Recovery without a restart: ready again, and messages flow across instances.
+    wait_ready(&a.http("/readyz")).await;
+    wait_ready(&b.http("/readyz")).await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let response = http()
+            .post(a.http("/rooms/room"))
+            .bearer_auth(&tok)
+            .body("back")
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 202 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "publishing never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = on_b.next_kind("message").await;
+    assert_eq!(got["data"], "back", "the other instance resubscribed");
+    on_b.send(json!({"op": "ping", "ref": 9})).await;
+    assert_eq!(on_b.next_kind("pong").await["ref"], 9);
+}
