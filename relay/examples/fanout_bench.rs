@@ -67,6 +67,16 @@ async fn start_relay(extra: &[(&str, String)]) -> (String, CancellationToken) {
     map.insert("EDGEWIRE_JWT_SECRET".into(), SECRET.into());
     map.insert("EDGEWIRE_LOG".into(), "warn".into());
     map.insert("EDGEWIRE_OUTBOUND_QUEUE".into(), "65536".into());
+    map.insert("EDGEWIRE_PUBLISH_RATE".into(), "10000000".into());
+    map.insert(
+        "EDGEWIRE_NEW_CONNECTIONS_PER_SECOND".into(),
+        "100000".into(),
+    );
+    map.insert(
+        "EDGEWIRE_MAX_CONNECTIONS_PER_ADDRESS".into(),
+        "100000".into(),
+    );
+    map.insert("EDGEWIRE_MAX_CONNECTIONS_PER_USER".into(), "100000".into());
     for (k, v) in extra {
         map.insert((*k).into(), v.clone());
     }

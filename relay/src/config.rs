@@ -124,6 +124,42 @@ pub const SETTINGS: &[Setting] = &[
         "live WebSocket+SSE sessions; beyond it, 503",
     ),
     s(
+        "EDGEWIRE_MAX_CONNECTIONS_PER_ADDRESS",
+        "max-connections-per-address",
+        Some("100"),
+        "live sessions per client address; beyond it, 503",
+    ),
+    s(
+        "EDGEWIRE_MAX_CONNECTIONS_PER_USER",
+        "max-connections-per-user",
+        Some("50"),
+        "live sessions per user (token sub); beyond it, 503",
+    ),
+    s(
+        "EDGEWIRE_NEW_CONNECTIONS_PER_SECOND",
+        "new-connections-per-second",
+        Some("500"),
+        "new sessions accepted per second (absorbs a reconnect storm); beyond it, 503 with Retry-After",
+    ),
+    s(
+        "EDGEWIRE_AUTH_FAILURE_LIMIT",
+        "auth-failure-limit",
+        Some("20"),
+        "failed authentications per client address per minute before it is refused with 429, before any token is parsed",
+    ),
+    s(
+        "EDGEWIRE_PUBLISH_RATE",
+        "publish-rate",
+        Some("100"),
+        "publishes per second per WebSocket session or per user over HTTP (bursts of twice that); beyond it, rate_limited",
+    ),
+    s(
+        "EDGEWIRE_TRUST_PROXY",
+        "trust-proxy",
+        Some("false"),
+        "take the client address from Fly-Client-IP (only behind Fly's proxy, which sets it)",
+    ),
+    s(
         "EDGEWIRE_MAX_MESSAGE_BYTES",
         "max-message-bytes",
         Some("65536"),
@@ -232,6 +268,18 @@ pub struct Config {
     pub allowed_origins: Option<Vec<String>>,
     /// Cap on live sessions.
     pub max_connections: usize,
+    /// Cap on live sessions per client address.
+    pub max_connections_per_address: usize,
+    /// Cap on live sessions per user.
+    pub max_connections_per_user: usize,
+    /// New sessions per second.
+    pub new_connections_per_second: u32,
+    /// Auth failures per address per minute.
+    pub auth_failure_limit: u32,
+    /// Publishes per second per session or user.
+    pub publish_rate: u32,
+    /// Read the client address from `Fly-Client-IP`.
+    pub trust_proxy: bool,
     /// Largest frame or body, in bytes.
     pub max_message_bytes: usize,
     /// Messages kept per room.
@@ -313,6 +361,18 @@ impl Config {
                 .collect(),
             allowed_origins: reader.list("EDGEWIRE_ALLOWED_ORIGINS"),
             max_connections: reader.parsed("EDGEWIRE_MAX_CONNECTIONS", positive),
+            max_connections_per_address: reader
+                .parsed("EDGEWIRE_MAX_CONNECTIONS_PER_ADDRESS", positive),
+            max_connections_per_user: reader.parsed("EDGEWIRE_MAX_CONNECTIONS_PER_USER", positive),
+            new_connections_per_second: reader
+                .parsed("EDGEWIRE_NEW_CONNECTIONS_PER_SECOND", positive_u32),
+            auth_failure_limit: reader.parsed("EDGEWIRE_AUTH_FAILURE_LIMIT", positive_u32),
+            publish_rate: reader.parsed("EDGEWIRE_PUBLISH_RATE", positive_u32),
+            trust_proxy: reader.parsed("EDGEWIRE_TRUST_PROXY", |v| match v {
+                "true" | "1" | "yes" => Ok(true),
+                "false" | "0" | "no" => Ok(false),
+                _ => Err("expected true or false".into()),
+            }),
             max_message_bytes: reader.parsed("EDGEWIRE_MAX_MESSAGE_BYTES", |v| {
                 let n = positive(v)?;
                 if n < 256 {
@@ -431,6 +491,11 @@ fn positive(v: &str) -> Result<usize, String> {
         0 => Err("must be greater than zero".into()),
         n => Ok(n),
     }
+}
+
+fn positive_u32(v: &str) -> Result<u32, String> {
+    let n = positive(v)?;
+    u32::try_from(n).map_err(|_| "too large".to_owned())
 }
 
 fn positive_duration(v: &str) -> Result<Duration, String> {

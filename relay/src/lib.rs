@@ -7,6 +7,7 @@
 //! - [`auth`]: tokens (header, subprotocol, query), keys, room rights.
 //! - [`protocol`]: names, ids, ops and events (serialized once), close codes.
 //! - [`topic`]: topic names and `+`/`*` filters.
+//! - [`guard`]: admission control: connection caps, auth-failure and publish limits.
 //! - [`error`]: the contract's error codes, statuses and close codes in one place.
 //! - [`hub`]: sessions, presence and rights over the broker; local fan-out.
 //! - [`broker`]: the seam shared by relay instances (memory today).
@@ -19,6 +20,7 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod guard;
 pub mod hub;
 pub mod metrics;
 pub mod protocol;

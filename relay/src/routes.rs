@@ -6,13 +6,15 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{Path, Query, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Extension, Path, Query, Request, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum_extra::extract::WithRejection;
 use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::auth::Principal;
 use crate::error::ApiError;
@@ -54,18 +56,47 @@ pub fn router(hub: Hub) -> Router {
             )
                 .into_response()
         })
-        .layer(middleware::map_response_with_state(
-            hub.clone(),
-            count_auth_failures,
-        ))
+        .layer(middleware::from_fn_with_state(hub.clone(), admission))
         .with_state(hub)
 }
 
-/// Counts every HTTP answer that refused a token (WebSocket refusals are counted
-/// where the close is sent).
-async fn count_auth_failures(State(hub): State<Hub>, response: Response) -> Response {
+/// The client's address: the socket peer, or `Fly-Client-IP` when the relay is
+/// configured to trust its proxy.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub IpAddr);
+
+fn client_addr(hub: &Hub, request: &Request) -> IpAddr {
+    if hub.config().trust_proxy
+        && let Some(ip) = request
+            .headers()
+            .get("fly-client-ip")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<IpAddr>().ok())
+    {
+        return ip;
+    }
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]))
+}
+
+/// Runs before every route: refuses an address locked out for failed
+/// authentications (before any token is parsed), and records the failures of
+/// the answers that refuse a token (WebSocket refusals are recorded where the
+/// close is sent).
+async fn admission(State(hub): State<Hub>, mut request: Request, next: Next) -> Response {
+    let address = client_addr(&hub, &request);
+    let operational = matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics");
+    if !operational && let Err(e) = hub.guard().check_address(address) {
+        return e.into_response();
+    }
+    request.extensions_mut().insert(ClientAddr(address));
+    let response = next.run(request).await;
     if response.status() == StatusCode::UNAUTHORIZED {
         Metrics::add(&hub.metrics().auth_failures, 1);
+        hub.guard().record_failure(address);
     }
     response
 }
@@ -151,6 +182,7 @@ fn stream(hub: &Hub, session: Session) -> Response {
 
 async fn room_get(
     State(hub): State<Hub>,
+    Extension(ClientAddr(address)): Extension<ClientAddr>,
     WithRejection(Path(room), _): RoomPath,
     WithRejection(Query(query), _): WithRejection<Query<StreamQuery>, ApiError>,
     upgrade: Upgrade,
@@ -170,6 +202,7 @@ async fn room_get(
                 hub.clone(),
                 auth,
                 Target::Room(room, since),
+                address,
             ));
         }
         let principal = auth?;
@@ -177,7 +210,7 @@ async fn room_get(
             return http::snapshot(&hub, principal, room).await;
         }
         let will = query.will()?;
-        let mut session = hub.open_session(principal, Transport::Sse);
+        let mut session = hub.open_session(principal, Transport::Sse, address)?;
         session.join(room.clone(), since).await?;
         if let Some(will) = will {
             session.set_will(&room, will).await?;
@@ -219,6 +252,7 @@ type TopicPath = WithRejection<Path<(String, String)>, ApiError>;
 
 async fn topics_get(
     State(hub): State<Hub>,
+    Extension(ClientAddr(address)): Extension<ClientAddr>,
     WithRejection(Path((room, filter)), _): TopicPath,
     WithRejection(Query(query), _): WithRejection<Query<StreamQuery>, ApiError>,
     upgrade: Upgrade,
@@ -239,6 +273,7 @@ async fn topics_get(
                 hub.clone(),
                 auth,
                 Target::Topics(room, filter, since),
+                address,
             ));
         }
         let principal = auth?;
@@ -246,7 +281,7 @@ async fn topics_get(
         if !accept(&headers).contains("text/event-stream") {
             return http::get_topics(&hub, principal, room, &filter).await;
         }
-        let mut session = hub.open_session(principal, Transport::Sse);
+        let mut session = hub.open_session(principal, Transport::Sse, address)?;
         session.watch(room, filter, since).await?;
         Ok(stream(&hub, session))
     };
@@ -298,6 +333,7 @@ async fn topic_post(
 
 async fn rooms_get(
     State(hub): State<Hub>,
+    Extension(ClientAddr(address)): Extension<ClientAddr>,
     upgrade: Upgrade,
     headers: HeaderMap,
     auth: Result<Principal, ApiError>,
@@ -306,7 +342,7 @@ async fn rooms_get(
         return bad;
     }
     if let Ok(upgrade) = upgrade {
-        return ws::upgrade(upgrade, &headers, hub, auth, Target::Bare);
+        return ws::upgrade(upgrade, &headers, hub, auth, Target::Bare, address);
     }
     match auth {
         Ok(principal) => http::rooms(&hub, principal).await.into_response(),

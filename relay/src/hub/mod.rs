@@ -19,6 +19,7 @@ use crate::broker::{
 };
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::guard::{Guard, GuardLimits};
 use crate::metrics::{Metrics, Transport};
 use crate::protocol::{Event, EventId, Payload, PeerInfo, RoomName, check_message_type, now_ms};
 use crate::topic::{Topic, TopicFilter};
@@ -53,6 +54,7 @@ pub struct Hub {
 
 struct Inner {
     config: Arc<Config>,
+    guard: Arc<Guard>,
     auth: Arc<Authenticator>,
     broker: Broker,
     fanout: Arc<Fanout>,
@@ -137,8 +139,17 @@ impl Hub {
         fanout: Arc<Fanout>,
         tasks: TaskTracker,
     ) -> Hub {
+        let guard = Guard::new(GuardLimits {
+            max_sessions: config.max_connections,
+            max_per_address: config.max_connections_per_address,
+            max_per_user: config.max_connections_per_user,
+            new_per_second: config.new_connections_per_second,
+            auth_failures: config.auth_failure_limit,
+            publish_per_second: config.publish_rate,
+        });
         Hub {
             inner: Arc::new(Inner {
+                guard,
                 config,
                 auth,
                 broker,
@@ -153,6 +164,11 @@ impl Hub {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// Admission control.
+    pub fn guard(&self) -> &Arc<Guard> {
+        &self.inner.guard
     }
 
     /// The token verifier.
@@ -193,9 +209,20 @@ impl Hub {
         self.inner.metrics.render(self.inner.fanout.room_count())
     }
 
-    /// Opens a session for `principal`; it joins rooms with [`Session::join`].
-    pub fn open_session(&self, principal: Principal, transport: Transport) -> Session {
-        Session::open(self.clone(), principal, transport)
+    /// Admits and opens a session for `principal` from `address`: refused with
+    /// `503` while draining or at a connection cap. It joins rooms with
+    /// [`Session::join`].
+    pub fn open_session(
+        &self,
+        principal: Principal,
+        transport: Transport,
+        address: std::net::IpAddr,
+    ) -> Result<Session, ApiError> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(ApiError::Draining);
+        }
+        let permit = self.inner.guard.admit(address, &principal.sub)?;
+        Ok(Session::open(self.clone(), principal, transport, permit))
     }
 
     /// Resolves a `conn` parameter: the caller's own peer in `room`.
@@ -336,7 +363,7 @@ impl Hub {
             loop {
                 tokio::select! {
                     _ = hub.shutdown().cancelled() => return,
-                    _ = tick.tick() => match hub.broker().sweep(now_ms()).await {
+                    _ = tick.tick() => match { hub.guard().sweep(); hub.broker().sweep(now_ms()).await } {
                         Ok(orphans) => {
                             for orphan in orphans {
                                 tracing::info!(room = %orphan.room, peer = %orphan.peer, "firing the will of a peer whose instance died");

@@ -21,6 +21,7 @@ use super::{Closer, Hub, Publish};
 use crate::auth::{Principal, Rights};
 use crate::broker::{RetainDraft, Retained, Will};
 use crate::error::ApiError;
+use crate::guard::{PublishBucket, SessionPermit};
 use crate::metrics::{Metrics, Transport};
 use crate::protocol::{
     Event, EventId, EventKind, LeaveReason, Op, PeerInfo, RoomName, null_payload,
@@ -56,10 +57,18 @@ pub struct Session {
     /// Rooms joined as a peer (a topic watch is in `feeds` but not here).
     present: std::collections::HashSet<RoomName>,
     leave_reason: LeaveReason,
+    publishes: PublishBucket,
+    /// Holds the session's place under the connection caps until it drops.
+    _permit: Option<SessionPermit>,
 }
 
 impl Session {
-    pub(super) fn open(hub: Hub, principal: Principal, transport: Transport) -> Session {
+    pub(super) fn open(
+        hub: Hub,
+        principal: Principal,
+        transport: Transport,
+        permit: SessionPermit,
+    ) -> Session {
         let me = PeerInfo {
             id: new_peer_id(&principal.sub),
             user: principal.sub.clone(),
@@ -68,6 +77,7 @@ impl Session {
         };
         let closer = Arc::new(Closer::default());
         let direct = hub.fanout().register_peer(me.id.clone(), closer.clone());
+        let hub_bucket = hub.guard().session_bucket();
         hub.metrics()
             .sessions(transport)
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -82,6 +92,8 @@ impl Session {
             feeds: StreamMap::new(),
             present: std::collections::HashSet::new(),
             leave_reason: LeaveReason::Closed,
+            publishes: hub_bucket,
+            _permit: Some(permit),
         }
     }
 
@@ -360,6 +372,7 @@ impl Session {
                 ttl,
             } => {
                 let room = room_of(room)?;
+                self.publishes.take()?;
                 let req = Publish {
                     kind,
                     data,
@@ -668,7 +681,11 @@ mod tests {
         let first = publish(&hub, &p, &room, "before-1").await;
         publish(&hub, &p, &room, "before-2").await;
 
-        let mut session = hub.open_session(p.clone(), Transport::WebSocket);
+        let mut session =
+            match hub.open_session(p.clone(), Transport::WebSocket, [127, 0, 0, 1].into()) {
+                Ok(s) => s,
+                Err(e) => panic!("{e}"),
+            };
         // join(), step by step, with a publish between subscribing and reading history.
         let rx = hub.fanout().subscribe(&room);
         let snapshot = match hub.broker().join(&room, session.me.clone()).await {

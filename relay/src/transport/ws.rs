@@ -4,9 +4,10 @@
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::SinkExt;
+use std::net::IpAddr;
 use std::sync::Arc;
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -37,13 +38,16 @@ pub enum Target {
     Topics(RoomName, TopicFilter, Option<EventId>),
 }
 
-/// Upgrades a request to a WebSocket session on `target`.
+/// Upgrades a request to a WebSocket session on `target`. A caller whose token
+/// was accepted is admitted first (a refusal is a plain `503`, before any
+/// upgrade); a token refusal completes the upgrade so a browser can read why.
 pub fn upgrade(
     ws: WebSocketUpgrade,
     headers: &HeaderMap,
     hub: Hub,
     auth: Result<Principal, ApiError>,
     target: Target,
+    address: IpAddr,
 ) -> Response {
     let max = hub.config().max_message_bytes;
     let mut ws = ws
@@ -62,19 +66,29 @@ pub fn upgrade(
     if offers_subprotocol {
         ws = ws.protocols([SUBPROTOCOL]);
     }
+    let session = match auth {
+        Ok(principal) => match hub.open_session(principal, Transport::WebSocket, address) {
+            Ok(session) => Ok(session),
+            Err(e) => return e.into_response(),
+        },
+        Err(e) => Err(e),
+    };
     let guard = hub.tasks().token();
     ws.on_upgrade(move |socket| async move {
         let _guard = guard;
-        run(socket, hub, auth, target).await;
+        match session {
+            Ok(session) => run(socket, hub, session, target).await,
+            Err(e) => {
+                if e.close_code() == Some(CloseCode::Unauthorized) {
+                    hub.guard().record_failure(address);
+                }
+                refuse(socket, &hub, &e).await;
+            }
+        }
     })
 }
 
-async fn run(mut socket: WebSocket, hub: Hub, auth: Result<Principal, ApiError>, target: Target) {
-    let principal = match auth {
-        Ok(p) => p,
-        Err(e) => return refuse(socket, &hub, &e).await,
-    };
-    let mut session = hub.open_session(principal, Transport::WebSocket);
+async fn run(mut socket: WebSocket, hub: Hub, mut session: Session, target: Target) {
     let (room, started) = match target {
         Target::Bare => {
             session.greet();

@@ -45,6 +45,9 @@ impl Relay {
         let mut map: HashMap<String, String> = HashMap::new();
         map.insert("EDGEWIRE_JWT_SECRET".into(), secret());
         map.insert("EDGEWIRE_LISTEN".into(), "127.0.0.1:0".into());
+        // Tests that flood on purpose must not meet the publish limit; the
+        // guard tests set their own.
+        map.insert("EDGEWIRE_PUBLISH_RATE".into(), "1000000".into());
         for (k, v) in extra {
             map.insert(k.to_string(), v.to_string());
         }

@@ -5,6 +5,7 @@ mod auth;
 mod broker_contract;
 mod cli;
 mod codes;
+mod guard;
 mod harness;
 mod instances;
 mod redis_server;
