@@ -300,32 +300,49 @@ mod tests {
 
     #[test]
     fn caps_and_release() {
-        let guard = Guard::new(limits());
         let (a, b) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
-        let (u, v): (Arc<str>, Arc<str>) = (Arc::from("u"), Arc::from("v"));
-        let p1 = guard.admit(a, &u);
-        let p2 = guard.admit(a, &v);
-        assert!(p1.is_ok() && p2.is_ok());
+        let (u, v, w): (Arc<str>, Arc<str>, Arc<str>) =
+            (Arc::from("u"), Arc::from("v"), Arc::from("w"));
+        // Per address: two from `a`, the third refused, `b` still fine.
+        let guard = Guard::new(limits());
+        let _p1 = guard.admit(a, &u);
+        let _p2 = guard.admit(a, &v);
         assert_eq!(
-            guard.admit(a, &v).err(),
+            guard.admit(a, &w).err(),
             Some(ApiError::OverCapacity),
             "per address"
         );
-        let p3 = guard.admit(b, &u);
-        assert!(p3.is_ok());
+        assert!(guard.admit(b, &w).is_ok());
+        // Per user: two sessions of `u`, the third refused from any address.
+        let guard = Guard::new(limits());
+        let _q1 = guard.admit(a, &u);
+        let _q2 = guard.admit(b, &u);
         assert_eq!(
-            guard.admit(b, &u).err(),
-            Some(ApiError::OverCapacity),
-            "total"
-        );
-        drop(p1);
-        assert_eq!(guard.sessions(), 2);
-        assert_eq!(
-            guard.admit(b, &u).err(),
+            guard.admit(IpAddr::from([10, 0, 0, 3]), &u).err(),
             Some(ApiError::OverCapacity),
             "per user"
         );
-        assert!(guard.admit(b, &Arc::from("w")).is_ok());
+        // Total: three in all; a slot frees when a permit drops.
+        let guard = Guard::new(limits());
+        let r1 = guard.admit(a, &u);
+        let _r2 = guard.admit(b, &v);
+        let _r3 = guard.admit(IpAddr::from([10, 0, 0, 3]), &w);
+        assert_eq!(guard.sessions(), 3);
+        assert_eq!(
+            guard
+                .admit(IpAddr::from([10, 0, 0, 4]), &Arc::from("x"))
+                .err(),
+            Some(ApiError::OverCapacity),
+            "total"
+        );
+        drop(r1);
+        assert_eq!(guard.sessions(), 2);
+        assert!(
+            guard
+                .admit(IpAddr::from([10, 0, 0, 4]), &Arc::from("x"))
+                .is_ok(),
+            "a slot freed"
+        );
     }
 
     #[test]

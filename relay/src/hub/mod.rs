@@ -363,18 +363,32 @@ impl Hub {
             loop {
                 tokio::select! {
                     _ = hub.shutdown().cancelled() => return,
-                    _ = tick.tick() => match { hub.guard().sweep(); hub.broker().sweep(now_ms()).await } {
-                        Ok(orphans) => {
-                            for orphan in orphans {
-                                tracing::info!(room = %orphan.room, peer = %orphan.peer, "firing the will of a peer whose instance died");
-                                tokio::spawn(session::fire_will(hub.clone(), orphan.room, orphan.will, orphan.peer, orphan.user));
-                            }
-                        }
-                        Err(e) => tracing::warn!(error = %e, "sweep failed"),
-                    },
+                    _ = tick.tick() => {
+                        hub.guard().sweep();
+                        hub.sweep_broker().await;
+                    }
                 }
             }
         });
+    }
+
+    /// One broker sweep; fires the wills of peers whose instance died.
+    async fn sweep_broker(&self) {
+        match self.broker().sweep(now_ms()).await {
+            Ok(orphans) => {
+                for orphan in orphans {
+                    tracing::info!(room = %orphan.room, peer = %orphan.peer, "firing the will of a peer whose instance died");
+                    tokio::spawn(session::fire_will(
+                        self.clone(),
+                        orphan.room,
+                        orphan.will,
+                        orphan.peer,
+                        orphan.user,
+                    ));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "sweep failed"),
+        }
     }
 
     /// A room's presence, for a reader.
