@@ -13,6 +13,7 @@
 //! - [`broker`]: the seam shared by relay instances (memory today).
 //! - [`transport`]: WebSocket, SSE and HTTP adapters onto the hub.
 //! - [`routes`]: the router; [`server`]: `serve`; [`shutdown`]: signals.
+//! - [`redact`]: keeps tokens out of logs.
 //! - [`metrics`]: Prometheus counters; [`cli`]: the `serve` and `token` commands.
 
 pub mod auth;
@@ -24,6 +25,7 @@ pub mod guard;
 pub mod hub;
 pub mod metrics;
 pub mod protocol;
+pub mod redact;
 pub mod routes;
 pub mod server;
 pub mod shutdown;

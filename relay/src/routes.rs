@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{ConnectInfo, Extension, Path, Query, Request, State, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -15,6 +15,7 @@ use axum::routing::get;
 use axum_extra::extract::WithRejection;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::Principal;
 use crate::error::ApiError;
@@ -57,7 +58,45 @@ pub fn router(hub: Hub) -> Router {
                 .into_response()
         })
         .layer(middleware::from_fn_with_state(hub.clone(), admission))
+        .layer(cors(hub.config()))
         .with_state(hub)
+}
+
+/// CORS for browser apps on other origins: preflights for POST/PUT/DELETE with
+/// `Authorization` and `Content-Type` are answered only for allowed origins
+/// (any origin when `EDGEWIRE_ALLOWED_ORIGINS` is unset).
+fn cors(config: &crate::config::Config) -> CorsLayer {
+    let origins = match &config.allowed_origins {
+        None => AllowOrigin::any(),
+        Some(list) => AllowOrigin::list(list.iter().filter_map(|o| HeaderValue::from_str(o).ok())),
+    };
+    CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("last-event-id"),
+        ])
+        .expose_headers([header::RETRY_AFTER])
+        .max_age(std::time::Duration::from_secs(600))
+}
+
+/// Refuses a WebSocket upgrade whose `Origin` is not allowed (a browser on
+/// another site); requests without `Origin` (non-browser clients) pass.
+fn check_origin(hub: &Hub, headers: &HeaderMap) -> Result<(), ApiError> {
+    let (Some(allowed), Some(origin)) =
+        (&hub.config().allowed_origins, headers.get(header::ORIGIN))
+    else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or("");
+    if allowed.iter().any(|a| a == origin) {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(format!(
+        "origin {origin} is not allowed"
+    )))
 }
 
 /// The client's address: the socket peer, or `Fly-Client-IP` when the relay is
@@ -157,8 +196,9 @@ fn accept(headers: &HeaderMap) -> &str {
         .unwrap_or("")
 }
 
-/// A request that asked to upgrade but is not a valid WebSocket handshake.
-fn bad_upgrade(headers: &HeaderMap, upgrade: &Upgrade) -> Option<Response> {
+/// A request that asked to upgrade but is not a valid WebSocket handshake, or
+/// that comes from a browser origin that is not allowed.
+fn bad_upgrade(hub: &Hub, headers: &HeaderMap, upgrade: &Upgrade) -> Option<Response> {
     match upgrade {
         Err(rejection) if headers.contains_key(header::UPGRADE) => Some(
             ApiError::BadRequest(format!(
@@ -167,7 +207,10 @@ fn bad_upgrade(headers: &HeaderMap, upgrade: &Upgrade) -> Option<Response> {
             ))
             .into_response(),
         ),
-        _ => None,
+        Ok(_) => check_origin(hub, headers)
+            .err()
+            .map(IntoResponse::into_response),
+        Err(_) => None,
     }
 }
 
@@ -189,7 +232,7 @@ async fn room_get(
     headers: HeaderMap,
     auth: Result<Principal, ApiError>,
 ) -> Response {
-    if let Some(bad) = bad_upgrade(&headers, &upgrade) {
+    if let Some(bad) = bad_upgrade(&hub, &headers, &upgrade) {
         return bad;
     }
     let result = async {
@@ -259,7 +302,7 @@ async fn topics_get(
     headers: HeaderMap,
     auth: Result<Principal, ApiError>,
 ) -> Response {
-    if let Some(bad) = bad_upgrade(&headers, &upgrade) {
+    if let Some(bad) = bad_upgrade(&hub, &headers, &upgrade) {
         return bad;
     }
     let result = async {
@@ -338,7 +381,7 @@ async fn rooms_get(
     headers: HeaderMap,
     auth: Result<Principal, ApiError>,
 ) -> Response {
-    if let Some(bad) = bad_upgrade(&headers, &upgrade) {
+    if let Some(bad) = bad_upgrade(&hub, &headers, &upgrade) {
         return bad;
     }
     if let Ok(upgrade) = upgrade {

@@ -43,9 +43,15 @@ pub async fn serve(
         .map_err(|e| ServeError::Redis(format!("EDGEWIRE_REDIS_URL: cannot reach Redis ({e})")))?;
     hub.start_sweeper();
     let app = router(hub.clone()).layer(
-        // Spans carry the path only: query strings may hold tokens.
+        // Spans carry the path and the query with any token redacted; headers
+        // (Authorization, Sec-WebSocket-Protocol) are never logged.
         TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-            tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
+            tracing::debug_span!(
+                "request",
+                method = %req.method(),
+                path = %req.uri().path(),
+                query = %crate::redact::query(req.uri().query().unwrap_or("")),
+            )
         }),
     );
     let grace = config.shutdown_grace;

@@ -3,6 +3,7 @@
 
 mod auth;
 mod broker_contract;
+mod browser;
 mod cli;
 mod codes;
 mod guard;
