@@ -411,3 +411,75 @@ pub async fn publish_all(
     }
     ids
 }
+
+/// A relay as a separate process (for SIGKILL, its own memory, its own logs).
+pub struct RelayProcess {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+impl RelayProcess {
+    /// Starts `edgewire serve` with the fixture secret and `env`, once ready.
+    pub async fn start(env: &[(&str, &str)]) -> RelayProcess {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_edgewire"));
+        command
+            .arg("serve")
+            .env("EDGEWIRE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("EDGEWIRE_JWT_SECRET", secret())
+            .env("EDGEWIRE_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command.spawn().expect("spawn edgewire");
+        let base = format!("127.0.0.1:{port}");
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            if let Ok(r) = http().get(format!("http://{base}/readyz")).send().await
+                && r.status() == 200
+            {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "relay process never ready"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        RelayProcess { child, base }
+    }
+
+    /// Kills it with SIGKILL: no cleanup at all.
+    pub fn kill9(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+
+    /// Its resident memory, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

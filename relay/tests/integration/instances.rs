@@ -1,11 +1,10 @@
 //! Many relay instances sharing one real redis-server.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{DEADLINE, Relay, Sse, TokenIn, Ws, http, publish_all, secret, token};
+use crate::harness::{DEADLINE, Relay, RelayProcess, Sse, TokenIn, Ws, http, publish_all, token};
 use crate::redis_server::{RedisServer, unique_prefix};
 
 /// A relay on `redis` with the key prefix `prefix`, once it reports ready.
@@ -21,7 +20,7 @@ async fn relay_on(redis: &RedisServer, prefix: &str, extra: &[(&str, &str)]) -> 
     relay
 }
 
-async fn wait_ready(url: &str) {
+pub async fn wait_ready(url: &str) {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
         if let Ok(r) = http().get(url).send().await
@@ -258,57 +257,18 @@ async fn retained_values_and_history_survive_a_relay_restart() {
     );
 }
 
-/// A relay as a separate process, so it can be killed with SIGKILL.
-struct RelayProcess {
-    child: Child,
-    base: String,
-}
-
-impl RelayProcess {
-    async fn start(redis: &RedisServer, prefix: &str, instance_ttl: &str) -> RelayProcess {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_edgewire"))
-            .arg("serve")
-            .env("EDGEWIRE_LISTEN", format!("127.0.0.1:{port}"))
-            .env("EDGEWIRE_JWT_SECRET", secret())
-            .env("EDGEWIRE_REDIS_URL", redis.url())
-            .env("EDGEWIRE_REDIS_PREFIX", prefix)
-            .env("EDGEWIRE_INSTANCE_TTL", instance_ttl)
-            .env("EDGEWIRE_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let base = format!("127.0.0.1:{port}");
-        wait_ready(&format!("http://{base}/readyz")).await;
-        RelayProcess { child, base }
-    }
-
-    fn kill9(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for RelayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn peers_of_a_killed_instance_leave_and_their_wills_fire() {
     let redis = RedisServer::start().await;
     let prefix = unique_prefix();
-    let mut doomed = RelayProcess::start(&redis, &prefix, "1s").await;
-    let survivor = RelayProcess::start(&redis, &prefix, "1s").await;
+    let url = redis.url();
+    let env = [
+        ("EDGEWIRE_REDIS_URL", url.as_str()),
+        ("EDGEWIRE_REDIS_PREFIX", prefix.as_str()),
+        ("EDGEWIRE_INSTANCE_TTL", "1s"),
+    ];
+    let mut doomed = RelayProcess::start(&env).await;
+    let survivor = RelayProcess::start(&env).await;
     let tok = token("device", &["*=read,write,retain"]);
 
     let mut watcher = Ws::connect_url(

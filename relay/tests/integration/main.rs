@@ -9,6 +9,7 @@ mod codes;
 mod guard;
 mod harness;
 mod instances;
+mod liveness;
 mod redis_server;
 mod rooms;
 mod topics;

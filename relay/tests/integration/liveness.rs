@@ -1,0 +1,187 @@
+//! Liveness and slow consumers over real sockets.
+
+use base64::Engine;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::harness::{DEADLINE, Relay, RelayProcess, TokenIn, Ws, http, token};
+
+/// Completes a WebSocket handshake by hand on a raw TCP socket, and returns it.
+async fn raw_websocket(addr: &str, path_and_query: &str) -> tokio::net::TcpStream {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let key = base64::engine::general_purpose::STANDARD.encode([7u8; 16]);
+    let request = format!(
+        "GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    stream
+}
+
+/// Reads server frames (unmasked) until a close frame; returns its code.
+async fn read_until_close(stream: &mut tokio::net::TcpStream) -> u16 {
+    loop {
+        let mut header = [0u8; 2];
+        stream.read_exact(&mut header).await.unwrap();
+        let opcode = header[0] & 0x0f;
+        let mut len = u64::from(header[1] & 0x7f);
+        if len == 126 {
+            let mut ext = [0u8; 2];
+            stream.read_exact(&mut ext).await.unwrap();
+            len = u64::from(u16::from_be_bytes(ext));
+        } else if len == 127 {
+            let mut ext = [0u8; 8];
+            stream.read_exact(&mut ext).await.unwrap();
+            len = u64::from_be_bytes(ext);
+        }
+        let mut payload = vec![0u8; len as usize];
+        stream.read_exact(&mut payload).await.unwrap();
+        if opcode == 0x8 {
+            return u16::from_be_bytes([payload[0], payload[1]]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_silent_client_is_closed_with_4408() {
+    let relay = Relay::start(&[
+        ("EDGEWIRE_PING_INTERVAL", "100ms"),
+        ("EDGEWIRE_IDLE_TIMEOUT", "400ms"),
+    ])
+    .await;
+    let tok = token("quiet", &["r=read"]);
+    let mut silent = raw_websocket(&relay.addr.to_string(), &format!("/rooms/r?token={tok}")).await;
+    // It never sends a frame, not even a pong: the relay pings, then gives up.
+    let code = tokio::time::timeout(DEADLINE, read_until_close(&mut silent))
+        .await
+        .expect("closed before the deadline");
+    assert_eq!(code, 4408);
+}
+
+#[tokio::test]
+async fn a_client_that_answers_pings_stays() {
+    use futures_util::StreamExt;
+    let relay = Relay::start(&[
+        ("EDGEWIRE_PING_INTERVAL", "100ms"),
+        ("EDGEWIRE_IDLE_TIMEOUT", "400ms"),
+    ])
+    .await;
+    let mut ws = Ws::connect(
+        &relay,
+        "/rooms/r",
+        &token("alive", &["r=read,write"]),
+        TokenIn::Header,
+    )
+    .await;
+    ws.next_kind("welcome").await;
+    // Reading lets tungstenite answer each ping. Ten pings span more than twice
+    // the idle timeout; a client that answers them is still there.
+    let mut pings = 0;
+    while pings < 10 {
+        match tokio::time::timeout(DEADLINE, ws.stream.next())
+            .await
+            .expect("a frame before the deadline")
+        {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Ping(_))) => pings += 1,
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame))) => {
+                panic!("closed: {frame:?}")
+            }
+            Some(Ok(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    ws.send(serde_json::json!({"op": "ping", "ref": 1})).await;
+    assert_eq!(ws.next_kind("pong").await["ref"], 1);
+}
+
+#[tokio::test]
+async fn a_subscriber_that_never_reads_is_closed_with_4508() {
+    // A relay process of its own, so its memory can be measured alone.
+    // History is kept small so that what is measured is the stuck client alone
+    // (history holds up to EDGEWIRE_HISTORY_SIZE messages per room, by design).
+    let relay = RelayProcess::start(&[
+        ("EDGEWIRE_OUTBOUND_QUEUE", "64"),
+        ("EDGEWIRE_PUBLISH_RATE", "1000000"),
+        ("EDGEWIRE_HISTORY_SIZE", "10"),
+    ])
+    .await;
+    let tok = token("sub", &["flood=read,write"]);
+    let mut healthy = Ws::connect_url(
+        &format!("ws://{}/rooms/flood", relay.base),
+        &tok,
+        TokenIn::Header,
+    )
+    .await;
+    healthy.next_kind("welcome").await;
+    let mut stuck = raw_websocket(&relay.base, &format!("/rooms/flood?token={tok}")).await;
+    // The stuck client reads nothing from here on; the publisher floods large messages.
+    const N: usize = 1500;
+    let body = "x".repeat(32 * 1024);
+    let before = relay.rss_kib();
+    let publisher = {
+        let url = format!("http://{}/rooms/flood", relay.base);
+        let tok = tok.clone();
+        tokio::spawn(async move {
+            let client = http();
+            for i in 0..N {
+                let r = client
+                    .post(&url)
+                    .bearer_auth(&tok)
+                    .body(format!("{i}:{body}"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 202);
+            }
+        })
+    };
+    let mut received = 0;
+    let mut peak = before;
+    while received < N {
+        let ev = healthy.next_kind("message").await;
+        assert!(
+            ev["data"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{received}:")),
+            "in order, none lost"
+        );
+        received += 1;
+        if received % 100 == 0 {
+            peak = peak.max(relay.rss_kib());
+        }
+    }
+    publisher.await.unwrap();
+    let grown = peak.saturating_sub(before);
+    // 1500 x 32 KiB = 47 MiB went through; the stuck client's ring holds 64
+    // events (about 2 MiB) and its socket buffer a little more.
+    assert!(grown < 24 * 1024, "relay RSS grew by {grown} KiB");
+    // Now the stuck client reads: what was buffered in the socket, then 4508.
+    let code = tokio::time::timeout(DEADLINE, read_until_close(&mut stuck))
+        .await
+        .expect("closed before the deadline");
+    assert_eq!(code, 4508);
+    let metrics = http()
+        .get(format!("http://{}/metrics", relay.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "edgewire_slow_consumers_total 1"),
+        "{metrics}"
+    );
+}
