@@ -220,6 +220,7 @@ fn stream(hub: &Hub, session: Session) -> Response {
         hub.config().sse_heartbeat,
         hub.auth().leeway(),
         hub.shutdown().clone(),
+        hub.config().shutdown_grace,
     )
 }
 

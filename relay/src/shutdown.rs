@@ -36,3 +36,21 @@ async fn wait_for_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+/// Share of the shutdown grace over which sessions are closed, so clients do
+/// not all reconnect in the same second; the rest is margin for the last ones.
+pub const DRAIN_SPREAD: f64 = 0.7;
+
+/// When, after the drain starts, one session should close, and the reconnect
+/// delay to suggest to its client: both random, so closes and returns spread.
+pub fn drain_plan(grace: std::time::Duration) -> (std::time::Duration, std::time::Duration) {
+    let spread = grace.mul_f64(DRAIN_SPREAD);
+    let close_after = crate::broker::backoff(31, spread, spread);
+    let reconnect_after = std::time::Duration::from_millis(500)
+        + crate::broker::backoff(
+            31,
+            std::time::Duration::from_secs(5),
+            std::time::Duration::from_secs(5),
+        );
+    (close_after, reconnect_after)
+}

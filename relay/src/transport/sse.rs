@@ -30,7 +30,9 @@ const MAX_BATCH: usize = 64;
 struct Stream {
     session: Session,
     heartbeat: Interval,
-    shutdown: CancellationToken,
+    /// Resolves at this session's moment in the drain after shutdown starts.
+    draining: Pin<Box<dyn Future<Output = ()> + Send>>,
+    reconnect_after: Duration,
     expiry: Pin<Box<dyn Future<Output = ()> + Send>>,
     started: bool,
     done: bool,
@@ -42,6 +44,7 @@ pub fn response(
     heartbeat: Duration,
     leeway: Duration,
     shutdown: CancellationToken,
+    grace: Duration,
 ) -> Response {
     let mut heartbeat = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -49,10 +52,16 @@ pub fn response(
         session.expires_at(),
         leeway,
     )));
+    let (close_after, reconnect_after) = crate::shutdown::drain_plan(grace);
+    let draining = Box::pin(async move {
+        shutdown.cancelled().await;
+        tokio::time::sleep(close_after).await;
+    });
     let state = Stream {
         session,
         heartbeat,
-        shutdown,
+        draining,
+        reconnect_after,
         expiry,
         started: false,
         done: false,
@@ -86,7 +95,16 @@ impl Stream {
         }
         tokio::select! {
             biased;
-            _ = self.shutdown.cancelled() => Some(self.finish(&ApiError::Draining, LeaveReason::Closed)),
+            _ = &mut self.draining => {
+                // Tell EventSource when to come back (jittered), then why the stream ends.
+                let ms = self.reconnect_after.as_millis();
+                let event = Event::error("draining", &format!("the relay is shutting down; reconnect in {ms} ms"), None, Some(self.reconnect_after.as_secs().max(1)));
+                self.done = true;
+                self.session.set_leave_reason(LeaveReason::Closed);
+                let mut chunk = BytesMut::from(format!("retry: {ms}\n\n").as_bytes());
+                chunk.extend_from_slice(&event.sse_frame());
+                Some(chunk.freeze())
+            }
             next = self.session.next() => match next {
                 Next::Event(event) => Some(self.batch(event)),
                 Next::Close(e) => Some(self.finish(&e, LeaveReason::Closed)),

@@ -180,12 +180,22 @@ async fn drive(
     let expiry = sleep_until_opt(expiry_deadline(expires_at, leeway));
     tokio::pin!(expiry);
     let shutdown = hub.shutdown().clone();
+    // On shutdown the session keeps serving until its own random moment in the
+    // drain, then closes with a suggested reconnect delay.
+    let (close_after, reconnect_after) = crate::shutdown::drain_plan(hub.config().shutdown_grace);
+    let draining = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(close_after).await;
+    };
+    tokio::pin!(draining);
     loop {
         // Not biased: reading the client (ops, pongs) must not starve behind a
         // busy room, or a live client would look idle.
         tokio::select! {
-            _ = shutdown.cancelled() => {
-                return End { code: Some(CloseCode::GoingAway), reason: "relay shutting down", error: None, leave_reason: LeaveReason::Closed };
+            _ = &mut draining => {
+                let secs = reconnect_after.as_secs().max(1);
+                let event = Event::error("draining", &format!("the relay is shutting down; reconnect in {} ms", reconnect_after.as_millis()), None, Some(secs));
+                return End { code: Some(CloseCode::GoingAway), reason: "draining; reconnect later", error: Some(event), leave_reason: LeaveReason::Closed };
             }
             next = session.next() => match next {
                 Next::Event(event) => {

@@ -13,7 +13,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_edgewire");
 /// Runs `edgewire serve` in dev mode and reads its banner until the curl line.
 fn start_dev() -> (std::process::Child, String, String) {
     let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--shutdown-grace", "1s"])
         .env_remove("EDGEWIRE_JWT_SECRET")
         .env_remove("EDGEWIRE_JWT_PUBLIC_KEY")
         .env_remove("EDGEWIRE_JWKS_URL")
@@ -68,7 +68,12 @@ async fn dev_mode_token_works_with_plain_curl_and_sigterm_exits_cleanly() {
     let message = sse.next_kind("message").await;
     assert_eq!(message["data"], "hello");
 
+    let ws_url = url.replace("http://", "ws://");
+    let mut ws = crate::harness::Ws::connect_url(&ws_url, "", crate::harness::TokenIn::None).await;
+    assert_eq!(ws.next().await["kind"], "welcome");
+
     let pid = child.id().to_string();
+    let signalled = std::time::Instant::now();
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])
@@ -78,6 +83,9 @@ async fn dev_mode_token_works_with_plain_curl_and_sigterm_exits_cleanly() {
     );
     let last = sse.next_kind("error").await;
     assert_eq!(last["code"], "draining");
+    assert!(sse.next_event().await.is_none(), "the SSE stream ended");
+    let (_, code) = ws.until_close().await;
+    assert_eq!(code, Some(1001));
     let deadline = std::time::Instant::now() + DEADLINE;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -90,6 +98,11 @@ async fn dev_mode_token_works_with_plain_curl_and_sigterm_exits_cleanly() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(status.success(), "exit status {status}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(3),
+        "exited within the 1 s grace plus margin: {:?}",
+        signalled.elapsed()
+    );
 }
 
 #[test]

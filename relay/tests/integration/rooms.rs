@@ -423,14 +423,20 @@ async fn heartbeats_and_pings() {
 }
 
 #[tokio::test]
-async fn shutdown_closes_every_session() {
-    let mut relay = Relay::start(&[]).await;
+async fn shutdown_drains_every_session_spread_out() {
+    let mut relay = Relay::start(&[("EDGEWIRE_SHUTDOWN_GRACE", "2s")]).await;
     let tok = token("alice", &["r=read"]);
-    let mut ws = Ws::connect(&relay, "/rooms/r", &tok, TokenIn::Header).await;
-    ws.next_kind("welcome").await;
-    let (k, v) = bearer(&tok);
-    let mut sse = Sse::open(&relay.http("/rooms/r"), &[(k, &v)]).await;
-    sse.next_kind("welcome").await;
+    let mut sockets = Vec::new();
+    let mut streams = Vec::new();
+    for _ in 0..10 {
+        let mut ws = Ws::connect(&relay, "/rooms/r", &tok, TokenIn::Header).await;
+        ws.next_kind("welcome").await;
+        sockets.push(ws);
+        let (k, v) = bearer(&tok);
+        let mut sse = Sse::open(&relay.http("/rooms/r"), &[(k, &v)]).await;
+        sse.next_kind("welcome").await;
+        streams.push(sse);
+    }
     assert_eq!(
         http()
             .get(relay.http("/readyz"))
@@ -440,14 +446,48 @@ async fn shutdown_closes_every_session() {
             .status(),
         200
     );
-
+    let started = tokio::time::Instant::now();
     relay.shutdown.cancel();
-    let (_, code) = ws.until_close().await;
-    assert_eq!(code, Some(1001));
-    let last = sse.next_kind("error").await;
-    assert_eq!(last["code"], "draining");
-    assert!(sse.next_event().await.is_none(), "the SSE stream ends");
+    // Ready no more, and new sessions are refused, while the old ones drain.
+    let readyz = http().get(relay.http("/readyz")).send().await;
+    if let Ok(r) = readyz {
+        assert_eq!(r.status(), 503);
+    }
+    let mut suggestions = HashSet::new();
+    for ws in &mut sockets {
+        let (events, code) = ws.until_close().await;
+        assert_eq!(code, Some(1001));
+        let last = events.last().expect("an event before the close");
+        assert_eq!(last["code"], "draining");
+        suggestions.insert(last["message"].as_str().unwrap().to_owned());
+    }
+    for sse in &mut streams {
+        let last = sse.next_kind("error").await;
+        assert_eq!(last["code"], "draining");
+        assert!(
+            last["retry_after"]
+                .as_u64()
+                .is_some_and(|s| (1..=6).contains(&s))
+        );
+        assert!(
+            sse.raw
+                .iter()
+                .any(|b| b.starts_with("retry: ") && b != "retry: 2000"),
+            "a jittered retry: before the end"
+        );
+        assert!(sse.next_event().await.is_none(), "the SSE stream ends");
+        suggestions.insert(last["message"].as_str().unwrap().to_owned());
+    }
+    assert!(
+        suggestions.len() > 10,
+        "reconnect suggestions are spread, not one value: {suggestions:?}"
+    );
     assert!(relay.stopped().await.is_ok());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "drained within the grace (2 s) plus margin: {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
