@@ -6,6 +6,7 @@ mod broker_contract;
 mod browser;
 mod cli;
 mod codes;
+mod deploy;
 mod guard;
 mod harness;
 mod instances;
