@@ -230,6 +230,11 @@ pub enum EventKind {
     Reset,
     /// Answer to `ping`.
     Pong,
+    /// The session's token expires soon: refresh it.
+    Expiring,
+    /// Internal: a new token for a session, routed to its instance; never
+    /// written to a client.
+    Refresh,
 }
 
 impl EventKind {
@@ -246,6 +251,8 @@ impl EventKind {
             EventKind::Error => "error",
             EventKind::Reset => "reset",
             EventKind::Pong => "pong",
+            EventKind::Expiring => "expiring",
+            EventKind::Refresh => "refresh",
         }
     }
 }
@@ -323,6 +330,8 @@ impl Event {
             "error" => EventKind::Error,
             "reset" => EventKind::Reset,
             "pong" => EventKind::Pong,
+            "expiring" => EventKind::Expiring,
+            "refresh" => EventKind::Refresh,
             _ => return None,
         };
         let id = match routing.id {
@@ -593,6 +602,61 @@ impl Event {
             reason,
         };
         Event::build(EventKind::Reset, None, &body, None, None, None)
+    }
+
+    /// An `expiring` warning: the session's token stops being accepted at
+    /// `expires_at` (Unix seconds) unless a new one arrives.
+    pub fn expiring(expires_at: u64, seconds_left: u64) -> Arc<Event> {
+        #[derive(Serialize)]
+        struct Body {
+            kind: &'static str,
+            expires_at: u64,
+            #[serde(rename = "in")]
+            seconds_left: u64,
+        }
+        let body = Body {
+            kind: "expiring",
+            expires_at,
+            seconds_left,
+        };
+        Event::build(EventKind::Expiring, None, &body, None, None, None)
+    }
+
+    /// Internal: carries a new token to the session of peer `to`, wherever it is.
+    pub fn refresh_control(to: &Arc<str>, token: &str) -> Arc<Event> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            kind: &'static str,
+            to: &'a str,
+            token: &'a str,
+        }
+        let body = Body {
+            kind: "refresh",
+            to,
+            token,
+        };
+        Event::build(
+            EventKind::Refresh,
+            None,
+            &body,
+            None,
+            Some(to.clone()),
+            None,
+        )
+    }
+
+    /// The token of an internal `refresh` event.
+    pub fn refresh_token(&self) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Body {
+            token: String,
+        }
+        if self.kind != EventKind::Refresh {
+            return None;
+        }
+        serde_json::from_str::<Body>(&self.json)
+            .ok()
+            .map(|b| b.token)
     }
 
     /// An `ack` for an op that carried `ref`.

@@ -39,6 +39,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/rooms", get(rooms_get))
         .route("/rooms/{room}", get(room_get).post(room_post))
         .route("/rooms/{room}/history", get(history_get))
+        .route("/rooms/{room}/refresh", axum::routing::post(refresh_post))
         .route(
             "/rooms/{room}/topics/{*filter}",
             get(topics_get)
@@ -275,6 +276,34 @@ async fn room_post(
     let result = async {
         let room = RoomName::parse(&room)?;
         http::publish(&hub, auth?, room, query, &headers, body).await
+    };
+    result.await.into_response()
+}
+
+/// Query of `POST /rooms/{room}/refresh`.
+#[derive(Debug, Deserialize)]
+struct RefreshQuery {
+    /// The SSE session's peer id (from its `welcome`).
+    conn: String,
+}
+
+/// `POST /rooms/{room}/refresh?conn=<peer>` with a new token: extends the
+/// caller's own SSE session without reconnecting.
+async fn refresh_post(
+    State(hub): State<Hub>,
+    WithRejection(Path(room), _): RoomPath,
+    WithRejection(Query(query), _): WithRejection<Query<RefreshQuery>, ApiError>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    auth: Result<Principal, ApiError>,
+) -> Response {
+    let result = async {
+        let room = RoomName::parse(&room)?;
+        let principal = auth?;
+        let token = crate::auth::token_from(&headers, &uri)?.ok_or(ApiError::TokenMissing)?;
+        hub.refresh_session(&principal, &room, &query.conn, &token)
+            .await?;
+        Ok::<_, ApiError>(StatusCode::ACCEPTED.into_response())
     };
     result.await.into_response()
 }

@@ -300,6 +300,25 @@ impl MemoryBroker {
         History { events, complete }
     }
 
+    pub(super) fn control(
+        &self,
+        room: &RoomName,
+        peer: &Arc<str>,
+        event: Arc<Event>,
+    ) -> Result<(), BrokerError> {
+        let present = self
+            .existing(room)
+            .is_some_and(|state| lock(&state).presence.contains_key(peer));
+        if !present {
+            return Err(BrokerError::NoSuchPeer {
+                room: room.to_string(),
+                peer: peer.to_string(),
+            });
+        }
+        self.fanout.direct(peer, event);
+        Ok(())
+    }
+
     pub(super) fn put_will(&self, room: &RoomName, peer: &Arc<str>, will: Will) {
         let state = self.room(room);
         lock(&state).wills.insert(peer.clone(), will);

@@ -198,6 +198,20 @@ impl Broker {
         }
     }
 
+    /// Delivers an internal event to one present peer of a room, on whichever
+    /// instance holds it; `NoSuchPeer` when it is not present.
+    pub async fn control(
+        &self,
+        room: &RoomName,
+        peer: &Arc<str>,
+        event: Arc<Event>,
+    ) -> Result<(), BrokerError> {
+        match self {
+            Broker::Memory(b) => b.control(room, peer, event),
+            Broker::Redis(b) => b.control(room, peer, event).await,
+        }
+    }
+
     /// Stores a topic's retained value and delivers its live `status` event.
     pub async fn set_retained(
         &self,

@@ -439,6 +439,31 @@ impl RedisBroker {
         Ok(event)
     }
 
+    pub(super) async fn control(
+        &self,
+        room: &RoomName,
+        peer: &Arc<str>,
+        event: Arc<Event>,
+    ) -> Result<(), BrokerError> {
+        let sent: i64 = self
+            .scripts
+            .direct
+            .key(self.key(room, "presence"))
+            .arg(&**peer)
+            .arg(self.channel(room))
+            .arg(event.json().as_str())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        if sent == 0 {
+            return Err(BrokerError::NoSuchPeer {
+                room: room.to_string(),
+                peer: peer.to_string(),
+            });
+        }
+        Ok(())
+    }
+
     fn status_template(
         room: &RoomName,
         topic: &Topic,

@@ -242,6 +242,25 @@ impl Hub {
         }
     }
 
+    /// Sends a new token (already verified as `principal`) to the caller's own
+    /// session `conn` in `room`, on whichever instance holds it.
+    pub async fn refresh_session(
+        &self,
+        principal: &Principal,
+        room: &RoomName,
+        conn: &str,
+        token: &str,
+    ) -> Result<(), ApiError> {
+        if principal.is_anonymous() {
+            return Err(ApiError::TokenMissing);
+        }
+        let peer = self.resolve_conn(principal, room, conn).await?;
+        self.broker()
+            .control(room, &peer, Event::refresh_control(&peer, token))
+            .await?;
+        Ok(())
+    }
+
     /// Publishes to `room` as `from` after checking the caller's rights: a
     /// message (broadcast, direct, or to a topic), or with `retain` a topic's
     /// retained value.

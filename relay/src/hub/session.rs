@@ -310,18 +310,44 @@ impl Session {
 
     /// The next event to write, or why to close. Cancel-safe.
     pub async fn next(&mut self) -> Next {
-        if let Some(event) = self.pending.pop_front() {
-            return Next::Event(event);
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Next::Event(event);
+            }
+            let next = tokio::select! {
+                biased;
+                reason = self.closer.closed() => Next::Close(reason),
+                Some(event) = self.direct.recv() => Next::Event(event),
+                Some((_, item)) = self.feeds.next(), if !self.feeds.is_empty() => match item {
+                    Ok(event) => Next::Event(event),
+                    Err(_) => Next::Close(ApiError::SlowConsumer),
+                },
+            };
+            match next {
+                // A new token sent to this session (SSE refresh): applied here,
+                // never written to the client.
+                Next::Event(event) if event.kind() == EventKind::Refresh => {
+                    if let Some(token) = event.refresh_token()
+                        && let Err(e) = self.refresh(&token).await
+                    {
+                        self.push(e.to_event(None));
+                    }
+                }
+                other => return other,
+            }
         }
-        tokio::select! {
-            biased;
-            reason = self.closer.closed() => Next::Close(reason),
-            Some(event) = self.direct.recv() => Next::Event(event),
-            Some((_, item)) = self.feeds.next(), if !self.feeds.is_empty() => match item {
-                Ok(event) => Next::Event(event),
-                Err(_) => Next::Close(ApiError::SlowConsumer),
-            },
+    }
+
+    /// Replaces the session's token with a newer one for the same `sub`.
+    pub async fn refresh(&mut self, token: &str) -> Result<(), ApiError> {
+        let fresh = self.hub.auth().verify(token).await?;
+        if fresh.sub != self.principal.sub {
+            return Err(ApiError::Forbidden(
+                "a refresh token must carry the same sub".into(),
+            ));
         }
+        self.principal = fresh;
+        Ok(())
     }
 
     /// Handles one op; its answer (`ack`, `pong` or `error`) is queued as an event.
@@ -427,13 +453,7 @@ impl Session {
                 Ok(Answer::Done(None))
             }
             Op::Refresh { token } => {
-                let fresh = self.hub.auth().verify(&token).await?;
-                if fresh.sub != self.principal.sub {
-                    return Err(ApiError::Forbidden(
-                        "a refresh token must carry the same sub".into(),
-                    ));
-                }
-                self.principal = fresh;
+                self.refresh(&token).await?;
                 Ok(Answer::Done(None))
             }
             Op::Ping => Ok(Answer::Pong),

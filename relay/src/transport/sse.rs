@@ -16,7 +16,13 @@ use bytes::{Bytes, BytesMut};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::{expiry_deadline, sleep_until_opt};
+use super::{expiring_event, expiry_deadline, warning_deadline};
+
+/// A deadline, or one so far away that it never comes (a resettable sleep
+/// needs an instant).
+fn far_or(deadline: Option<Instant>) -> Instant {
+    deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600))
+}
 use crate::error::ApiError;
 use crate::hub::{Next, Session};
 use crate::metrics::Metrics;
@@ -33,7 +39,10 @@ struct Stream {
     /// Resolves at this session's moment in the drain after shutdown starts.
     draining: Pin<Box<dyn Future<Output = ()> + Send>>,
     reconnect_after: Duration,
-    expiry: Pin<Box<dyn Future<Output = ()> + Send>>,
+    expiry: Pin<Box<tokio::time::Sleep>>,
+    warning: Pin<Box<tokio::time::Sleep>>,
+    expires_at: Option<u64>,
+    leeway: Duration,
     started: bool,
     done: bool,
 }
@@ -48,10 +57,13 @@ pub fn response(
 ) -> Response {
     let mut heartbeat = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let expiry = Box::pin(sleep_until_opt(expiry_deadline(
-        session.expires_at(),
-        leeway,
-    )));
+    let expires_at = session.expires_at();
+    let expiry = Box::pin(tokio::time::sleep_until(far_or(expiry_deadline(
+        expires_at, leeway,
+    ))));
+    let warning = Box::pin(tokio::time::sleep_until(far_or(warning_deadline(
+        expires_at, leeway,
+    ))));
     let (close_after, reconnect_after) = crate::shutdown::drain_plan(grace);
     let draining = Box::pin(async move {
         shutdown.cancelled().await;
@@ -63,6 +75,9 @@ pub fn response(
         draining,
         reconnect_after,
         expiry,
+        warning,
+        expires_at,
+        leeway,
         started: false,
         done: false,
     };
@@ -89,6 +104,16 @@ impl Stream {
         if self.done {
             return None;
         }
+        if self.session.expires_at() != self.expires_at {
+            // A refresh (POST .../refresh) brought a new token: move the timers.
+            self.expires_at = self.session.expires_at();
+            self.expiry
+                .as_mut()
+                .reset(far_or(expiry_deadline(self.expires_at, self.leeway)));
+            self.warning
+                .as_mut()
+                .reset(far_or(warning_deadline(self.expires_at, self.leeway)));
+        }
         if !self.started {
             self.started = true;
             return Some(Bytes::from(format!("retry: {RETRY_MS}\n\n")));
@@ -111,6 +136,10 @@ impl Stream {
             },
             _ = self.heartbeat.tick() => Some(Bytes::from_static(b": ping\n\n")),
             _ = &mut self.expiry => Some(self.finish(&ApiError::TokenExpired, LeaveReason::Expired)),
+            _ = &mut self.warning => {
+                self.warning.as_mut().reset(far_or(None));
+                expiring_event(self.expires_at, self.leeway).map(|e| e.sse_frame())
+            }
         }
     }
 

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::{expiry_deadline, sleep_until_opt};
+use super::{expiring_event, expiry_deadline, sleep_until_opt, warning_deadline};
 use crate::auth::{Principal, SUBPROTOCOL};
 use crate::error::ApiError;
 use crate::hub::{Hub, Next, Session};
@@ -179,6 +179,8 @@ async fn drive(
     let mut expires_at = session.expires_at();
     let expiry = sleep_until_opt(expiry_deadline(expires_at, leeway));
     tokio::pin!(expiry);
+    let warning = sleep_until_opt(warning_deadline(expires_at, leeway));
+    tokio::pin!(warning);
     let shutdown = hub.shutdown().clone();
     // On shutdown the session keeps serving until its own random moment in the
     // drain, then closes with a suggested reconnect delay.
@@ -218,11 +220,6 @@ async fn drive(
                     Some(Ok(Message::Text(text))) => match parse_op(&text) {
                         Ok((op, reference)) => {
                             session.handle(op, reference, room).await;
-                            if session.expires_at() != expires_at {
-                                // A refresh brought a new token: move the deadline.
-                                expires_at = session.expires_at();
-                                expiry.set(sleep_until_opt(expiry_deadline(expires_at, leeway)));
-                            }
                         }
                         Err(e) => session.push(ApiError::BadRequest(e.message).to_event(e.reference.as_deref())),
                     },
@@ -242,6 +239,18 @@ async fn drive(
             _ = &mut expiry => {
                 return End::error(ApiError::TokenExpired, LeaveReason::Expired);
             }
+            _ = &mut warning => {
+                if let Some(event) = expiring_event(expires_at, leeway) {
+                    session.push(event);
+                }
+                warning.set(sleep_until_opt(None));
+            }
+        }
+        if session.expires_at() != expires_at {
+            // A refresh brought a new token: move the deadline and the warning.
+            expires_at = session.expires_at();
+            expiry.set(sleep_until_opt(expiry_deadline(expires_at, leeway)));
+            warning.set(sleep_until_opt(warning_deadline(expires_at, leeway)));
         }
     }
 }

@@ -528,3 +528,94 @@ async fn public_rooms_need_no_token() {
     let mut ws = Ws::connect(&relay, "/rooms/lobby", "", TokenIn::None).await;
     assert!(matches!(ws.next_frame().await, Frame::Event(e) if e["kind"] == "welcome"));
 }
+
+fn unix_now() -> u64 {
+    edgewire::protocol::now_ms() / 1000
+}
+
+#[tokio::test]
+async fn expiring_warning_then_refresh_keeps_a_websocket() {
+    let relay = Relay::start(&[
+        ("EDGEWIRE_JWT_LEEWAY", "0"),
+        ("EDGEWIRE_PING_INTERVAL", "200ms"),
+        ("EDGEWIRE_IDLE_TIMEOUT", "10s"),
+    ])
+    .await;
+    let short = token_with("alice", &["r=read"], Duration::from_secs(4), None);
+    let old_exp = unix_now() + 4;
+    let mut ws = Ws::connect(&relay, "/rooms/r", &short, TokenIn::Header).await;
+    ws.next_kind("welcome").await;
+    let warning = ws.next_kind("expiring").await;
+    assert!(
+        warning["expires_at"]
+            .as_u64()
+            .is_some_and(|e| e.abs_diff(old_exp) <= 1),
+        "{warning}"
+    );
+    assert!(warning["in"].as_u64().is_some_and(|s| s <= 4));
+    ws.send(json!({"op": "refresh", "token": token("alice", &["r=read"]), "ref": 1}))
+        .await;
+    assert_eq!(ws.next_kind("ack").await["ref"], 1);
+    // Read the relay's pings until well past the old expiry: still open.
+    use futures_util::StreamExt;
+    while unix_now() <= old_exp + 1 {
+        match tokio::time::timeout(crate::harness::DEADLINE, ws.stream.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(f))) => {
+                panic!("closed at the old expiry: {f:?}")
+            }
+            Some(Ok(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    ws.send(json!({"op": "ping", "ref": 2})).await;
+    assert_eq!(ws.next_kind("pong").await["ref"], 2);
+}
+
+#[tokio::test]
+async fn an_sse_session_is_extended_by_a_refresh_post() {
+    let relay = Relay::start(&[
+        ("EDGEWIRE_JWT_LEEWAY", "0"),
+        ("EDGEWIRE_SSE_HEARTBEAT", "200ms"),
+    ])
+    .await;
+    let short = token_with("carol", &["r=read"], Duration::from_secs(4), None);
+    let old_exp = unix_now() + 4;
+    let mut sse = Sse::open(&relay.http(&format!("/rooms/r?token={short}")), &[]).await;
+    let me = sse.next_kind("welcome").await["peer"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(sse.next_kind("expiring").await["kind"], "expiring");
+
+    // Someone else's token cannot extend it; a missing peer is 404.
+    let other = http()
+        .post(relay.http(&format!("/rooms/r/refresh?conn={me}")))
+        .bearer_auth(token("mallory", &["r=read"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 403);
+    let missing = http()
+        .post(relay.http("/rooms/r/refresh?conn=carol.nothere"))
+        .bearer_auth(token("carol", &["r=read"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let ok = http()
+        .post(relay.http(&format!("/rooms/r/refresh?conn={me}")))
+        .bearer_auth(token("carol", &["r=read"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 202);
+
+    // Heartbeats keep coming past the old expiry, with no error.
+    while unix_now() <= old_exp + 1 {
+        let block = sse.next_block().await.expect("the stream is still open");
+        assert!(!block.contains("token_expired"), "{block}");
+    }
+}
