@@ -160,6 +160,12 @@ pub const SETTINGS: &[Setting] = &[
         "take the client address from Fly-Client-IP (only behind Fly's proxy, which sets it)",
     ),
     s(
+        "EDGEWIRE_HANDSHAKE_TIMEOUT",
+        "handshake-timeout",
+        Some("10s"),
+        "longest time a client may take to send its request head (a WebSocket or SSE handshake included)",
+    ),
+    s(
         "EDGEWIRE_MAX_MESSAGE_BYTES",
         "max-message-bytes",
         Some("65536"),
@@ -280,6 +286,8 @@ pub struct Config {
     pub publish_rate: u32,
     /// Read the client address from `Fly-Client-IP`.
     pub trust_proxy: bool,
+    /// Longest time to receive a request head.
+    pub handshake_timeout: Duration,
     /// Largest frame or body, in bytes.
     pub max_message_bytes: usize,
     /// Messages kept per room.
@@ -373,6 +381,7 @@ impl Config {
                 "false" | "0" | "no" => Ok(false),
                 _ => Err("expected true or false".into()),
             }),
+            handshake_timeout: reader.parsed("EDGEWIRE_HANDSHAKE_TIMEOUT", positive_duration),
             max_message_bytes: reader.parsed("EDGEWIRE_MAX_MESSAGE_BYTES", |v| {
                 let n = positive(v)?;
                 if n < 256 {

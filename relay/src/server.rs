@@ -1,17 +1,27 @@
 //! Runs the relay on a bound listener until a shutdown token is cancelled; `main`
 //! and the integration tests both call [`serve`].
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::Service;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{Authenticator, KeyError};
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::routes::router;
+
+/// Largest request head (request line, URL and headers), in bytes.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 /// Why the relay could not run.
 #[derive(Debug, thiserror::Error)]
@@ -55,19 +65,62 @@ pub async fn serve(
         }),
     );
     let grace = config.shutdown_grace;
-    let signal = shutdown.clone();
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { signal.cancelled().await })
-    .await?;
-    hub.tasks().close();
-    if tokio::time::timeout(grace, hub.tasks().wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("shutdown grace ran out with sessions still open");
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // A client that does not finish its request head in time (a slowloris
+        // or a broken handshake) is dropped; the head, with the URL, is bounded.
+        .header_read_timeout(config.handshake_timeout)
+        .max_buf_size(MAX_HEAD_BYTES);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEAD_BYTES as u32);
+    let connections = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors or a reset before accept: back off
+                    // briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = tower::service_fn(
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                app.clone().call(request)
+            },
+        );
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+            .into_owned();
+        let watched = connections.watch(connection);
+        tokio::spawn(async move {
+            let _ = watched.await;
+        });
+    }
+    drop(listener);
+    // One deadline for everything: in-flight requests and streams finish, and
+    // sessions close on their own drain schedule, within the grace.
+    let deadline = tokio::time::Instant::now() + grace;
+    let (requests, sessions) = tokio::join!(
+        tokio::time::timeout_at(deadline, connections.shutdown()),
+        async {
+            hub.tasks().close();
+            tokio::time::timeout_at(deadline, hub.tasks().wait()).await
+        }
+    );
+    if requests.is_err() || sessions.is_err() {
+        tracing::warn!("shutdown grace ran out with connections still open");
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ mod codes;
 mod deploy;
 mod guard;
 mod harness;
+mod hostile;
 mod instances;
 mod liveness;
 mod redis_server;
