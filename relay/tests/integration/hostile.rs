@@ -136,7 +136,6 @@ async fn thousands_of_garbage_connections_leave_the_relay_healthy() {
                     tok.clone(),
                 ))
             })
-            .map(|h| async move { h.await })
             .collect();
         for c in clients {
             let _ = c.await;
