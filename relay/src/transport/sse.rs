@@ -81,9 +81,17 @@ pub fn response(
         started: false,
         done: false,
     };
-    let body = futures_util::stream::unfold(state, |mut s| async move {
-        let chunk = s.next_chunk().await?;
-        Some((Ok::<Bytes, Infallible>(chunk), s))
+    let span = tracing::debug_span!("session", transport = "sse", peer = %state.session.peer_id());
+    span.in_scope(|| tracing::debug!("session opened"));
+    let body = futures_util::stream::unfold((state, span), |(mut s, span)| async move {
+        let chunk = tracing::Instrument::instrument(s.next_chunk(), span.clone()).await;
+        match chunk {
+            Some(chunk) => Some((Ok::<Bytes, Infallible>(chunk), (s, span))),
+            None => {
+                span.in_scope(|| tracing::debug!("session closed"));
+                None
+            }
+        }
     });
     let mut response = Body::from_stream(body).into_response();
     let headers = response.headers_mut();
@@ -169,6 +177,7 @@ impl Stream {
 
     /// The last frame: an `error` event saying why the stream ends.
     fn finish(&mut self, error: &ApiError, reason: LeaveReason) -> Bytes {
+        tracing::debug!(error = error.code(), "stream ends");
         self.done = true;
         if *error == ApiError::SlowConsumer {
             Metrics::add(&self.session_metrics().slow_consumers, 1);

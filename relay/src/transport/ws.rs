@@ -88,7 +88,18 @@ pub fn upgrade(
     })
 }
 
-async fn run(mut socket: WebSocket, hub: Hub, mut session: Session, target: Target) {
+async fn run(socket: WebSocket, hub: Hub, session: Session, target: Target) {
+    let span = tracing::debug_span!(
+        "session",
+        transport = "websocket",
+        peer = %session.peer_id(),
+        room = tracing::field::Empty,
+        close_code = tracing::field::Empty,
+    );
+    tracing::Instrument::instrument(serve_session(socket, hub, session, target), span).await;
+}
+
+async fn serve_session(mut socket: WebSocket, hub: Hub, mut session: Session, target: Target) {
     let (room, started) = match target {
         Target::Bare => {
             session.greet();
@@ -99,10 +110,19 @@ async fn run(mut socket: WebSocket, hub: Hub, mut session: Session, target: Targ
             (Some(room.clone()), session.watch(room, filter, since).await)
         }
     };
+    if let Some(room) = &room {
+        tracing::Span::current().record("room", tracing::field::display(room));
+    }
     if let Err(e) = started {
+        tracing::debug!(error = e.code(), "session refused");
         return refuse(socket, &hub, &e).await;
     }
+    tracing::debug!("session opened");
     let end = drive(&mut socket, &mut session, &hub, room.as_ref()).await;
+    let code = end.code.map(CloseCode::code);
+    // 0 in the span: the client went away before the relay sent a close frame.
+    tracing::Span::current().record("close_code", code.unwrap_or(0));
+    tracing::debug!(close_code = code, reason = end.reason, "session closed");
     session.set_leave_reason(end.leave_reason);
     if let Some(error) = end.error {
         let _ = socket.send(Message::Text(error.json().clone())).await;

@@ -132,6 +132,7 @@ async fn debug_logs_of_a_session_and_a_post_hold_no_token() {
         .env("EDGEWIRE_LISTEN", format!("127.0.0.1:{port}"))
         .env("EDGEWIRE_JWT_SECRET", secret())
         .env("EDGEWIRE_LOG", "debug")
+        .env("EDGEWIRE_LOG_FORMAT", "json")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -200,6 +201,29 @@ async fn debug_logs_of_a_session_and_a_post_hold_no_token() {
         .unwrap();
     assert!(logs.contains("request"), "debug logs were written:\n{logs}");
     assert!(logs.contains("REDACTED"), "the query token was redacted");
+    // JSON lines with session spans: transport, peer, room and the close code.
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        !lines.is_empty() && lines.len() == logs.lines().count(),
+        "every log line is JSON"
+    );
+    let closed = lines
+        .iter()
+        .find(|l| {
+            l["fields"]["message"] == "session closed" && l["span"]["transport"] == "websocket"
+        })
+        .unwrap_or_else(|| panic!("a WebSocket session-closed line:\n{logs}"));
+    assert_eq!(closed["span"]["room"], "r");
+    assert!(
+        closed["span"]["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("logged."))
+    );
+    // 0: the client went away without a close frame from the relay.
+    assert!(closed["span"]["close_code"].is_u64(), "{closed}");
     assert!(
         !logs.contains(&signature),
         "a token reached the logs:\n{logs}"
