@@ -32,9 +32,6 @@ pub enum ServeError {
     /// Redis was configured but could not be reached at start-up.
     #[error("{0}")]
     Redis(String),
-    /// The listener failed.
-    #[error("server error: {0}")]
-    Io(#[from] std::io::Error),
 }
 
 /// Serves the relay on `listener` until `shutdown` is cancelled, then closes every

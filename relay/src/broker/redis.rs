@@ -417,28 +417,17 @@ impl RedisBroker {
             topic: draft.topic.map(|t| t.as_arc().clone()),
         };
         let event = Event::message(&message);
-        let Some(to) = &message.to else {
-            return self.append(room, event.json()).await;
-        };
-        let sent: i64 = self
-            .scripts
-            .direct
-            .key(self.key(room, "presence"))
-            .arg(&**to)
-            .arg(self.channel(room))
-            .arg(event.json().as_str())
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        if sent == 0 {
-            return Err(BrokerError::NoSuchPeer {
-                room: room.to_string(),
-                peer: to.to_string(),
-            });
+        match &message.to {
+            None => self.append(room, event.json()).await,
+            Some(to) => {
+                self.control(room, to, event.clone()).await?;
+                Ok(event)
+            }
         }
-        Ok(event)
     }
 
+    /// Publishes an event for one present peer only (a direct message, or an
+    /// internal event such as a token refresh); it is not kept in history.
     pub(super) async fn control(
         &self,
         room: &RoomName,
