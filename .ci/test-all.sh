@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test of the project: formatting, lints, and the Rust unit and
+# Runs every test of the project: formatting, lints, the Rust unit and
 # integration tests (real sockets, in-process relays, the real binary, real
-# redis-server processes).
+# redis-server processes), the JS SDK's tests, and a short fuzzing pass.
 # Installs what the tests need, idempotently; safe to run on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +24,11 @@ cargo clippy --locked --all-targets -- -D warnings
 
 echo "== cargo test"
 cargo test --locked --all-targets
+
+# The JS SDK: build, unit tests, and tests against the relay binary that
+# cargo test has just built (node and npm come with the machine).
+echo "== sdk-js"
+(cd sdk-js && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent && npm test --silent)
 
 # A short bounded fuzzing pass over the parsers clients reach (op frames,
 # topics and filters, token extraction and verification). cargo-fuzz needs

@@ -279,6 +279,10 @@ impl Hub {
                     "a retained value cannot be a direct message".into(),
                 ));
             }
+            // As in MQTT, retaining nothing clears the topic.
+            if req.data.get() == "null" {
+                return self.clear_retained(principal, room, topic, from).await;
+            }
             return self
                 .set_retained(principal, room, topic, req.data, from, req.ttl)
                 .await;

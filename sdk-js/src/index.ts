@@ -1,0 +1,11 @@
+/** Edgewire: rooms, presence, direct messages, request/response and retained
+ * topics for browser peer apps, over an Edgewire relay. */
+export { backoffDelay } from "./backoff.js";
+export { Edgewire, RelayError } from "./client.js";
+export type { ClientEvents, ConnectionState, EdgewireOptions, WebSocketConstructor, WebSocketLike } from "./client.js";
+export { CLOSE_CODES, ERROR_CODES, closePolicy } from "./codes.js";
+export type { ClosePolicy } from "./codes.js";
+export { topicMatches } from "./filter.js";
+export type { Message, PeerInfo, RelayEvent, StatusEvent } from "./protocol.js";
+export { Room } from "./room.js";
+export type { RequestOptions, RoomEvents } from "./room.js";

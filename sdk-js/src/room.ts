@@ -1,0 +1,227 @@
+import { Emitter } from "./emitter.js";
+import { topicMatches } from "./filter.js";
+import type { Message, PeerInfo, RelayEvent, StatusEvent } from "./protocol.js";
+
+/** Message types the SDK uses for request/response between peers. */
+const REQUEST = "edgewire:request";
+const RESPONSE = "edgewire:response";
+
+/** What a room emits. */
+export type RoomEvents = {
+  /** A message (broadcast or direct to you). */
+  message: [Message];
+  /** A peer joined. */
+  join: [PeerInfo];
+  /** A peer left (`closed`, `timeout`, `replaced`, `expired`). */
+  leave: [PeerInfo, string];
+  /** A peer changed its presence state. */
+  state: [PeerInfo];
+  /** A topic value changed or was replayed. */
+  status: [StatusEvent];
+  /** The relay could not replay what was missed: peers and topics were rebuilt. */
+  reset: [];
+};
+
+/** The client side a room talks through. */
+export interface RoomLink {
+  /** Sends an op and resolves with its `ack`. */
+  request(op: Record<string, unknown>): Promise<RelayEvent>;
+}
+
+/** Options of a request to a peer. */
+export interface RequestOptions {
+  /** Milliseconds before the request fails (default 10 000). */
+  timeout?: number;
+}
+
+type Pending = { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: ReturnType<typeof setTimeout>; peer: string };
+
+/** One joined room: presence, messages, topics and peer requests. */
+export class Room extends Emitter<RoomEvents> {
+  /** The room's name. */
+  readonly name: string;
+  /** Resolves when the relay has welcomed this client into the room. */
+  readonly ready: Promise<void>;
+  /** This client's own peer entry (after `ready`). */
+  self?: PeerInfo;
+  /** The other peers present, by id. */
+  readonly peers = new Map<string, PeerInfo>();
+  /** Current retained topic values, by topic. */
+  readonly topics = new Map<string, StatusEvent>();
+  /** The last history id seen: where a reconnect resumes. */
+  lastId?: string;
+  /** Presence state to (re)announce after each join. */
+  initialState?: unknown;
+
+  private markReady!: () => void;
+  private handlers = new Map<string, (args: unknown, from: PeerInfo | undefined) => unknown>();
+  private requests = new Map<string, Pending>();
+  private left = false;
+
+  constructor(name: string, private readonly link: RoomLink, private readonly onLeave: (room: Room) => void) {
+    super();
+    this.name = name;
+    this.ready = new Promise((resolve) => (this.markReady = resolve));
+  }
+
+  /** Broadcasts a message (or sends it to one peer with `to`); resolves with its id. */
+  async send(type: string, data: unknown, options: { to?: string } = {}): Promise<string> {
+    const ack = await this.link.request({ op: "pub", room: this.name, type, data, to: options.to });
+    return String(ack.id ?? "");
+  }
+
+  /** Sets this client's presence state, seen by every peer. */
+  async setState(state: unknown): Promise<void> {
+    this.initialState = state;
+    await this.link.request({ op: "state", room: this.name, state });
+  }
+
+  /** Stores `data` as the topic's retained value (needs the `retain` right). */
+  async retain(topic: string, data: unknown, options: { ttl?: number } = {}): Promise<string> {
+    const ack = await this.link.request({ op: "pub", room: this.name, topic, retain: true, data, ttl: options.ttl });
+    return String(ack.id ?? "");
+  }
+
+  /** Clears a topic's retained value. */
+  async clear(topic: string): Promise<void> {
+    await this.link.request({ op: "pub", room: this.name, topic, retain: true, data: null });
+  }
+
+  /** Sets the value the relay stores on `topic` if this connection ends without
+   * leaving (after `after` seconds, unless the same user is back by then). */
+  async will(topic: string, data: unknown, options: { after?: number } = {}): Promise<void> {
+    await this.link.request({ op: "will", room: this.name, topic, data, after: options.after });
+  }
+
+  /** Calls `listener` with every current value matching `filter`, then with
+   * every change; returns a function that stops it. */
+  watch(filter: string, listener: (event: StatusEvent) => void): () => void {
+    for (const value of this.topics.values()) {
+      if (topicMatches(filter, value.topic)) listener(value);
+    }
+    return this.on("status", (event) => {
+      if (topicMatches(filter, event.topic)) listener(event);
+    });
+  }
+
+  /** Answers requests for `method` from other peers with `handler`'s result. */
+  handle(method: string, handler: (args: unknown, from: PeerInfo | undefined) => unknown): void {
+    this.handlers.set(method, handler);
+  }
+
+  /** Calls `method` on peer `peer` and resolves with its answer; fails on
+   * timeout, on an error from the peer, or when the peer leaves. */
+  request(peer: string, method: string, args?: unknown, options: RequestOptions = {}): Promise<unknown> {
+    const id = Math.random().toString(36).slice(2) + Date.now().toString(36);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.requests.delete(id);
+        reject(new Error(`request ${method} to ${peer} timed out`));
+      }, options.timeout ?? 10_000);
+      this.requests.set(id, { resolve, reject, timer, peer });
+      this.send(REQUEST, { id, method, args }, { to: peer }).catch((e: Error) => {
+        clearTimeout(timer);
+        this.requests.delete(id);
+        reject(e);
+      });
+    });
+  }
+
+  /** Leaves the room (a clean leave: wills do not fire). */
+  async leave(): Promise<void> {
+    if (this.left) return;
+    this.left = true;
+    this.onLeave(this);
+    await this.link.request({ op: "leave", room: this.name }).catch(() => undefined);
+  }
+
+  /** @internal Applies an event addressed to this room. */
+  apply(event: RelayEvent): void {
+    switch (event.kind) {
+      case "reset":
+        this.peers.clear();
+        this.topics.clear();
+        this.lastId = undefined;
+        this.emit("reset");
+        return;
+      case "welcome": {
+        this.self = event.peer as PeerInfo;
+        this.peers.clear();
+        for (const p of (event.peers as PeerInfo[]) ?? []) this.peers.set(p.id, p);
+        if (this.lastId === undefined && typeof event.last_id === "string") this.lastId = event.last_id;
+        this.markReady();
+        return;
+      }
+      case "join": {
+        const peer = event.peer as PeerInfo;
+        this.peers.set(peer.id, peer);
+        this.emit("join", peer);
+        return;
+      }
+      case "leave": {
+        const id = (event.peer as { id: string }).id;
+        const peer = this.peers.get(id) ?? { id, user: "", meta: null, state: null };
+        this.peers.delete(id);
+        for (const [key, pending] of this.requests) {
+          if (pending.peer === id) {
+            clearTimeout(pending.timer);
+            this.requests.delete(key);
+            pending.reject(new Error(`peer ${id} left before answering`));
+          }
+        }
+        this.emit("leave", peer, String(event.reason ?? "closed"));
+        return;
+      }
+      case "state": {
+        const id = (event.peer as { id: string }).id;
+        const peer = this.peers.get(id);
+        if (peer) {
+          peer.state = event.state;
+          this.emit("state", peer);
+        } else if (this.self && this.self.id === id) {
+          this.self.state = event.state;
+        }
+        return;
+      }
+      case "status": {
+        const status = event as unknown as StatusEvent;
+        if (status.id) this.lastId = status.id;
+        if (status.data === null) this.topics.delete(status.topic);
+        else this.topics.set(status.topic, status);
+        this.emit("status", status);
+        return;
+      }
+      case "message": {
+        const message = event as unknown as Message;
+        if (!message.to) this.lastId = message.id;
+        if (message.type === REQUEST && message.to) return void this.answer(message);
+        if (message.type === RESPONSE && message.to) return this.settle(message);
+        this.emit("message", message);
+        return;
+      }
+    }
+  }
+
+  private async answer(message: Message): Promise<void> {
+    const { id, method, args } = (message.data ?? {}) as { id?: string; method?: string; args?: unknown };
+    const handler = method ? this.handlers.get(method) : undefined;
+    let reply: Record<string, unknown>;
+    try {
+      if (!handler) throw new Error(`no handler for ${method}`);
+      reply = { id, result: await handler(args, this.peers.get(message.from)) };
+    } catch (e) {
+      reply = { id, error: e instanceof Error ? e.message : String(e) };
+    }
+    await this.send(RESPONSE, reply, { to: message.from }).catch(() => undefined);
+  }
+
+  private settle(message: Message): void {
+    const { id, result, error } = (message.data ?? {}) as { id?: string; result?: unknown; error?: string };
+    const pending = id ? this.requests.get(id) : undefined;
+    if (!pending || !id) return;
+    clearTimeout(pending.timer);
+    this.requests.delete(id);
+    if (error !== undefined) pending.reject(new Error(error));
+    else pending.resolve(result);
+  }
+}

@@ -1,0 +1,161 @@
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import WebSocket from "ws";
+
+import { Edgewire } from "../src/index.js";
+import type { Message, StatusEvent, WebSocketConstructor } from "../src/index.js";
+import { type RunningRelay, mint, startRedis, startRelay, until } from "./support.js";
+
+const WS = WebSocket as unknown as WebSocketConstructor;
+let relay: RunningRelay;
+
+before(async () => {
+  relay = await startRelay();
+});
+after(async () => {
+  await relay.stop();
+});
+
+function client(sub: string, rights = "read,write,retain", base = relay.base): Edgewire {
+  return new Edgewire(base, { token: () => mint(sub, [`*=${rights}`]), WebSocket: WS, backoff: { baseMs: 50, capMs: 500 } });
+}
+
+test("two peers: presence, messages, direct messages and state", async () => {
+  const ada = client("ada");
+  const bob = client("bob");
+  try {
+    const a = ada.join("sdk-room", { state: { name: "Ada" } });
+    await a.ready;
+    const b = bob.join("sdk-room");
+    await b.ready;
+    await until(() => a.peers.size === 1 || undefined);
+    assert.equal([...a.peers.values()][0]?.user, "bob");
+    await until(() => [...b.peers.values()].find((p) => p.user === "ada"));
+    assert.equal(ada.state, "open");
+    assert.equal(ada.transport, "websocket");
+
+    const got: Message[] = [];
+    b.on("message", (m) => got.push(m));
+    const id = await a.send("chat", { text: "hi" });
+    const m = await until(() => got.find((x) => x.id === id));
+    assert.deepEqual([m.type, m.data, m.from], ["chat", { text: "hi" }, a.self?.id]);
+
+    const direct: Message[] = [];
+    a.on("message", (x) => x.to && direct.push(x));
+    await b.send("hint", "psst", { to: a.self?.id });
+    const d = await until(() => direct[0]);
+    assert.deepEqual([d.data, d.from], ["psst", b.self?.id]);
+
+    await b.setState({ cursor: [1, 2] });
+    await until(() => (a.peers.get(b.self?.id ?? "")?.state as { cursor?: number[] } | undefined)?.cursor);
+    // The initial state given to join reached the other peer too.
+    await until(() => (b.peers.get(a.self?.id ?? "")?.state as { name?: string } | undefined)?.name === "Ada" || undefined);
+
+    const left: string[] = [];
+    a.on("leave", (p, reason) => left.push(`${p.id}:${reason}`));
+    await b.leave();
+    await until(() => left[0]);
+    assert.equal(left[0], `${b.self?.id}:closed`);
+  } finally {
+    ada.close();
+    bob.close();
+  }
+});
+
+test("request and response between peers", async () => {
+  const ada = client("ada");
+  const bob = client("bob");
+  try {
+    const a = ada.join("sdk-rpc");
+    const b = bob.join("sdk-rpc");
+    await Promise.all([a.ready, b.ready]);
+    b.handle("add", (args) => {
+      const { x, y } = args as { x: number; y: number };
+      return x + y;
+    });
+    b.handle("fail", () => {
+      throw new Error("no such board");
+    });
+    const bobId = b.self?.id ?? "";
+    await until(() => a.peers.get(bobId));
+    assert.equal(await a.request(bobId, "add", { x: 2, y: 3 }), 5);
+    await assert.rejects(a.request(bobId, "fail"), /no such board/);
+    await assert.rejects(a.request(bobId, "missing"), /no handler/);
+    await assert.rejects(a.request(bobId, "add", { x: 1, y: 1 }, { timeout: 1 }), /timed out/);
+    // A request to a peer that leaves is rejected.
+    b.handle("slow", () => new Promise(() => undefined));
+    const pending = a.request(bobId, "slow", null, { timeout: 10_000 });
+    bob.close();
+    await assert.rejects(pending, /left before answering/);
+  } finally {
+    ada.close();
+    bob.close();
+  }
+});
+
+test("retained topics: late joiners see them, watch sees values then changes, clear removes", async () => {
+  const device = client("device");
+  const dash = client("dash", "read");
+  try {
+    const d = device.join("sdk-plant");
+    await d.ready;
+    await d.retain("device/status/sn-1", "online");
+    await d.retain("device/config/sn-1", { rate: 5 });
+    const v = dash.join("sdk-plant");
+    await v.ready;
+    await until(() => v.topics.size === 2 || undefined);
+    const seen: StatusEvent[] = [];
+    v.watch("device/status/+", (e) => seen.push(e));
+    assert.deepEqual(seen.map((e) => e.data), ["online"], "current values first");
+    await d.retain("device/status/sn-2", "booting");
+    await d.retain("device/config/sn-1", { rate: 6 });
+    await until(() => seen.find((e) => e.topic === "device/status/sn-2"));
+    assert.ok(!seen.some((e) => e.topic.startsWith("device/config")), "non-matching updates are not delivered");
+    await d.clear("device/status/sn-1");
+    await until(() => seen.find((e) => e.topic === "device/status/sn-1" && e.data === null));
+    assert.ok(!v.topics.has("device/status/sn-1"));
+    await assert.rejects(v.retain("device/status/x", 1), /forbidden/);
+  } finally {
+    device.close();
+    dash.close();
+  }
+});
+
+test("a client resumes after the relay is killed and restarted: every message once, in order", async () => {
+  const redis = await startRedis();
+  const env = { EDGEWIRE_REDIS_URL: redis.url, EDGEWIRE_REDIS_PREFIX: "sdk" };
+  let first = await startRelay(env);
+  const port = new URL(first.base).port;
+  const reader = client("reader", "read", first.base);
+  const writer = mint("writer", ["*=write"]);
+  try {
+    const room = reader.join("sdk-resume");
+    await room.ready;
+    const got: number[] = [];
+    room.on("message", (m) => got.push(Number(m.data)));
+    const publish = async (i: number, base: string) => {
+      for (;;) {
+        try {
+          const r = await fetch(`${base}/rooms/sdk-resume`, { method: "POST", headers: { authorization: `Bearer ${writer}` }, body: String(i) });
+          if (r.status === 202) return;
+        } catch {
+          // The relay is down: try again.
+        }
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    };
+    for (let i = 0; i < 20; i++) await publish(i, first.base);
+    await until(() => got.length === 20 || undefined);
+    await first.stop("SIGKILL");
+    // While it is down nothing is lost: publishes wait for the new relay.
+    first = await startRelay(env, Number(port));
+    for (let i = 20; i < 40; i++) await publish(i, first.base);
+    await until(() => got.length >= 40 || undefined, 20_000);
+    assert.deepEqual(got, Array.from({ length: 40 }, (_, i) => i));
+    assert.equal(reader.state, "open");
+  } finally {
+    reader.close();
+    await first.stop();
+    redis.stop();
+  }
+});
