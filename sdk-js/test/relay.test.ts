@@ -159,3 +159,48 @@ test("a client resumes after the relay is killed and restarted: every message on
     redis.stop();
   }
 });
+
+test("an expiring token is refreshed from the provider: the session outlives it", async () => {
+  const short = await startRelay({ EDGEWIRE_JWT_LEEWAY: "0" });
+  let calls = 0;
+  const ew = new Edgewire(short.base, {
+    token: () => mint("ada", ["*=read,write"], calls++ === 0 ? "3s" : "1h"),
+    WebSocket: WS,
+  });
+  try {
+    const room = ew.join("sdk-expiry");
+    await room.ready;
+    const firstExpiry = Date.now() + 3000;
+    // The relay warns before the deadline; the client asks the provider again.
+    await until(() => calls >= 2 || undefined);
+    // Past the first token's expiry the session is still open and working.
+    await until(() => Date.now() > firstExpiry + 1000 || undefined, 10_000);
+    assert.equal(ew.state, "open");
+    const id = await room.send("still", "here");
+    assert.ok(id.length > 0);
+  } finally {
+    ew.close();
+    await short.stop();
+  }
+});
+
+test("a refused token (4401) is replaced by a fresh one at once", async () => {
+  let calls = 0;
+  const states: string[] = [];
+  const ew = new Edgewire(relay.base, {
+    token: () => (calls++ === 0 ? "not-a-token" : mint("bob", ["*=read,write"])),
+    WebSocket: WS,
+    backoff: { baseMs: 60_000, capMs: 60_000 },
+  });
+  ew.on("state", (s) => states.push(s));
+  try {
+    const room = ew.join("sdk-retoken");
+    // No 60 s backoff: 4401 reconnects immediately with a new token.
+    await room.ready;
+    assert.equal(calls, 2);
+    assert.ok(states.includes("reconnecting"), states.join(","));
+    assert.equal(ew.state, "open");
+  } finally {
+    ew.close();
+  }
+});
