@@ -40,6 +40,11 @@ pub fn router(hub: Hub) -> Router {
         .route("/rooms/{room}", get(room_get).post(room_post))
         .route("/rooms/{room}/history", get(history_get))
         .route("/rooms/{room}/refresh", axum::routing::post(refresh_post))
+        .route("/rooms/{room}/state", axum::routing::put(state_put))
+        .route(
+            "/rooms/{room}/will",
+            axum::routing::put(will_put).delete(will_delete),
+        )
         .route(
             "/rooms/{room}/topics/{*filter}",
             get(topics_get)
@@ -303,6 +308,79 @@ async fn refresh_post(
         let token = crate::auth::token_from(&headers, &uri)?.ok_or(ApiError::TokenMissing)?;
         hub.refresh_session(&principal, &room, &query.conn, &token)
             .await?;
+        Ok::<_, ApiError>(StatusCode::ACCEPTED.into_response())
+    };
+    result.await.into_response()
+}
+
+/// Query of the SSE peer's own state and will.
+#[derive(Debug, Deserialize)]
+struct PeerQuery {
+    /// The SSE session's peer id.
+    conn: String,
+    /// The will's topic.
+    topic: Option<String>,
+    /// The will's delay in seconds.
+    after: Option<f64>,
+}
+
+/// `PUT /rooms/{room}/state?conn=<peer>`: the presence state of the caller's
+/// own SSE peer (the `state` op of a WebSocket).
+async fn state_put(
+    State(hub): State<Hub>,
+    WithRejection(Path(room), _): RoomPath,
+    WithRejection(Query(query), _): WithRejection<Query<PeerQuery>, ApiError>,
+    headers: HeaderMap,
+    auth: Result<Principal, ApiError>,
+    body: Body,
+) -> Response {
+    let result = async {
+        let room = RoomName::parse(&room)?;
+        let principal = auth?;
+        let state = http::read_payload(&headers, body, hub.config().max_message_bytes).await?;
+        hub.set_peer_state(&principal, &room, &query.conn, state)
+            .await?;
+        Ok::<_, ApiError>(StatusCode::ACCEPTED.into_response())
+    };
+    result.await.into_response()
+}
+
+/// `PUT /rooms/{room}/will?conn=<peer>&topic=<t>&after=<s>`: the will of the
+/// caller's own SSE peer (the `will` op of a WebSocket); the body is the value.
+async fn will_put(
+    State(hub): State<Hub>,
+    WithRejection(Path(room), _): RoomPath,
+    WithRejection(Query(query), _): WithRejection<Query<PeerQuery>, ApiError>,
+    headers: HeaderMap,
+    auth: Result<Principal, ApiError>,
+    body: Body,
+) -> Response {
+    let result = async {
+        let room = RoomName::parse(&room)?;
+        let principal = auth?;
+        let topic = query
+            .topic
+            .as_deref()
+            .ok_or_else(|| ApiError::BadRequest("a will needs a topic".into()))?;
+        let data = http::read_payload(&headers, body, hub.config().max_message_bytes).await?;
+        let will = Will::new(topic, data, query.after)?;
+        hub.set_peer_will(&principal, &room, &query.conn, Some(will))
+            .await?;
+        Ok::<_, ApiError>(StatusCode::ACCEPTED.into_response())
+    };
+    result.await.into_response()
+}
+
+/// `DELETE /rooms/{room}/will?conn=<peer>`: cancels the caller's own SSE peer's will.
+async fn will_delete(
+    State(hub): State<Hub>,
+    WithRejection(Path(room), _): RoomPath,
+    WithRejection(Query(query), _): WithRejection<Query<PeerQuery>, ApiError>,
+    auth: Result<Principal, ApiError>,
+) -> Response {
+    let result = async {
+        let room = RoomName::parse(&room)?;
+        hub.set_peer_will(&auth?, &room, &query.conn, None).await?;
         Ok::<_, ApiError>(StatusCode::ACCEPTED.into_response())
     };
     result.await.into_response()

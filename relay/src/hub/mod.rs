@@ -242,6 +242,38 @@ impl Hub {
         }
     }
 
+    /// Sets the presence state of the caller's own peer `conn` (an SSE session).
+    pub async fn set_peer_state(
+        &self,
+        principal: &Principal,
+        room: &RoomName,
+        conn: &str,
+        state: Payload,
+    ) -> Result<(), ApiError> {
+        principal.require(room, Rights::WRITE)?;
+        let peer = self.resolve_conn(principal, room, conn).await?;
+        Ok(self.broker().set_state(room, &peer, state).await?)
+    }
+
+    /// Sets (with `Some`) or cancels the will of the caller's own peer `conn`.
+    pub async fn set_peer_will(
+        &self,
+        principal: &Principal,
+        room: &RoomName,
+        conn: &str,
+        will: Option<crate::broker::Will>,
+    ) -> Result<(), ApiError> {
+        principal.require(room, Rights::RETAIN)?;
+        let peer = self.resolve_conn(principal, room, conn).await?;
+        match will {
+            Some(will) => self.broker().put_will(room, &peer, will).await?,
+            None => {
+                self.broker().take_will(room, &peer).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Sends a new token (already verified as `principal`) to the caller's own
     /// session `conn` in `room`, on whichever instance holds it.
     pub async fn refresh_session(

@@ -864,3 +864,110 @@ async fn resume_points_must_parse() {
     .unwrap();
     assert_eq!((status, body["error"].as_str()), (400, Some("bad_request")));
 }
+
+#[tokio::test]
+async fn an_sse_peer_sets_its_state_and_will_over_http() {
+    let relay = Relay::start(&[]).await;
+    let tok = token("kiosk", ALL);
+    let mut watcher = Ws::connect(
+        &relay,
+        "/rooms/sse-peer",
+        &token("watcher", &["sse-peer=read"]),
+        TokenIn::Header,
+    )
+    .await;
+    watcher.next_kind("welcome").await;
+    let (k, v) = bearer(&tok);
+    let mut sse = Sse::open(&relay.http("/rooms/sse-peer"), &[(k, &v)]).await;
+    let me = sse.next_kind("welcome").await["peer"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(watcher.next_kind("join").await["peer"]["id"], me.as_str());
+
+    let put = |path: String, body: &'static str| {
+        http()
+            .put(relay.http(&path))
+            .bearer_auth(&tok)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    assert_eq!(
+        put(
+            format!("/rooms/sse-peer/state?conn={me}"),
+            r#"{"typing":true}"#
+        )
+        .await
+        .unwrap()
+        .status(),
+        202
+    );
+    let state = watcher.next_kind("state").await;
+    assert_eq!(
+        (state["peer"]["id"].as_str(), state["state"].clone()),
+        (Some(me.as_str()), json!({"typing": true}))
+    );
+    // Another user cannot act for this peer.
+    let other = http()
+        .put(relay.http(&format!("/rooms/sse-peer/state?conn={me}")))
+        .bearer_auth(token("mallory", ALL))
+        .body("1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 403);
+
+    // A will set over HTTP fires when the stream drops; a cancelled one does not.
+    assert_eq!(
+        put(
+            format!("/rooms/sse-peer/will?conn={me}&topic=kiosk/k1"),
+            r#""offline""#
+        )
+        .await
+        .unwrap()
+        .status(),
+        202
+    );
+    drop(sse);
+    let will = watcher.next().await;
+    assert_eq!(
+        (
+            will["kind"].as_str(),
+            will["topic"].as_str(),
+            will["data"].as_str()
+        ),
+        (Some("status"), Some("kiosk/k1"), Some("offline"))
+    );
+    assert_eq!(watcher.next().await["kind"], "leave");
+
+    let mut sse = Sse::open(&relay.http("/rooms/sse-peer"), &[(k, &v)]).await;
+    let me = sse.next_kind("welcome").await["peer"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(watcher.next_kind("join").await["peer"]["id"], me.as_str());
+    assert_eq!(
+        put(
+            format!("/rooms/sse-peer/will?conn={me}&topic=kiosk/k2"),
+            r#""offline""#
+        )
+        .await
+        .unwrap()
+        .status(),
+        202
+    );
+    let cancel = http()
+        .delete(relay.http(&format!("/rooms/sse-peer/will?conn={me}")))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 202);
+    drop(sse);
+    assert_eq!(
+        watcher.next().await["kind"],
+        "leave",
+        "no will before the leave"
+    );
+}
