@@ -3,6 +3,7 @@ import { closePolicy } from "./codes.js";
 import { Emitter } from "./emitter.js";
 import type { RelayEvent } from "./protocol.js";
 import { Room } from "./room.js";
+import { readSse } from "./sse.js";
 
 /** The connection's state. */
 export type ConnectionState = "connecting" | "open" | "reconnecting" | "closed";
@@ -27,6 +28,12 @@ export interface EdgewireOptions {
   token?: string | (() => string | Promise<string>);
   /** WebSocket implementation (default: the global one). */
   WebSocket?: WebSocketConstructor;
+  /** fetch implementation for the SSE + POST fallback (default: the global one). */
+  fetch?: typeof fetch;
+  /** Fall back to SSE + POST when a WebSocket closes before it is welcomed (default true). */
+  fallback?: boolean;
+  /** While on SSE, try a WebSocket again this often, and upgrade back when it works (default 30 000 ms). */
+  retryWebSocketMs?: number;
   /** Backoff bounds for reconnecting (default 500 ms base, 30 s cap). */
   backoff?: { baseMs?: number; capMs?: number };
   /** A connection must stay up this long before the backoff resets (default 5 s). */
@@ -39,6 +46,8 @@ export interface EdgewireOptions {
 export type ClientEvents = {
   /** The connection state changed. */
   state: [ConnectionState];
+  /** The transport changed (`websocket` or `sse`). */
+  transport: ["websocket" | "sse"];
   /** The relay refused or ended the session for good (4403, 4409, 1008) or an op failed without a caller. */
   error: [Error];
 };
@@ -59,10 +68,14 @@ export class RelayError extends Error {
 
 type Waiting = { resolve: (ev: RelayEvent) => void; reject: (e: Error) => void };
 
+/** One room's SSE stream while on the fallback transport. */
+type Stream = { abort: AbortController; conn?: string; waiters: ((conn: string) => void)[]; attempt: number };
+
 const OPEN = 1;
 
-/** A connection to an Edgewire relay: one WebSocket for every joined room,
- * with reconnect, resume and token refresh. */
+/** A connection to an Edgewire relay: one WebSocket for every joined room
+ * (or, where WebSockets are blocked, one SSE stream per room plus POST), with
+ * reconnect, resume and token refresh. */
 export class Edgewire extends Emitter<ClientEvents> {
   /** The connection state. */
   state: ConnectionState = "connecting";
@@ -72,19 +85,25 @@ export class Edgewire extends Emitter<ClientEvents> {
   peerId?: string;
 
   private readonly url: string;
+  private readonly httpBase: string;
   private readonly rooms = new Map<string, Room>();
   private readonly waiting = new Map<number, Waiting>();
   private readonly queue: { text: string; ref: number }[] = [];
+  private readonly streams = new Map<string, Stream>();
   private ws?: WebSocketLike;
+  private welcomed = false;
+  private currentToken?: string;
   private nextRef = 1;
   private attempt = 0;
   private openedAt = 0;
   private stopped = false;
   private retryTimer?: ReturnType<typeof setTimeout>;
+  private probeTimer?: ReturnType<typeof setTimeout>;
 
   constructor(url: string, private readonly options: EdgewireOptions = {}) {
     super();
     this.url = websocketUrl(url);
+    this.httpBase = this.url.replace(/^ws/, "http");
     void this.connect();
   }
 
@@ -95,7 +114,8 @@ export class Edgewire extends Emitter<ClientEvents> {
     room = new Room(name, { request: (op) => this.request(op) }, (r) => this.rooms.delete(r.name));
     room.initialState = options.state;
     this.rooms.set(name, room);
-    if (this.isOpen()) this.joinOnServer(room);
+    if (this.transport === "sse") this.openStream(room);
+    else if (this.isOpen()) this.joinOnServer(room);
     return room;
   }
 
@@ -103,7 +123,10 @@ export class Edgewire extends Emitter<ClientEvents> {
   close(): void {
     this.stopped = true;
     clearTimeout(this.retryTimer);
+    clearTimeout(this.probeTimer);
     this.ws?.close(1000, "client closed");
+    for (const stream of this.streams.values()) stream.abort.abort();
+    this.streams.clear();
     this.setState("closed");
     this.failWaiting(new Error("the client was closed"));
   }
@@ -111,6 +134,7 @@ export class Edgewire extends Emitter<ClientEvents> {
   /** @internal Sends an op (queued while disconnected) and resolves with its `ack`. */
   request(op: Record<string, unknown>): Promise<RelayEvent> {
     if (this.stopped) return Promise.reject(new Error("the client was closed"));
+    if (this.transport === "sse") return this.viaHttp(op);
     const ref = this.nextRef++;
     const text = JSON.stringify({ ...op, ref });
     return new Promise((resolve, reject) => {
@@ -140,38 +164,51 @@ export class Edgewire extends Emitter<ClientEvents> {
 
   private async token(): Promise<string | undefined> {
     const t = this.options.token;
-    return typeof t === "function" ? await t() : t;
+    this.currentToken = typeof t === "function" ? await t() : t;
+    return this.currentToken;
+  }
+
+  private openSocket(token: string | undefined): WebSocketLike {
+    const Ctor = this.options.WebSocket ?? (globalThis as unknown as { WebSocket?: WebSocketConstructor }).WebSocket;
+    if (!Ctor) throw new Error("no WebSocket implementation: pass options.WebSocket");
+    return new Ctor(`${this.url}/rooms`, token ? ["edgewire", `bearer.${token}`] : ["edgewire"]);
   }
 
   private async connect(): Promise<void> {
     if (this.stopped) return;
-    let token: string | undefined;
+    let ws: WebSocketLike;
     try {
-      token = await this.token();
+      ws = this.openSocket(await this.token());
     } catch (e) {
       this.emit("error", e instanceof Error ? e : new Error(String(e)));
       return this.scheduleReconnect();
     }
-    const Ctor = this.options.WebSocket ?? (globalThis as unknown as { WebSocket?: WebSocketConstructor }).WebSocket;
-    if (!Ctor) throw new Error("no WebSocket implementation: pass options.WebSocket");
-    const protocols = token ? ["edgewire", `bearer.${token}`] : ["edgewire"];
-    const ws = new Ctor(`${this.url}/rooms`, protocols);
     this.ws = ws;
-    ws.onmessage = (ev) => {
-      try {
-        this.onEvent(JSON.parse(String(ev.data)) as RelayEvent);
-      } catch {
-        // A frame that is not JSON is not from a relay; ignore it.
-      }
-    };
+    this.welcomed = false;
+    ws.onmessage = (ev) => this.onFrame(ev.data);
     ws.onclose = (ev) => {
-      if (this.ws === ws) this.onClose(ev.code);
+      if (this.ws !== ws) return;
+      // A socket that never got its welcome: a proxy blocks WebSockets, or the
+      // upgrade was refused. Fall back to SSE + POST.
+      if (!this.welcomed && this.options.fallback !== false && ev.code !== 4401 && ev.code !== 4403) return this.switchToSse();
+      this.onClose(ev.code);
     };
     ws.onerror = () => undefined;
   }
 
+  private onFrame(data: unknown): void {
+    let event: RelayEvent;
+    try {
+      event = JSON.parse(String(data)) as RelayEvent;
+    } catch {
+      return; // A frame that is not JSON is not from a relay.
+    }
+    this.onEvent(event);
+  }
+
   private onEvent(event: RelayEvent): void {
     if (event.kind === "welcome" && (event.room === null || event.room === undefined)) {
+      this.welcomed = true;
       this.peerId = (event.peer as { id: string }).id;
       this.openedAt = Date.now();
       this.setState("open");
@@ -202,14 +239,23 @@ export class Edgewire extends Emitter<ClientEvents> {
     const op: Record<string, unknown> = { op: "join", room: room.name };
     if (room.lastId) op.since = room.lastId;
     this.request(op)
-      .then(() => (room.initialState !== undefined ? this.request({ op: "state", room: room.name, state: room.initialState }) : undefined))
+      .then(() => this.reapply(room))
       .catch((e: Error) => this.emit("error", e));
+  }
+
+  /** After a (re)join: announce the presence state and re-declare the will, both of which belong to a connection. */
+  private async reapply(room: Room): Promise<void> {
+    if (room.initialState !== undefined) await this.request({ op: "state", room: room.name, state: room.initialState });
+    const will = room.willSpec;
+    if (will) await this.request({ op: "will", room: room.name, topic: will.topic, data: will.data, after: will.after });
   }
 
   private async refresh(): Promise<void> {
     try {
       const token = await this.token();
-      if (token) await this.request({ op: "refresh", token });
+      if (!token) return;
+      if (this.transport === "websocket") await this.request({ op: "refresh", token });
+      else await this.viaHttp({ op: "refresh", token });
     } catch (e) {
       this.emit("error", e instanceof Error ? e : new Error(String(e)));
     }
@@ -254,6 +300,220 @@ export class Edgewire extends Emitter<ClientEvents> {
     this.setState("reconnecting");
     const delay = backoffDelay(this.attempt++, this.options.backoff);
     this.retryTimer = setTimeout(() => void this.connect(), delay);
+  }
+
+  // ---- The SSE + POST fallback ----
+
+  private switchToSse(): void {
+    this.ws = undefined;
+    this.transport = "sse";
+    this.emit("transport", "sse");
+    this.setState("reconnecting");
+    // Ops queued for the socket go out over HTTP instead.
+    for (const { text, ref } of this.queue.splice(0)) {
+      const waiting = this.waiting.get(ref);
+      this.waiting.delete(ref);
+      const { ref: _ref, ...op } = JSON.parse(text) as Record<string, unknown>;
+      this.viaHttp(op).then(
+        (ev) => waiting?.resolve(ev),
+        (e: Error) => waiting?.reject(e),
+      );
+    }
+    for (const room of this.rooms.values()) this.openStream(room);
+    this.scheduleProbe();
+  }
+
+  private fetcher(): typeof fetch {
+    const f = this.options.fetch ?? globalThis.fetch;
+    if (!f) throw new Error("no fetch implementation: pass options.fetch");
+    return f;
+  }
+
+  /** Opens (and keeps open, resuming after drops) the SSE stream of one room. */
+  private openStream(room: Room): void {
+    if (this.streams.has(room.name)) return;
+    const stream: Stream = { abort: new AbortController(), waiters: [], attempt: 0 };
+    this.streams.set(room.name, stream);
+    const live = () => !this.stopped && this.streams.get(room.name) === stream && !stream.abort.signal.aborted;
+    void (async () => {
+      while (live()) {
+        try {
+          const token = await this.token();
+          const query = room.lastId ? `?last_event_id=${encodeURIComponent(room.lastId)}` : "";
+          const headers: Record<string, string> = { accept: "text/event-stream" };
+          if (token) headers.authorization = `Bearer ${token}`;
+          const res = await this.fetcher()(`${this.httpBase}/rooms/${encodeURIComponent(room.name)}${query}`, { headers, signal: stream.abort.signal });
+          if (!res.ok || !res.body) {
+            const body = (await res.json().catch(() => ({}))) as { error?: string; message?: string };
+            if (res.status === 403 || res.status === 404 || res.status === 400) {
+              this.emit("error", new RelayError(body.error ?? String(res.status), body.message ?? res.statusText));
+              this.streams.delete(room.name);
+              return;
+            }
+            throw new RelayError(body.error ?? String(res.status), body.message ?? res.statusText);
+          }
+          for await (const frame of readSse(res.body)) {
+            const event = JSON.parse(frame.data ?? "null") as RelayEvent | null;
+            if (!event) continue;
+            if (event.kind === "welcome") {
+              stream.conn = (event.peer as { id: string }).id;
+              stream.attempt = 0;
+              this.peerId ??= stream.conn;
+              this.setState("open");
+              room.apply(event);
+              for (const waiter of stream.waiters.splice(0)) waiter(stream.conn);
+              void this.reapply(room).catch((e: Error) => this.emit("error", e));
+            } else if (event.kind === "expiring") {
+              void this.refresh();
+            } else if (event.kind !== "error") {
+              room.apply(event);
+            }
+          }
+        } catch {
+          // Dropped, refused or aborted: retry below unless aborted.
+        }
+        stream.conn = undefined;
+        if (!live()) return;
+        this.setState("reconnecting");
+        await new Promise((r) => setTimeout(r, backoffDelay(stream.attempt++, this.options.backoff)));
+      }
+    })();
+  }
+
+  /** The peer id of a room's SSE stream, once welcomed. */
+  private connOf(room: string): Promise<string> {
+    const stream = this.streams.get(room);
+    if (!stream) return Promise.reject(new Error(`not joined to room ${room}`));
+    if (stream.conn) return Promise.resolve(stream.conn);
+    if (stream.waiters.length >= (this.options.maxQueue ?? 1000)) return Promise.reject(new Error("disconnected and the send queue is full"));
+    return new Promise((resolve) => stream.waiters.push(resolve));
+  }
+
+  private async http(method: string, path: string, body?: unknown): Promise<RelayEvent> {
+    const headers: Record<string, string> = { "content-type": "application/json" };
+    const token = this.currentToken ?? (await this.token());
+    if (token) headers.authorization = `Bearer ${token}`;
+    const res = await this.fetcher()(`${this.httpBase}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    const text = await res.text();
+    let json: Record<string, unknown> = {};
+    try {
+      json = text ? (JSON.parse(text) as Record<string, unknown>) : {};
+    } catch {
+      // Not JSON: keep the status.
+    }
+    if (!res.ok) {
+      const retry = Number(res.headers.get("retry-after")) || undefined;
+      throw new RelayError(String(json.error ?? res.status), String(json.message ?? res.statusText), retry);
+    }
+    return { kind: "ack", ...json };
+  }
+
+  /** An op over HTTP, as the room's own SSE peer (`conn`). */
+  private async viaHttp(op: Record<string, unknown>): Promise<RelayEvent> {
+    const name = String(op.room ?? "");
+    const room = encodeURIComponent(name);
+    switch (op.op) {
+      case "ping":
+        return { kind: "pong" };
+      case "join": {
+        const r = this.rooms.get(name);
+        if (r) this.openStream(r);
+        await this.connOf(name);
+        return { kind: "ack" };
+      }
+      case "refresh": {
+        for (const [n, s] of this.streams) {
+          if (s.conn) await this.http("POST", `/rooms/${encodeURIComponent(n)}/refresh?conn=${encodeURIComponent(s.conn)}`);
+        }
+        return { kind: "ack" };
+      }
+      case "leave": {
+        const stream = this.streams.get(name);
+        this.streams.delete(name);
+        // A clean leave: cancel the will before the stream goes.
+        if (stream?.conn) await this.http("DELETE", `/rooms/${room}/will?conn=${encodeURIComponent(stream.conn)}`).catch(() => undefined);
+        stream?.abort.abort();
+        return { kind: "ack" };
+      }
+    }
+    const conn = await this.connOf(name);
+    const query = (params: Record<string, unknown>) => {
+      const q = new URLSearchParams({ conn });
+      for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null) q.set(k, String(v));
+      return `?${q.toString()}`;
+    };
+    switch (op.op) {
+      case "pub": {
+        if (op.retain) {
+          const path = `/rooms/${room}/topics/${String(op.topic).split("/").map(encodeURIComponent).join("/")}`;
+          if (op.data === null) return this.http("DELETE", path + query({}));
+          return this.http("PUT", path + query({ ttl: op.ttl }), op.data);
+        }
+        return this.http("POST", `/rooms/${room}` + query({ type: op.type, to: op.to, topic: op.topic }), op.data ?? null);
+      }
+      case "state":
+        return this.http("PUT", `/rooms/${room}/state` + query({}), op.state ?? null);
+      case "will":
+        if (op.topic) return this.http("PUT", `/rooms/${room}/will` + query({ topic: op.topic, after: op.after }), op.data ?? null);
+        return this.http("DELETE", `/rooms/${room}/will` + query({}));
+      default:
+        throw new Error(`op ${String(op.op)} is not available over SSE`);
+    }
+  }
+
+  private scheduleProbe(): void {
+    const every = this.options.retryWebSocketMs ?? 30_000;
+    if (this.stopped || every <= 0) return;
+    this.probeTimer = setTimeout(() => void this.probeWebSocket(), every);
+  }
+
+  /** While on SSE: tries a WebSocket, and moves every room back to it when it is welcomed. */
+  private async probeWebSocket(): Promise<void> {
+    if (this.stopped || this.transport !== "sse") return;
+    let ws: WebSocketLike;
+    try {
+      ws = this.openSocket(await this.token());
+    } catch {
+      return this.scheduleProbe();
+    }
+    let welcomed = false;
+    ws.onmessage = (ev) => {
+      if (welcomed) return this.onFrame(ev.data);
+      let event: RelayEvent;
+      try {
+        event = JSON.parse(String(ev.data)) as RelayEvent;
+      } catch {
+        return;
+      }
+      if (event.kind !== "welcome") return;
+      welcomed = true;
+      this.upgrade(ws, event);
+    };
+    ws.onclose = (ev) => {
+      if (!welcomed) return this.scheduleProbe();
+      if (this.ws === ws) this.onClose(ev.code);
+    };
+    ws.onerror = () => undefined;
+  }
+
+  /** Moves from SSE back to a welcomed WebSocket: rooms join it (resuming), then the streams go. */
+  private upgrade(ws: WebSocketLike, welcome: RelayEvent): void {
+    const streams = [...this.streams.entries()];
+    this.streams.clear();
+    this.ws = ws;
+    this.welcomed = true;
+    this.transport = "websocket";
+    this.emit("transport", "websocket");
+    this.peerId = (welcome.peer as { id: string }).id;
+    this.openedAt = Date.now();
+    this.attempt = 0;
+    this.setState("open");
+    for (const room of this.rooms.values()) this.joinOnServer(room);
+    for (const [name, stream] of streams) {
+      const conn = stream.conn;
+      const cancelWill = conn ? this.http("DELETE", `/rooms/${encodeURIComponent(name)}/will?conn=${encodeURIComponent(conn)}`) : Promise.resolve();
+      void cancelWill.catch(() => undefined).finally(() => stream.abort.abort());
+    }
   }
 }
 

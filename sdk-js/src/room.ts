@@ -52,6 +52,8 @@ export class Room extends Emitter<RoomEvents> {
   lastId?: string;
   /** Presence state to (re)announce after each join. */
   initialState?: unknown;
+  /** @internal The will to re-declare after each join (a will belongs to a connection). */
+  willSpec?: { topic: string; data: unknown; after?: number };
 
   private markReady!: () => void;
   private handlers = new Map<string, (args: unknown, from: PeerInfo | undefined) => unknown>();
@@ -90,6 +92,7 @@ export class Room extends Emitter<RoomEvents> {
   /** Sets the value the relay stores on `topic` if this connection ends without
    * leaving (after `after` seconds, unless the same user is back by then). */
   async will(topic: string, data: unknown, options: { after?: number } = {}): Promise<void> {
+    this.willSpec = { topic, data, after: options.after };
     await this.link.request({ op: "will", room: this.name, topic, data, after: options.after });
   }
 
@@ -137,6 +140,10 @@ export class Room extends Emitter<RoomEvents> {
 
   /** @internal Applies an event addressed to this room. */
   apply(event: RelayEvent): void {
+    // History events at or before the last one seen were already delivered
+    // (a resume that overlaps, or two transports during an upgrade).
+    const inHistory = (event.kind === "message" && !event.to) || (event.kind === "status" && typeof event.id === "string");
+    if (inHistory && typeof event.id === "string" && this.lastId !== undefined && !idAfter(event.id, this.lastId)) return;
     switch (event.kind) {
       case "reset":
         this.peers.clear();
@@ -160,7 +167,8 @@ export class Room extends Emitter<RoomEvents> {
       }
       case "leave": {
         const id = (event.peer as { id: string }).id;
-        const peer = this.peers.get(id) ?? { id, user: "", meta: null, state: null };
+        const peer = this.peers.get(id);
+        if (!peer) return; // Not a peer we knew (for example our own previous connection).
         this.peers.delete(id);
         for (const [key, pending] of this.requests) {
           if (pending.peer === id) {
@@ -224,4 +232,11 @@ export class Room extends Emitter<RoomEvents> {
     if (error !== undefined) pending.reject(new Error(error));
     else pending.resolve(result);
   }
+}
+
+/** True when event id `a` (`<ms>-<seq>`) comes after `b`. */
+export function idAfter(a: string, b: string): boolean {
+  const [am = 0, as = 0] = a.split("-").map(Number);
+  const [bm = 0, bs = 0] = b.split("-").map(Number);
+  return am > bm || (am === bm && as > bs);
 }

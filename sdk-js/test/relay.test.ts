@@ -205,3 +205,107 @@ test("a refused token (4401) is replaced by a fresh one at once", async () => {
     ew.close();
   }
 });
+
+/** A WebSocket that a proxy blocks: it closes before any welcome. */
+class Blocked {
+  static blocked = true;
+  readyState = 3;
+  onopen: ((ev: unknown) => void) | null = null;
+  onmessage: ((ev: { data: unknown }) => void) | null = null;
+  onclose: ((ev: { code: number; reason: string }) => void) | null = null;
+  onerror: ((ev: unknown) => void) | null = null;
+  constructor() {
+    setTimeout(() => this.onclose?.({ code: 1006, reason: "blocked" }), 0);
+  }
+  send(): void {
+    throw new Error("blocked");
+  }
+  close(): void {}
+}
+
+/** Blocked while `Switchable.blocked`, a real WebSocket afterwards. */
+function switchable(): WebSocketConstructor {
+  return function (url: string, protocols?: string | string[]) {
+    return Blocked.blocked ? new Blocked() : new WebSocket(url, protocols);
+  } as unknown as WebSocketConstructor;
+}
+
+test("falls back to SSE + POST when WebSockets are blocked, with the same API", async () => {
+  Blocked.blocked = true;
+  const ada = new Edgewire(relay.base, { token: () => mint("ada", ["*=read,write,retain"]), WebSocket: Blocked as unknown as WebSocketConstructor, retryWebSocketMs: 0 });
+  const bob = client("bob");
+  try {
+    const a = ada.join("sdk-fallback", { state: { name: "Ada" } });
+    await a.ready;
+    assert.equal(ada.transport, "sse");
+    const b = bob.join("sdk-fallback");
+    await b.ready;
+    const adaId = a.self?.id ?? "";
+    const bobId = b.self?.id ?? "";
+    await until(() => a.peers.get(bobId));
+    await until(() => (b.peers.get(adaId)?.state as { name?: string } | undefined)?.name === "Ada" || undefined);
+
+    const atBob: Message[] = [];
+    const atAda: Message[] = [];
+    b.on("message", (m) => atBob.push(m));
+    a.on("message", (m) => atAda.push(m));
+    const id = await a.send("chat", { text: "over POST" });
+    const m = await until(() => atBob.find((x) => x.id === id));
+    assert.deepEqual([m.from, m.data], [adaId, { text: "over POST" }], "POST with conn speaks as the SSE peer");
+    await b.send("hint", "psst", { to: adaId });
+    assert.equal((await until(() => atAda.find((x) => x.to === adaId))).data, "psst");
+
+    b.handle("double", (n) => Number(n) * 2);
+    a.handle("triple", (n) => Number(n) * 3);
+    assert.equal(await a.request(bobId, "double", 21), 42);
+    assert.equal(await b.request(adaId, "triple", 5), 15);
+
+    const seen: StatusEvent[] = [];
+    b.watch("kiosk/+", (e) => seen.push(e));
+    await a.retain("kiosk/ada", "online");
+    await until(() => seen.find((e) => e.data === "online"));
+    await a.will("kiosk/ada", "offline");
+    // A clean leave cancels the will.
+    const left: string[] = [];
+    b.on("leave", (p) => left.push(p.id));
+    await a.leave();
+    await until(() => left.includes(adaId) || undefined);
+    await b.send("marker", 1);
+    await until(() => atBob.find((x) => x.type === "marker"));
+    assert.ok(!seen.some((e) => e.data === "offline"), "no will after a clean leave");
+  } finally {
+    ada.close();
+    bob.close();
+  }
+});
+
+test("upgrades back to WebSocket when it works again, missing and doubling nothing", async () => {
+  Blocked.blocked = true;
+  const reader = new Edgewire(relay.base, { token: () => mint("reader", ["*=read"]), WebSocket: switchable(), retryWebSocketMs: 100 });
+  const writer = mint("writer", ["*=write"]);
+  try {
+    const room = reader.join("sdk-upgrade");
+    await room.ready;
+    assert.equal(reader.transport, "sse");
+    const got: number[] = [];
+    room.on("message", (m) => got.push(Number(m.data)));
+    const publish = (i: number) => fetch(`${relay.base}/rooms/sdk-upgrade`, { method: "POST", headers: { authorization: `Bearer ${writer}` }, body: String(i) });
+    for (let i = 0; i < 10; i++) await publish(i);
+    await until(() => got.length === 10 || undefined);
+    Blocked.blocked = false;
+    let i = 10;
+    while (reader.transport === "sse") {
+      await publish(i++);
+      await new Promise((r) => setTimeout(r, 20));
+      assert.ok(i < 500, "never upgraded");
+    }
+    for (let k = 0; k < 10; k++) await publish(i++);
+    // A last message: once it is here, any duplicate of an earlier one would be too.
+    await publish(i++);
+    await until(() => got.includes(i - 1) || undefined);
+    assert.deepEqual(got, Array.from({ length: i }, (_, k) => k), "every message once, in order, across the upgrade");
+  } finally {
+    Blocked.blocked = true;
+    reader.close();
+  }
+});
