@@ -6,12 +6,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Real redis-server processes are started by the tests (Debian's package).
-if ! command -v redis-server >/dev/null 2>&1; then
-  echo "== installing redis-server"
+# Real redis-server processes are started by the tests, and the SDK's browser
+# tests drive Debian's chromium (never a downloaded browser).
+missing=""
+command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+[ -x /usr/bin/chromium ] || missing="$missing chromium"
+if [ -n "$missing" ]; then
+  echo "== installing$missing"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
 fi
 # The package may start a system service; the tests never use it (each starts
 # its own server on a free port), so it is left as it is.

@@ -1,0 +1,44 @@
+// A small peer app on the Edgewire SDK: presence and chat in one room.
+// Open it with ?relay=<relay url>&token=<jwt>&room=<room>&name=<your name>.
+import { Edgewire } from "../../dist/index.js";
+
+const params = new URLSearchParams(location.search);
+const $ = (id) => document.getElementById(id);
+const roomName = params.get("room") ?? "lobby";
+const ew = new Edgewire(params.get("relay") ?? location.origin, {
+  token: params.get("token") ?? undefined,
+  retryWebSocketMs: Number(params.get("retryWs") ?? 30000),
+});
+$("room").textContent = roomName;
+ew.on("state", (s) => ($("state").textContent = s));
+ew.on("transport", (t) => ($("transport").textContent = t));
+
+const room = ew.join(roomName, { state: { name: params.get("name") ?? "guest" } });
+const nameOf = (id) => {
+  const peer = id === room.self?.id ? room.self : room.peers.get(id);
+  return peer?.state?.name ?? peer?.user ?? id;
+};
+const item = (text) => Object.assign(document.createElement("li"), { textContent: text });
+
+function renderPeers() {
+  const everyone = [room.self, ...room.peers.values()].filter(Boolean);
+  $("peers").replaceChildren(...everyone.map((p) => item(nameOf(p.id) + (p.id === room.self?.id ? " (you)" : ""))));
+}
+room.on("join", renderPeers);
+room.on("leave", renderPeers);
+room.on("state", renderPeers);
+room.on("reset", renderPeers);
+room.on("message", (m) => $("log").append(item(`${nameOf(m.from)}: ${m.data}`)));
+
+room.ready.then(() => {
+  $("transport").textContent = ew.transport;
+  renderPeers();
+  document.body.dataset.ready = "1";
+});
+
+$("form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const text = $("text").value.trim();
+  if (text) void room.send("chat", text);
+  $("text").value = "";
+});
