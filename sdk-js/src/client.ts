@@ -99,6 +99,11 @@ export class Edgewire extends Emitter<ClientEvents> {
   private stopped = false;
   private retryTimer?: ReturnType<typeof setTimeout>;
   private probeTimer?: ReturnType<typeof setTimeout>;
+  /** Seconds the relay asked to wait (from the error before a 4429 close). */
+  private retryAfter?: number;
+  /** One immediate reconnect with a fresh token per welcomed connection (on 4401),
+   * so a token that keeps failing falls back to the backoff. */
+  private quickRetoken = true;
 
   constructor(url: string, private readonly options: EdgewireOptions = {}) {
     super();
@@ -209,6 +214,7 @@ export class Edgewire extends Emitter<ClientEvents> {
   private onEvent(event: RelayEvent): void {
     if (event.kind === "welcome" && (event.room === null || event.room === undefined)) {
       this.welcomed = true;
+      this.quickRetoken = true;
       this.peerId = (event.peer as { id: string }).id;
       this.openedAt = Date.now();
       this.setState("open");
@@ -229,6 +235,7 @@ export class Edgewire extends Emitter<ClientEvents> {
       return;
     }
     if (event.kind === "error") {
+      if (typeof event.retry_after === "number") this.retryAfter = event.retry_after;
       this.emit("error", new RelayError(String(event.code), String(event.message), event.retry_after as number | undefined));
       return;
     }
@@ -287,10 +294,19 @@ export class Edgewire extends Emitter<ClientEvents> {
     }
     if (Date.now() - this.openedAt >= (this.options.minUptimeMs ?? 5000) && this.openedAt > 0) this.attempt = 0;
     this.openedAt = 0;
-    if (policy === "refresh-token" && this.attempt === 0) {
-      this.attempt++;
+    if (policy === "refresh-token" && this.quickRetoken) {
+      this.quickRetoken = false;
       this.setState("reconnecting");
       void this.connect();
+      return;
+    }
+    if (policy === "retry-after" && this.retryAfter !== undefined) {
+      // Rate limited: wait what the relay asked, plus jitter so clients spread.
+      const delay = this.retryAfter * 1000 + backoffDelay(0, { baseMs: 1000 });
+      this.retryAfter = undefined;
+      this.attempt++;
+      this.setState("reconnecting");
+      this.retryTimer = setTimeout(() => void this.connect(), delay);
       return;
     }
     this.scheduleReconnect();

@@ -78,3 +78,104 @@ test("sends queue while disconnected, up to a bound, and fail clearly beyond it"
   client.close();
   for (const q of queued) await assert.rejects(q, /closed/);
 });
+
+/** A WebSocket the test drives by hand; every instance is recorded. */
+class Scripted implements WebSocketLike {
+  static made: Scripted[] = [];
+  readyState = 0;
+  sent: string[] = [];
+  onopen: ((ev: unknown) => void) | null = null;
+  onmessage: ((ev: { data: unknown }) => void) | null = null;
+  onclose: ((ev: { code: number; reason: string }) => void) | null = null;
+  onerror: ((ev: unknown) => void) | null = null;
+  constructor(readonly url: string, readonly protocols?: string | string[]) {
+    Scripted.made.push(this);
+  }
+  welcome(peer = "u.1"): void {
+    this.readyState = 1;
+    this.onmessage?.({ data: JSON.stringify({ kind: "welcome", room: null, peer: { id: peer, user: "u", meta: null }, peers: [], last_id: null }) });
+  }
+  event(e: object): void {
+    this.onmessage?.({ data: JSON.stringify(e) });
+  }
+  drop(code: number): void {
+    this.readyState = 3;
+    this.onclose?.({ code, reason: "" });
+  }
+  send(data: string): void {
+    this.sent.push(data);
+  }
+  close(): void {}
+}
+
+const flush = () => new Promise<void>((r) => setImmediate(r));
+
+test("state machine under fake time: reconnect with backoff, 4401 at once, 4429 after retry_after, stop on 4403", async (t) => {
+  t.mock.timers.enable({ apis: ["setTimeout"] });
+  Scripted.made = [];
+  let tokens = 0;
+  const states: string[] = [];
+  const client = new Edgewire("http://relay.test", {
+    token: () => `t${++tokens}`,
+    WebSocket: Scripted,
+    fallback: false,
+    backoff: { baseMs: 1000, capMs: 1000 },
+  });
+  client.on("state", (s) => states.push(s));
+  await flush();
+  assert.equal(Scripted.made.length, 1);
+  assert.deepEqual(Scripted.made[0]?.protocols, ["edgewire", "bearer.t1"], "the token rides in the subprotocol");
+  Scripted.made[0]?.welcome();
+  assert.equal(client.state, "open");
+
+  // A drop: reconnecting, and a new socket only after the backoff delay.
+  Scripted.made[0]?.drop(1006);
+  assert.equal(client.state, "reconnecting");
+  await flush();
+  assert.equal(Scripted.made.length, 1, "no reconnect before the backoff");
+  t.mock.timers.tick(1000);
+  await flush();
+  assert.equal(Scripted.made.length, 2);
+  assert.deepEqual(Scripted.made[1]?.protocols, ["edgewire", "bearer.t2"], "a fresh token on every attempt");
+
+  // 4401: at once, with a new token, no backoff.
+  Scripted.made[1]?.drop(4401);
+  await flush();
+  assert.equal(Scripted.made.length, 3);
+  Scripted.made[2]?.welcome();
+
+  // 4429: not before the relay's retry_after.
+  Scripted.made[2]?.event({ kind: "error", code: "rate_limited", message: "slow down", retry_after: 5 });
+  Scripted.made[2]?.drop(4429);
+  t.mock.timers.tick(4999);
+  await flush();
+  assert.equal(Scripted.made.length, 3, "waits retry_after");
+  t.mock.timers.tick(1001);
+  await flush();
+  assert.equal(Scripted.made.length, 4);
+
+  // 4403: stop for good.
+  Scripted.made[3]?.welcome();
+  Scripted.made[3]?.drop(4403);
+  t.mock.timers.tick(60_000);
+  await flush();
+  assert.equal(Scripted.made.length, 4);
+  assert.equal(client.state, "closed");
+  assert.deepEqual(states.filter((s, i) => s !== states[i - 1]).slice(-2), ["open", "closed"]);
+});
+
+test("queued sends go out after the welcome, in order", async () => {
+  Scripted.made = [];
+  const client = new Edgewire("http://relay.test", { token: "t", WebSocket: Scripted, fallback: false });
+  await flush();
+  const room = client.join("r");
+  const sending = room.send("m", "queued");
+  assert.equal(Scripted.made[0]?.sent.length, 0, "nothing sent before the welcome");
+  Scripted.made[0]?.welcome();
+  const ops = (Scripted.made[0]?.sent ?? []).map((s) => JSON.parse(s) as { op: string; ref: number; data?: string });
+  assert.deepEqual(ops.map((o) => o.op), ["join", "pub"], "the join first, then the queued send");
+  const pub = ops[1];
+  Scripted.made[0]?.event({ kind: "ack", ref: pub?.ref, id: "5-0" });
+  assert.equal(await sending, "5-0");
+  client.close();
+});
