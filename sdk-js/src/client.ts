@@ -22,6 +22,19 @@ export interface WebSocketLike {
   onerror: ((ev: unknown) => void) | null;
 }
 
+/** An EventSource constructor (the browser's, or an injected one). */
+export type EventSourceConstructor = new (url: string) => EventSourceLike;
+
+/** The part of an EventSource the client uses. */
+export interface EventSourceLike {
+  addEventListener(type: string, listener: (ev: { data: string }) => void): void;
+  onerror: ((ev: unknown) => void) | null;
+  close(): void;
+}
+
+/** Event kinds a room's stream carries. */
+const STREAM_KINDS = ["welcome", "message", "status", "join", "leave", "state", "reset", "expiring", "error"];
+
 /** Options of an [[Edgewire]] client. */
 export interface EdgewireOptions {
   /** A token, or a function called on every (re)connect that returns one. */
@@ -30,6 +43,12 @@ export interface EdgewireOptions {
   WebSocket?: WebSocketConstructor;
   /** fetch implementation for the SSE + POST fallback (default: the global one). */
   fetch?: typeof fetch;
+  /** EventSource implementation, used where fetch cannot stream (default: the global one). */
+  EventSource?: EventSourceConstructor;
+  /** How the fallback reads streams: with `fetch` (sends the token in a header
+   * and reads HTTP errors), or with `EventSource` (token in the URL). Default:
+   * fetch where the platform can stream a response body. */
+  sseReader?: "fetch" | "eventsource";
   /** Fall back to SSE + POST when a WebSocket closes before it is welcomed (default true). */
   fallback?: boolean;
   /** While on SSE, try a WebSocket again this often, and upgrade back when it works (default 30 000 ms). */
@@ -345,12 +364,69 @@ export class Edgewire extends Emitter<ClientEvents> {
     return f;
   }
 
+  /** Handles one event of a room's SSE stream. */
+  private onStreamEvent(room: Room, stream: Stream, data: string | undefined): void {
+    let event: RelayEvent | null;
+    try {
+      event = JSON.parse(data ?? "null") as RelayEvent | null;
+    } catch {
+      return;
+    }
+    if (!event) return;
+    if (event.kind === "welcome") {
+      stream.conn = (event.peer as { id: string }).id;
+      stream.attempt = 0;
+      this.peerId ??= stream.conn;
+      this.setState("open");
+      room.apply(event);
+      for (const waiter of stream.waiters.splice(0)) waiter(stream.conn);
+      void this.reapply(room).catch((e: Error) => this.emit("error", e));
+    } else if (event.kind === "expiring") {
+      void this.refresh();
+    } else if (event.kind !== "error") {
+      room.apply(event);
+    }
+  }
+
+  private useEventSource(): boolean {
+    if (this.options.sseReader) return this.options.sseReader === "eventsource";
+    const canStream = typeof ReadableStream !== "undefined" && typeof Response !== "undefined" && "body" in Response.prototype;
+    return !canStream;
+  }
+
+  /** The EventSource reader: the token in the URL (EventSource cannot send
+   * headers), and reconnection in our hands, since a native EventSource gives
+   * up for good on any non-200 answer. */
+  private openEventSource(room: Room, stream: Stream, live: () => boolean): void {
+    const Ctor = this.options.EventSource ?? (globalThis as unknown as { EventSource?: EventSourceConstructor }).EventSource;
+    if (!Ctor) throw new Error("no EventSource implementation: pass options.EventSource");
+    const connectOnce = async () => {
+      if (!live()) return;
+      const token = await this.token();
+      const query = new URLSearchParams();
+      if (token) query.set("token", token);
+      if (room.lastId) query.set("last_event_id", room.lastId);
+      const source = new Ctor(`${this.httpBase}/rooms/${encodeURIComponent(room.name)}?${query.toString()}`);
+      stream.abort.signal.addEventListener("abort", () => source.close());
+      for (const kind of STREAM_KINDS) source.addEventListener(kind, (ev) => this.onStreamEvent(room, stream, ev.data));
+      source.onerror = () => {
+        source.close();
+        stream.conn = undefined;
+        if (!live()) return;
+        this.setState("reconnecting");
+        setTimeout(() => void connectOnce(), backoffDelay(stream.attempt++, this.options.backoff));
+      };
+    };
+    void connectOnce();
+  }
+
   /** Opens (and keeps open, resuming after drops) the SSE stream of one room. */
   private openStream(room: Room): void {
     if (this.streams.has(room.name)) return;
     const stream: Stream = { abort: new AbortController(), waiters: [], attempt: 0 };
     this.streams.set(room.name, stream);
     const live = () => !this.stopped && this.streams.get(room.name) === stream && !stream.abort.signal.aborted;
+    if (this.useEventSource()) return this.openEventSource(room, stream, live);
     void (async () => {
       while (live()) {
         try {
@@ -368,23 +444,7 @@ export class Edgewire extends Emitter<ClientEvents> {
             }
             throw new RelayError(body.error ?? String(res.status), body.message ?? res.statusText);
           }
-          for await (const frame of readSse(res.body)) {
-            const event = JSON.parse(frame.data ?? "null") as RelayEvent | null;
-            if (!event) continue;
-            if (event.kind === "welcome") {
-              stream.conn = (event.peer as { id: string }).id;
-              stream.attempt = 0;
-              this.peerId ??= stream.conn;
-              this.setState("open");
-              room.apply(event);
-              for (const waiter of stream.waiters.splice(0)) waiter(stream.conn);
-              void this.reapply(room).catch((e: Error) => this.emit("error", e));
-            } else if (event.kind === "expiring") {
-              void this.refresh();
-            } else if (event.kind !== "error") {
-              room.apply(event);
-            }
-          }
+          for await (const frame of readSse(res.body)) this.onStreamEvent(room, stream, frame.data);
         } catch {
           // Dropped, refused or aborted: retry below unless aborted.
         }

@@ -309,3 +309,66 @@ test("upgrades back to WebSocket when it works again, missing and doubling nothi
     reader.close();
   }
 });
+
+/** A minimal EventSource for Node, as browsers behave: no headers, events by
+ * name, `onerror` on a non-200 answer or the end of the stream. */
+class TestEventSource {
+  static urls: string[] = [];
+  onerror: ((ev: unknown) => void) | null = null;
+  private listeners = new Map<string, ((ev: { data: string }) => void)[]>();
+  private abort = new AbortController();
+  constructor(url: string) {
+    TestEventSource.urls.push(url);
+    void (async () => {
+      try {
+        const res = await fetch(url, { headers: { accept: "text/event-stream" }, signal: this.abort.signal });
+        if (!res.ok || !res.body) throw new Error(String(res.status));
+        const { readSse } = await import("../src/sse.js");
+        for await (const frame of readSse(res.body)) {
+          for (const l of this.listeners.get(frame.event ?? "message") ?? []) l({ data: frame.data ?? "" });
+        }
+      } catch {
+        // Closed or failed: report it like a browser.
+      }
+      if (!this.abort.signal.aborted) this.onerror?.({});
+    })();
+  }
+  addEventListener(type: string, listener: (ev: { data: string }) => void): void {
+    this.listeners.set(type, [...(this.listeners.get(type) ?? []), listener]);
+  }
+  close(): void {
+    this.abort.abort();
+  }
+}
+
+test("where fetch cannot stream, the fallback reads with EventSource (token in the URL)", async () => {
+  Blocked.blocked = true;
+  TestEventSource.urls = [];
+  const ada = new Edgewire(relay.base, {
+    token: () => mint("ada", ["*=read,write"]),
+    WebSocket: Blocked as unknown as WebSocketConstructor,
+    EventSource: TestEventSource,
+    sseReader: "eventsource",
+    retryWebSocketMs: 0,
+  });
+  const bob = client("bob");
+  try {
+    const a = ada.join("sdk-es");
+    await a.ready;
+    assert.equal(ada.transport, "sse");
+    assert.ok(TestEventSource.urls[0]?.includes("token="), "EventSource cannot send headers: the token is in the URL");
+    const b = bob.join("sdk-es");
+    await b.ready;
+    const atAda: Message[] = [];
+    const atBob: Message[] = [];
+    a.on("message", (m) => atAda.push(m));
+    b.on("message", (m) => atBob.push(m));
+    await b.send("chat", "to ada");
+    await until(() => atAda.find((m) => m.data === "to ada"));
+    await a.send("chat", "to bob");
+    await until(() => atBob.find((m) => m.data === "to bob" && m.from === a.self?.id));
+  } finally {
+    ada.close();
+    bob.close();
+  }
+});
