@@ -147,7 +147,27 @@ async fn admission(State(hub): State<Hub>, mut request: Request, next: Next) -> 
 }
 
 type Upgrade = Result<WebSocketUpgrade, WebSocketUpgradeRejection>;
-type RoomPath = WithRejection<Path<String>, ApiError>;
+
+/// The `{room}` segment of a path, validated: a handler gets a real room name
+/// or the request is refused with `400` first.
+struct ValidRoom(RoomName);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ValidRoom {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        let Path(params) =
+            Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, state)
+                .await?;
+        let raw = params
+            .get("room")
+            .ok_or_else(|| ApiError::BadRequest("no room in the path".into()))?;
+        Ok(ValidRoom(RoomName::parse(raw)?))
+    }
+}
 
 /// Query parameters of a room or topic GET.
 #[derive(Debug, Default, Deserialize)]
@@ -233,7 +253,7 @@ fn stream(hub: &Hub, session: Session) -> Response {
 async fn room_get(
     State(hub): State<Hub>,
     Extension(ClientAddr(address)): Extension<ClientAddr>,
-    WithRejection(Path(room), _): RoomPath,
+    ValidRoom(room): ValidRoom,
     WithRejection(Query(query), _): WithRejection<Query<StreamQuery>, ApiError>,
     upgrade: Upgrade,
     headers: HeaderMap,
@@ -243,7 +263,6 @@ async fn room_get(
         return bad;
     }
     let result = async {
-        let room = RoomName::parse(&room)?;
         let since = query.resume_point(&headers)?;
         if let Ok(upgrade) = upgrade {
             return Ok(ws::upgrade(
@@ -272,16 +291,13 @@ async fn room_get(
 
 async fn room_post(
     State(hub): State<Hub>,
-    WithRejection(Path(room), _): RoomPath,
+    ValidRoom(room): ValidRoom,
     WithRejection(Query(query), _): WithRejection<Query<PublishQuery>, ApiError>,
     headers: HeaderMap,
     auth: Result<Principal, ApiError>,
     body: Body,
 ) -> Response {
-    let result = async {
-        let room = RoomName::parse(&room)?;
-        http::publish(&hub, auth?, room, query, &headers, body).await
-    };
+    let result = async { http::publish(&hub, auth?, room, query, &headers, body).await };
     result.await.into_response()
 }
 
@@ -296,14 +312,13 @@ struct RefreshQuery {
 /// caller's own SSE session without reconnecting.
 async fn refresh_post(
     State(hub): State<Hub>,
-    WithRejection(Path(room), _): RoomPath,
+    ValidRoom(room): ValidRoom,
     WithRejection(Query(query), _): WithRejection<Query<RefreshQuery>, ApiError>,
     headers: HeaderMap,
     uri: axum::http::Uri,
     auth: Result<Principal, ApiError>,
 ) -> Response {
     let result = async {
-        let room = RoomName::parse(&room)?;
         let principal = auth?;
         let token = crate::auth::token_from(&headers, &uri)?.ok_or(ApiError::TokenMissing)?;
         hub.refresh_session(&principal, &room, &query.conn, &token)
@@ -328,14 +343,13 @@ struct PeerQuery {
 /// own SSE peer (the `state` op of a WebSocket).
 async fn state_put(
     State(hub): State<Hub>,
-    WithRejection(Path(room), _): RoomPath,
+    ValidRoom(room): ValidRoom,
     WithRejection(Query(query), _): WithRejection<Query<PeerQuery>, ApiError>,
     headers: HeaderMap,
     auth: Result<Principal, ApiError>,
     body: Body,
 ) -> Response {
     let result = async {
-        let room = RoomName::parse(&room)?;
         let principal = auth?;
         let state = http::read_payload(&headers, body, hub.config().max_message_bytes).await?;
         hub.set_peer_state(&principal, &room, &query.conn, state)
@@ -349,14 +363,13 @@ async fn state_put(
 /// caller's own SSE peer (the `will` op of a WebSocket); the body is the value.
 async fn will_put(
     State(hub): State<Hub>,
-    WithRejection(Path(room), _): RoomPath,
+    ValidRoom(room): ValidRoom,
     WithRejection(Query(query), _): WithRejection<Query<PeerQuery>, ApiError>,
     headers: HeaderMap,
     auth: Result<Principal, ApiError>,
     body: Body,
 ) -> Response {
     let result = async {
-        let room = RoomName::parse(&room)?;
         let principal = auth?;
         let topic = query
             .topic
@@ -374,12 +387,11 @@ async fn will_put(
 /// `DELETE /rooms/{room}/will?conn=<peer>`: cancels the caller's own SSE peer's will.
 async fn will_delete(
     State(hub): State<Hub>,
-    WithRejection(Path(room), _): RoomPath,
+    ValidRoom(room): ValidRoom,
     WithRejection(Query(query), _): WithRejection<Query<PeerQuery>, ApiError>,
     auth: Result<Principal, ApiError>,
 ) -> Response {
     let result = async {
-        let room = RoomName::parse(&room)?;
         hub.set_peer_will(&auth?, &room, &query.conn, None).await?;
         Ok::<_, ApiError>(StatusCode::ACCEPTED.into_response())
     };
@@ -388,23 +400,44 @@ async fn will_delete(
 
 async fn history_get(
     State(hub): State<Hub>,
-    WithRejection(Path(room), _): RoomPath,
+    ValidRoom(room): ValidRoom,
     WithRejection(Query(query), _): WithRejection<Query<HistoryQuery>, ApiError>,
     auth: Result<Principal, ApiError>,
 ) -> Response {
-    let result = async {
-        let room = RoomName::parse(&room)?;
-        http::history(&hub, auth?, room, query).await
-    };
+    let result = async { http::history(&hub, auth?, room, query).await };
     result.await.into_response()
 }
 
-type TopicPath = WithRejection<Path<(String, String)>, ApiError>;
+/// The `{room}` and `{filter...}` of a topic path, the room validated (the
+/// topic or filter is parsed by the handler, which knows which it wants).
+struct TopicRoute {
+    room: RoomName,
+    topic: String,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for TopicRoute {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        let ValidRoom(room) = ValidRoom::from_request_parts(parts, state).await?;
+        let Path(params) =
+            Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, state)
+                .await?;
+        let topic = params
+            .get("filter")
+            .cloned()
+            .ok_or_else(|| ApiError::BadRequest("no topic in the path".into()))?;
+        Ok(TopicRoute { room, topic })
+    }
+}
 
 async fn topics_get(
     State(hub): State<Hub>,
     Extension(ClientAddr(address)): Extension<ClientAddr>,
-    WithRejection(Path((room, filter)), _): TopicPath,
+    TopicRoute { room, topic }: TopicRoute,
     WithRejection(Query(query), _): WithRejection<Query<StreamQuery>, ApiError>,
     upgrade: Upgrade,
     headers: HeaderMap,
@@ -414,8 +447,7 @@ async fn topics_get(
         return bad;
     }
     let result = async {
-        let room = RoomName::parse(&room)?;
-        let filter = TopicFilter::parse(&filter)?;
+        let filter = TopicFilter::parse(&topic)?;
         let since = query.resume_point(&headers)?;
         if let Ok(upgrade) = upgrade {
             return Ok(ws::upgrade(
@@ -441,44 +473,35 @@ async fn topics_get(
 
 async fn topic_put(
     State(hub): State<Hub>,
-    WithRejection(Path((room, topic)), _): TopicPath,
+    TopicRoute { room, topic }: TopicRoute,
     WithRejection(Query(query), _): WithRejection<Query<TopicQuery>, ApiError>,
     headers: HeaderMap,
     auth: Result<Principal, ApiError>,
     body: Body,
 ) -> Response {
-    let result = async {
-        let room = RoomName::parse(&room)?;
-        http::put_topic(&hub, auth?, room, &topic, query, &headers, body).await
-    };
+    let result = async { http::put_topic(&hub, auth?, room, &topic, query, &headers, body).await };
     result.await.into_response()
 }
 
 async fn topic_delete(
     State(hub): State<Hub>,
-    WithRejection(Path((room, topic)), _): TopicPath,
+    TopicRoute { room, topic }: TopicRoute,
     WithRejection(Query(query), _): WithRejection<Query<TopicQuery>, ApiError>,
     auth: Result<Principal, ApiError>,
 ) -> Response {
-    let result = async {
-        let room = RoomName::parse(&room)?;
-        http::delete_topic(&hub, auth?, room, &topic, query).await
-    };
+    let result = async { http::delete_topic(&hub, auth?, room, &topic, query).await };
     result.await.into_response()
 }
 
 async fn topic_post(
     State(hub): State<Hub>,
-    WithRejection(Path((room, topic)), _): TopicPath,
+    TopicRoute { room, topic }: TopicRoute,
     WithRejection(Query(query), _): WithRejection<Query<TopicQuery>, ApiError>,
     headers: HeaderMap,
     auth: Result<Principal, ApiError>,
     body: Body,
 ) -> Response {
-    let result = async {
-        let room = RoomName::parse(&room)?;
-        http::post_topic(&hub, auth?, room, &topic, query, &headers, body).await
-    };
+    let result = async { http::post_topic(&hub, auth?, room, &topic, query, &headers, body).await };
     result.await.into_response()
 }
 
