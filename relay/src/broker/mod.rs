@@ -140,6 +140,16 @@ impl Will {
         };
         Ok(Will { topic, data, after })
     }
+
+    /// The retained publish this will makes, on behalf of the departed peer `from`.
+    pub fn into_draft(self, from: Arc<str>) -> RetainDraft {
+        RetainDraft {
+            topic: self.topic,
+            data: self.data,
+            from,
+            ttl: None,
+        }
+    }
 }
 
 /// The will of a peer whose instance died, for the hub to fire.

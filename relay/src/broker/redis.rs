@@ -990,12 +990,7 @@ impl RedisBroker {
                 // will is atomic, so only one sweeping instance fires it.
                 if let Some(will) = self.take_will(&room, &peer.id).await? {
                     if will.after.is_none() {
-                        let draft = RetainDraft {
-                            topic: will.topic,
-                            data: will.data,
-                            from: peer.id.clone(),
-                            ttl: None,
-                        };
+                        let draft = will.into_draft(peer.id.clone());
                         if let Err(e) = self.set_retained(&room, draft).await {
                             tracing::warn!(%room, error = %e, "will of a dead instance's peer not fired");
                         }

@@ -19,7 +19,7 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use super::{Closer, Hub, Publish};
 use crate::auth::{Principal, Rights};
-use crate::broker::{RetainDraft, Retained, Will};
+use crate::broker::{Retained, Will};
 use crate::error::ApiError;
 use crate::guard::{PublishBucket, SessionPermit};
 use crate::metrics::{Metrics, Transport};
@@ -565,13 +565,11 @@ pub(crate) async fn fire_will(
             }
         }
     }
-    let draft = RetainDraft {
-        topic: will.topic,
-        data: will.data,
-        from,
-        ttl: None,
-    };
-    if let Err(e) = hub.broker().set_retained(&room, draft).await {
+    if let Err(e) = hub
+        .broker()
+        .set_retained(&room, will.into_draft(from))
+        .await
+    {
         tracing::warn!(%room, error = %e, "will not fired");
     }
 }

@@ -68,7 +68,7 @@ pub async fn read_payload(
 }
 
 /// Parses a query flag: `true`/`1` or `false`/`0`.
-pub fn parse_flag(value: Option<&str>) -> Result<bool, ApiError> {
+fn parse_flag(value: Option<&str>) -> Result<bool, ApiError> {
     match value {
         None => Ok(false),
         Some("true" | "1") => Ok(true),
