@@ -12,6 +12,7 @@ mod harness;
 mod hostile;
 mod instances;
 mod liveness;
+mod load_smoke;
 mod redis_server;
 mod rooms;
 mod topics;
