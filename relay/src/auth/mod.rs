@@ -3,6 +3,7 @@
 //! order); it is verified against exactly the configured keys and turned into a
 //! [`Principal`] whose rights handlers check per room.
 
+mod cache;
 mod jwks;
 mod keys;
 mod rights;
@@ -93,6 +94,7 @@ pub struct Authenticator {
     issuer: Vec<String>,
     leeway: Duration,
     public: Arc<Vec<RoomPattern>>,
+    verified: cache::VerifiedTokens,
 }
 
 #[derive(Deserialize)]
@@ -136,6 +138,7 @@ impl Authenticator {
             issuer: config.jwt_issuer.clone(),
             leeway: config.jwt_leeway,
             public: Arc::new(config.public_rooms.clone()),
+            verified: cache::VerifiedTokens::default(),
         })
     }
 
@@ -165,8 +168,19 @@ impl Authenticator {
         }
     }
 
-    /// Verifies a token and builds its principal.
+    /// Verifies a token and builds its principal; a token verified in the
+    /// last minute is taken from the cache (its `exp` still checked).
     pub async fn verify(&self, token: &str) -> Result<Principal, ApiError> {
+        let now = crate::protocol::now_ms() / 1000;
+        if let Some(principal) = self.verified.get(token, now, self.leeway.as_secs()) {
+            return Ok(principal);
+        }
+        let principal = self.verify_uncached(token).await?;
+        self.verified.put(token, &principal);
+        Ok(principal)
+    }
+
+    async fn verify_uncached(&self, token: &str) -> Result<Principal, ApiError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| ApiError::TokenInvalid("malformed token".into()))?;
         let key = self.key_for(header.alg, header.kid.as_deref()).await?;
