@@ -20,10 +20,14 @@ use crate::protocol::{CloseCode, Event, EventId, LeaveReason, RoomName, parse_op
 use crate::topic::TopicFilter;
 
 /// Bytes tungstenite reads from the socket at a time; small, because idle
-/// connections are the common case.
-const READ_BUFFER: usize = 8 * 1024;
-/// Bytes gathered before a write is flushed.
-const WRITE_BUFFER: usize = 16 * 1024;
+/// connections are the common case (clients send few, small ops; a larger
+/// frame still arrives whole). 8 KiB cost 7 KiB of RSS per idle socket.
+const READ_BUFFER: usize = 1024;
+/// Bytes gathered before a write is flushed. tungstenite keeps its write
+/// buffer's capacity for the connection's life, so this is held per socket:
+/// 16 KiB measured 24 KB of RSS per idle socket, 4 KiB 17 KB, with the same
+/// fan-out CPU (1.25 us per delivery into a room of 1000).
+const WRITE_BUFFER: usize = 4 * 1024;
 /// Most events written in one batch before a flush.
 const MAX_BATCH: usize = 64;
 
