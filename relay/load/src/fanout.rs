@@ -98,6 +98,10 @@ pub async fn run(opts: Options) -> Result<Report, LoadError> {
         opts.transport,
         &sources,
     );
+    let mut per_room = vec![0u64; rooms.len()];
+    for spec in &specs {
+        per_room[spec.room as usize] += 1;
+    }
     let tasks = subscriber::spawn_all(specs, &shared);
     if let Err(e) = shared
         .wait_ready(opts.subscribers, Duration::from_secs(120))
@@ -127,10 +131,6 @@ pub async fn run(opts: Options) -> Result<Report, LoadError> {
 
     // What the rooms owe if every subscriber stays; a failed one makes the
     // drain wait for its timeout, and shows in the report.
-    let mut per_room = vec![0u64; rooms.len()];
-    for i in 0..opts.subscribers as usize {
-        per_room[i % rooms.len()] += 1;
-    }
     let owed: u64 = per_room
         .iter()
         .zip(&outcome.accepted)
