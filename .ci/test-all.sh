@@ -36,7 +36,7 @@ echo "== sdk-js"
 (cd sdk-js && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent && npm test --silent)
 
 # A short bounded fuzzing pass over the parsers clients reach (op frames,
-# topics and filters, token extraction and verification). cargo-fuzz needs
+# topics and filters, token extraction and verification, WebSocket frames). cargo-fuzz needs
 # nightly flags; the machine has only the stable toolchain, so RUSTC_BOOTSTRAP
 # enables them for this build alone. Longer runs: see README, "Fuzzing".
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
@@ -47,7 +47,7 @@ fi
 # the cost of fewer runs per second, which suits a smoke pass. Long runs use
 # the optimised build (README, "Fuzzing").
 echo "== cargo fuzz (5 s per target)"
-for target in ops topics tokens; do
+for target in ops topics tokens ws_frames; do
   (cd relay && RUSTC_BOOTSTRAP=1 cargo fuzz run --dev "$target" -- -max_total_time=5 2>&1 | tail -n 1)
 done
-echo "fuzz: 3 passed, 0 failed"
+echo "fuzz: 4 passed, 0 failed"

@@ -7,7 +7,6 @@ use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -262,8 +261,9 @@ impl EventKind {
 pub struct Event {
     kind: EventKind,
     id: Option<EventId>,
-    json: Utf8Bytes,
+    json: String,
     sse: OnceLock<Bytes>,
+    ws: OnceLock<Bytes>,
     /// The peer a presence event is about, so a session can skip its own echo.
     subject: Option<Arc<str>>,
     /// The recipient of a direct message.
@@ -307,8 +307,9 @@ impl Event {
         Arc::new(Event {
             kind,
             id,
-            json: Utf8Bytes::from(json),
+            json,
             sse: OnceLock::new(),
+            ws: OnceLock::new(),
             subject,
             to,
             topic,
@@ -349,8 +350,9 @@ impl Event {
         Some(Arc::new(Event {
             kind,
             id,
-            json: Utf8Bytes::from(json),
+            json,
             sse: OnceLock::new(),
+            ws: OnceLock::new(),
             subject,
             to,
             topic,
@@ -397,9 +399,17 @@ impl Event {
         self.to.clone()
     }
 
-    /// The JSON text, for a WebSocket text frame.
-    pub fn json(&self) -> &Utf8Bytes {
+    /// The event's JSON text.
+    pub fn json(&self) -> &str {
         &self.json
+    }
+
+    /// The complete WebSocket text frame, built at most once and shared by
+    /// every socket the event goes to.
+    pub fn ws_frame(&self) -> Bytes {
+        self.ws
+            .get_or_init(|| crate::transport::ws::frame::text(&self.json))
+            .clone()
     }
 
     /// The complete SSE frame (`id:`, `event:`, `data:`), built at most once.

@@ -5,8 +5,7 @@
 use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{ConnectInfo, Extension, Path, Query, Request, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Extension, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware;
 use axum::middleware::Next;
@@ -146,7 +145,7 @@ async fn admission(State(hub): State<Hub>, mut request: Request, next: Next) -> 
     response
 }
 
-type Upgrade = Result<WebSocketUpgrade, WebSocketUpgradeRejection>;
+type Upgrade = Result<ws::WsUpgrade, ws::NotUpgrade>;
 
 /// The `{room}` segment of a path, validated: a handler gets a real room name
 /// or the request is refused with `400` first.
@@ -227,11 +226,7 @@ fn accept(headers: &HeaderMap) -> &str {
 fn bad_upgrade(hub: &Hub, headers: &HeaderMap, upgrade: &Upgrade) -> Option<Response> {
     match upgrade {
         Err(rejection) if headers.contains_key(header::UPGRADE) => Some(
-            ApiError::BadRequest(format!(
-                "bad WebSocket handshake: {}",
-                rejection.body_text()
-            ))
-            .into_response(),
+            ApiError::BadRequest(format!("bad WebSocket handshake: {rejection}")).into_response(),
         ),
         Ok(_) => check_origin(hub, headers)
             .err()

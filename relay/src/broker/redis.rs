@@ -440,7 +440,7 @@ impl RedisBroker {
             .key(self.key(room, "presence"))
             .arg(&**peer)
             .arg(self.channel(room))
-            .arg(event.json().as_str())
+            .arg(event.json())
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -747,7 +747,7 @@ impl RedisBroker {
             .arg(&*peer.id)
             .arg(&*self.instance)
             .arg(peer_json)
-            .arg(event.json().as_str())
+            .arg(event.json())
             .arg(self.channel(room))
             .arg(room.as_str())
             .invoke_async(&mut self.conn())
@@ -771,7 +771,7 @@ impl RedisBroker {
             .leave
             .key(self.key(room, "presence"))
             .arg(&**peer)
-            .arg(event.json().as_str())
+            .arg(event.json())
             .arg(self.channel(room))
             .arg(instance)
             .invoke_async(&mut self.conn())
@@ -819,7 +819,7 @@ impl RedisBroker {
                 .arg(&**peer)
                 .arg(&current)
                 .arg(format!("{instance}\t{order}\t{peer_json}"))
-                .arg(event.json().as_str())
+                .arg(event.json())
                 .arg(self.channel(room))
                 .invoke_async(&mut self.conn())
                 .await

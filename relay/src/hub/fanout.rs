@@ -1,19 +1,63 @@
 //! Local fan-out: the events that reach this relay instance are handed to its
 //! sessions here. Each room has one bounded broadcast ring shared by all its
 //! local subscribers (an event is stored once, whatever the room's size); each
-//! peer has a small bounded queue for direct messages and replies.
+//! peer has a small bounded inbox for direct messages.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
 use crate::protocol::{Event, RoomName};
 
-/// Capacity of a peer's direct queue (direct messages, acks, errors, pongs).
+/// Capacity of a peer's direct inbox.
 pub const DIRECT_QUEUE: usize = 256;
+
+/// A peer's bounded queue of direct messages. It allocates nothing until the
+/// first message (most peers never get one; a channel cost 800 B per peer).
+#[derive(Debug, Default)]
+pub struct Inbox {
+    queue: Mutex<VecDeque<Arc<Event>>>,
+    ready: Notify,
+}
+
+impl Inbox {
+    /// Queues an event; false when the inbox is full.
+    fn push(&self, event: Arc<Event>) -> bool {
+        {
+            let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            if queue.len() >= DIRECT_QUEUE {
+                return false;
+            }
+            queue.push_back(event);
+        }
+        // Stores a permit when the session is not waiting, so none is missed.
+        self.ready.notify_one();
+        true
+    }
+
+    fn pop(&self) -> Option<Arc<Event>> {
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let event = queue.pop_front();
+        if queue.is_empty() && queue.capacity() > 0 {
+            // Give the buffer back: an inbox is usually empty for a long time.
+            *queue = VecDeque::new();
+        }
+        event
+    }
+
+    /// The next direct message. Cancel-safe.
+    pub async fn recv(&self) -> Arc<Event> {
+        loop {
+            if let Some(event) = self.pop() {
+                return event;
+            }
+            self.ready.notified().await;
+        }
+    }
+}
 
 /// Ends one session from outside its task, with the error that says why.
 #[derive(Debug, Default)]
@@ -37,7 +81,7 @@ impl Closer {
 }
 
 struct PeerLink {
-    tx: mpsc::Sender<Arc<Event>>,
+    inbox: Arc<Inbox>,
     closer: Arc<Closer>,
 }
 
@@ -80,7 +124,7 @@ impl Fanout {
         let Some(link) = peers.get(peer) else {
             return false;
         };
-        if let Err(mpsc::error::TrySendError::Full(_)) = link.tx.try_send(event) {
+        if !link.inbox.push(event) {
             link.closer.close(ApiError::SlowConsumer);
         }
         true
@@ -128,12 +172,18 @@ impl Fanout {
             .collect()
     }
 
-    /// Registers a local peer's direct queue; returns its receiving end.
-    pub fn register_peer(&self, id: Arc<str>, closer: Arc<Closer>) -> mpsc::Receiver<Arc<Event>> {
-        let (tx, rx) = mpsc::channel(DIRECT_QUEUE);
+    /// Registers a local peer; returns its direct inbox.
+    pub fn register_peer(&self, id: Arc<str>, closer: Arc<Closer>) -> Arc<Inbox> {
+        let inbox = Arc::new(Inbox::default());
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        peers.insert(id, PeerLink { tx, closer });
-        rx
+        peers.insert(
+            id,
+            PeerLink {
+                inbox: inbox.clone(),
+                closer,
+            },
+        );
+        inbox
     }
 
     /// Forgets a local peer.
@@ -145,5 +195,31 @@ impl Fanout {
     /// Rooms with at least one local subscriber.
     pub fn room_count(&self) -> usize {
         self.rooms.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_inbox_is_bounded_keeps_order_and_frees_its_buffer() {
+        let inbox = Inbox::default();
+        for i in 0..DIRECT_QUEUE {
+            assert!(inbox.push(Event::error("x", &i.to_string(), None, None)));
+        }
+        assert!(!inbox.push(Event::error("x", "over", None, None)));
+        for i in 0..DIRECT_QUEUE {
+            let event = inbox.recv().await;
+            assert!(
+                event.json().contains(&format!("\"{i}\"")),
+                "{}",
+                event.json()
+            );
+        }
+        assert_eq!(inbox.queue.lock().map(|q| q.capacity()).unwrap_or(1), 0);
+        // A message pushed before anyone waits is not missed.
+        assert!(inbox.push(Event::error("x", "late", None, None)));
+        assert!(inbox.recv().await.json().contains("late"));
     }
 }

@@ -11,12 +11,13 @@ use std::task::{Context, Poll};
 
 use futures_util::Stream;
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
+
 use tokio_stream::StreamExt;
 use tokio_stream::StreamMap;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
+use super::fanout::Inbox;
 use super::{Closer, Hub, Publish};
 use crate::auth::{Principal, Rights};
 use crate::broker::{Retained, Will};
@@ -52,7 +53,7 @@ pub struct Session {
     transport: Transport,
     closer: Arc<Closer>,
     pending: VecDeque<Arc<Event>>,
-    direct: mpsc::Receiver<Arc<Event>>,
+    direct: Arc<Inbox>,
     feeds: StreamMap<RoomName, RoomFeed>,
     /// Rooms joined as a peer (a topic watch is in `feeds` but not here).
     present: std::collections::HashSet<RoomName>,
@@ -89,7 +90,8 @@ impl Session {
             closer,
             pending: VecDeque::new(),
             direct,
-            feeds: StreamMap::new(),
+            // Room for the one room most sessions join (StreamMap grows to 4).
+            feeds: StreamMap::with_capacity(1),
             present: std::collections::HashSet::new(),
             leave_reason: LeaveReason::Closed,
             publishes: hub_bucket,
@@ -317,7 +319,7 @@ impl Session {
             let next = tokio::select! {
                 biased;
                 reason = self.closer.closed() => Next::Close(reason),
-                Some(event) = self.direct.recv() => Next::Event(event),
+                event = self.direct.recv() => Next::Event(event),
                 Some((_, item)) = self.feeds.next(), if !self.feeds.is_empty() => match item {
                     Ok(event) => Next::Event(event),
                     Err(_) => Next::Close(ApiError::SlowConsumer),
@@ -327,8 +329,10 @@ impl Session {
                 // A new token sent to this session (SSE refresh): applied here,
                 // never written to the client.
                 Next::Event(event) if event.kind() == EventKind::Refresh => {
+                    // Boxed: verifying may fetch keys, a large future that
+                    // would otherwise sit in every idle session's task.
                     if let Some(token) = event.refresh_token()
-                        && let Err(e) = self.refresh(&token).await
+                        && let Err(e) = Box::pin(self.refresh(&token)).await
                     {
                         self.push(e.to_event(None));
                     }

@@ -1,6 +1,7 @@
 //! Transports: thin adapters that move the hub's events onto WebSocket frames,
 //! SSE frames or HTTP responses, and client input back to the hub.
 
+pub mod clock;
 pub mod http;
 pub mod sse;
 pub mod ws;

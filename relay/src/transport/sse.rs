@@ -5,7 +5,6 @@
 //! disconnects drops the body, which drops the session and leaves its rooms.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -13,16 +12,11 @@ use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
-use tokio::time::{Instant, Interval, MissedTickBehavior};
-use tokio_util::sync::CancellationToken;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use super::{expiring_event, expiry_deadline, warning_deadline};
-
-/// A deadline, or one so far away that it never comes (a resettable sleep
-/// needs an instant).
-fn far_or(deadline: Option<Instant>) -> Instant {
-    deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600))
-}
+use super::clock::{Due, SessionClock};
+use super::expiring_event;
 use crate::error::ApiError;
 use crate::hub::{Next, Session};
 use crate::metrics::Metrics;
@@ -35,14 +29,16 @@ const MAX_BATCH: usize = 64;
 
 struct Stream {
     session: Session,
-    heartbeat: Interval,
-    /// Resolves at this session's moment in the drain after shutdown starts.
-    draining: Pin<Box<dyn Future<Output = ()> + Send>>,
+    clock: SessionClock,
+    /// The one timer, armed at the clock's earliest deadline.
+    timer: Pin<Box<Sleep>>,
+    armed: Instant,
+    /// Resolves when shutdown starts; the stream then ends at its own moment
+    /// in the drain.
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    close_after: Duration,
     reconnect_after: Duration,
-    expiry: Pin<Box<tokio::time::Sleep>>,
-    warning: Pin<Box<tokio::time::Sleep>>,
-    expires_at: Option<u64>,
-    leeway: Duration,
+    draining: bool,
     started: bool,
     done: bool,
 }
@@ -55,29 +51,18 @@ pub fn response(
     shutdown: CancellationToken,
     grace: Duration,
 ) -> Response {
-    let mut heartbeat = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
-    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let expires_at = session.expires_at();
-    let expiry = Box::pin(tokio::time::sleep_until(far_or(expiry_deadline(
-        expires_at, leeway,
-    ))));
-    let warning = Box::pin(tokio::time::sleep_until(far_or(warning_deadline(
-        expires_at, leeway,
-    ))));
+    let clock = SessionClock::new(heartbeat, None, session.expires_at(), leeway);
+    let armed = clock.next();
     let (close_after, reconnect_after) = crate::shutdown::drain_plan(grace);
-    let draining = Box::pin(async move {
-        shutdown.cancelled().await;
-        tokio::time::sleep(close_after).await;
-    });
     let state = Stream {
         session,
-        heartbeat,
-        draining,
+        clock,
+        timer: Box::pin(tokio::time::sleep_until(armed)),
+        armed,
+        shutdown: Box::pin(shutdown.cancelled_owned()),
+        close_after,
         reconnect_after,
-        expiry,
-        warning,
-        expires_at,
-        leeway,
+        draining: false,
         started: false,
         done: false,
     };
@@ -112,43 +97,57 @@ impl Stream {
         if self.done {
             return None;
         }
-        if self.session.expires_at() != self.expires_at {
-            // A refresh (POST .../refresh) brought a new token: move the timers.
-            self.expires_at = self.session.expires_at();
-            self.expiry
-                .as_mut()
-                .reset(far_or(expiry_deadline(self.expires_at, self.leeway)));
-            self.warning
-                .as_mut()
-                .reset(far_or(warning_deadline(self.expires_at, self.leeway)));
-        }
         if !self.started {
             self.started = true;
             return Some(Bytes::from(format!("retry: {RETRY_MS}\n\n")));
         }
-        tokio::select! {
-            biased;
-            _ = &mut self.draining => {
-                // Tell EventSource when to come back (jittered), then why the stream ends.
-                let ms = self.reconnect_after.as_millis();
-                let event = Event::error("draining", &format!("the relay is shutting down; reconnect in {ms} ms"), None, Some(self.reconnect_after.as_secs().max(1)));
-                self.done = true;
-                self.session.set_leave_reason(LeaveReason::Closed);
-                let mut chunk = BytesMut::from(format!("retry: {ms}\n\n").as_bytes());
-                chunk.extend_from_slice(&event.sse_frame());
-                Some(chunk.freeze())
+        loop {
+            // A refresh (POST .../refresh) may have brought a new token.
+            self.clock.token_changed(self.session.expires_at());
+            let next = self.clock.next();
+            if next != self.armed || self.timer.is_elapsed() {
+                self.armed = next;
+                self.timer.as_mut().reset(next);
             }
-            next = self.session.next() => match next {
-                Next::Event(event) => Some(self.batch(event)),
-                Next::Close(e) => Some(self.finish(&e, LeaveReason::Closed)),
-            },
-            _ = self.heartbeat.tick() => Some(Bytes::from_static(b": ping\n\n")),
-            _ = &mut self.expiry => Some(self.finish(&ApiError::TokenExpired, LeaveReason::Expired)),
-            _ = &mut self.warning => {
-                self.warning.as_mut().reset(far_or(None));
-                expiring_event(self.expires_at, self.leeway).map(|e| e.sse_frame())
+            tokio::select! {
+                biased;
+                _ = &mut self.shutdown, if !self.draining => {
+                    self.draining = true;
+                    self.clock.start_drain(self.close_after);
+                }
+                next = self.session.next() => return Some(match next {
+                    Next::Event(event) => self.batch(event),
+                    Next::Close(e) => self.finish(&e, LeaveReason::Closed),
+                }),
+                _ = &mut self.timer => match self.clock.due(Instant::now()) {
+                    Due::Drain => return Some(self.drain()),
+                    Due::Expired => return Some(self.finish(&ApiError::TokenExpired, LeaveReason::Expired)),
+                    Due::Warning => {
+                        if let Some(event) = expiring_event(self.clock.token_exp(), self.clock.leeway()) {
+                            return Some(event.sse_frame());
+                        }
+                    }
+                    Due::KeepAlive => return Some(Bytes::from_static(b": ping\n\n")),
+                    Due::Idle | Due::Nothing => {}
+                },
             }
         }
+    }
+
+    /// Tells EventSource when to come back (jittered), then why the stream ends.
+    fn drain(&mut self) -> Bytes {
+        let ms = self.reconnect_after.as_millis();
+        let event = Event::error(
+            "draining",
+            &format!("the relay is shutting down; reconnect in {ms} ms"),
+            None,
+            Some(self.reconnect_after.as_secs().max(1)),
+        );
+        self.done = true;
+        self.session.set_leave_reason(LeaveReason::Closed);
+        let mut chunk = BytesMut::from(format!("retry: {ms}\n\n").as_bytes());
+        chunk.extend_from_slice(&event.sse_frame());
+        chunk.freeze()
     }
 
     /// `first` plus whatever else is ready, as one chunk.

@@ -27,6 +27,99 @@ async fn raw_websocket(addr: &str, path_and_query: &str) -> tokio::net::TcpStrea
     stream
 }
 
+/// Reads one server frame; returns its first byte (FIN and opcode) and payload.
+async fn read_frame(stream: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
+    let mut header = [0u8; 2];
+    stream.read_exact(&mut header).await.unwrap();
+    assert_eq!(header[1] & 0x80, 0, "server frames are not masked");
+    let mut len = u64::from(header[1] & 0x7f);
+    if len == 126 {
+        let mut ext = [0u8; 2];
+        stream.read_exact(&mut ext).await.unwrap();
+        len = u64::from(u16::from_be_bytes(ext));
+    } else if len == 127 {
+        let mut ext = [0u8; 8];
+        stream.read_exact(&mut ext).await.unwrap();
+        len = u64::from_be_bytes(ext);
+    }
+    let mut payload = vec![0u8; len as usize];
+    stream.read_exact(&mut payload).await.unwrap();
+    (header[0], payload)
+}
+
+/// A client frame with FIN and opcode in `first`, masked as RFC 6455 requires.
+fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mask = [0xa1, 0x02, 0x5c, 0xe3];
+    let mut out = vec![first, 0x80 | payload.len() as u8];
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+    out
+}
+
+/// Reads frames until one whose text holds `needle`; returns that text.
+async fn read_text_with(stream: &mut tokio::net::TcpStream, needle: &str) -> String {
+    loop {
+        let (first, payload) = read_frame(stream).await;
+        let text = String::from_utf8_lossy(&payload).into_owned();
+        if first == 0x81 && text.contains(needle) {
+            return text;
+        }
+    }
+}
+
+#[tokio::test]
+async fn pings_are_echoed_and_fragmented_ops_are_gathered() {
+    let relay = Relay::start(&[]).await;
+    let tok = token("raw", &["r=read,write"]);
+    let mut stream = raw_websocket(&relay.addr.to_string(), &format!("/rooms/r?token={tok}")).await;
+    let welcome = read_text_with(&mut stream, "welcome").await;
+    assert!(welcome.contains("\"kind\":\"welcome\""), "{welcome}");
+    // A ping op in two fragments, with a client ping between them.
+    let mut wire = client_frame(0x01, br#"{"op":"ping","#);
+    wire.extend(client_frame(0x89, b"are you there"));
+    wire.extend(client_frame(0x80, br#""ref":7}"#));
+    stream.write_all(&wire).await.unwrap();
+    let (first, payload) = tokio::time::timeout(DEADLINE, read_frame(&mut stream))
+        .await
+        .unwrap();
+    assert_eq!((first, payload.as_slice()), (0x8A, &b"are you there"[..]));
+    let pong = tokio::time::timeout(DEADLINE, read_text_with(&mut stream, "pong"))
+        .await
+        .unwrap();
+    assert!(pong.contains("\"ref\":7"), "{pong}");
+    // A close from the client is answered with a close.
+    stream
+        .write_all(&client_frame(0x88, &1000u16.to_be_bytes()))
+        .await
+        .unwrap();
+    let code = tokio::time::timeout(DEADLINE, read_until_close(&mut stream))
+        .await
+        .unwrap();
+    assert_eq!(code, 1000);
+}
+
+#[tokio::test]
+async fn frames_that_break_rfc_6455_close_1008() {
+    let relay = Relay::start(&[]).await;
+    let tok = token("raw", &["r=read,write"]);
+    let cases: [(&str, Vec<u8>); 3] = [
+        ("unmasked", b"\x81\x02hi".to_vec()),
+        ("reserved bits", client_frame(0xC1, b"hi")),
+        ("bad UTF-8", client_frame(0x81, &[0xff, 0xfe])),
+    ];
+    for (what, wire) in cases {
+        let mut stream =
+            raw_websocket(&relay.addr.to_string(), &format!("/rooms/r?token={tok}")).await;
+        read_text_with(&mut stream, "welcome").await;
+        stream.write_all(&wire).await.unwrap();
+        let code = tokio::time::timeout(DEADLINE, read_until_close(&mut stream))
+            .await
+            .unwrap();
+        assert_eq!(code, 1008, "{what}");
+    }
+}
+
 /// Reads server frames (unmasked) until a close frame; returns its code.
 async fn read_until_close(stream: &mut tokio::net::TcpStream) -> u16 {
     loop {

@@ -1,0 +1,380 @@
+//! WebSocket transport: one task per connection reads ops and writes events.
+//! Events go out as frames built once per event and shared by every socket
+//! ([`Event::ws_frame`]), gathered into one `writev` per batch. Auth failures
+//! still complete the upgrade (a browser cannot read a failed handshake's
+//! status), send one `error` event and close with 4401/4403.
+
+pub mod frame;
+pub mod handshake;
+mod socket;
+
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use std::net::IpAddr;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+use self::frame::{FrameError, Incoming};
+use self::socket::Socket;
+use super::clock::{Due, SessionClock};
+use super::expiring_event;
+use crate::auth::{Principal, SUBPROTOCOL};
+use crate::error::ApiError;
+use crate::hub::{Hub, Next, Session};
+use crate::metrics::{Metrics, Transport};
+use crate::protocol::{CloseCode, Event, EventId, LeaveReason, RoomName, parse_op};
+use crate::topic::TopicFilter;
+pub use handshake::{NotUpgrade, WsUpgrade};
+
+/// Most events written in one batch (one `writev`).
+const MAX_BATCH: usize = 64;
+
+/// What a new WebSocket session starts on.
+#[derive(Debug)]
+pub enum Target {
+    /// Joined to no room (`/rooms`); rooms are joined with ops.
+    Bare,
+    /// Joined to a room, resuming after `since` when given.
+    Room(RoomName, Option<EventId>),
+    /// Watching a room's topics that match a filter.
+    Topics(RoomName, TopicFilter, Option<EventId>),
+}
+
+/// Upgrades a request to a WebSocket session on `target`. A caller whose token
+/// was accepted is admitted first (a refusal is a plain `503`, before any
+/// upgrade); a token refusal completes the upgrade so a browser can read why.
+pub fn upgrade(
+    ws: WsUpgrade,
+    headers: &HeaderMap,
+    hub: Hub,
+    auth: Result<Principal, ApiError>,
+    target: Target,
+    address: IpAddr,
+) -> Response {
+    let offers_subprotocol = headers
+        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == SUBPROTOCOL);
+    let session = match auth {
+        Ok(principal) => match hub.open_session(principal, Transport::WebSocket, address) {
+            Ok(session) => Ok(session),
+            Err(e) => return e.into_response(),
+        },
+        Err(e) => Err(e),
+    };
+    let guard = hub.tasks().token();
+    let protocol = offers_subprotocol.then_some(SUBPROTOCOL);
+    ws.respond(protocol, move |io| {
+        let socket = Socket::new(io, hub.config().max_message_bytes);
+        // The connection's state is moved in once; the session loop borrows
+        // it, so the task holds one copy (nested async fns taking it by value
+        // each kept their own: 5.6 KB per idle socket).
+        async move {
+            let _guard = guard;
+            match session {
+                Ok(session) => {
+                    let span = tracing::debug_span!(
+                        "session",
+                        transport = "websocket",
+                        peer = %session.peer_id(),
+                        room = tracing::field::Empty,
+                        close_code = tracing::field::Empty,
+                    );
+                    let mut connection = Connection {
+                        socket,
+                        session,
+                        hub,
+                        room: None,
+                    };
+                    // Three steps awaited here, not nested in one another, so
+                    // the task is no larger than its largest step.
+                    use tracing::Instrument;
+                    let started = connection.start(target).instrument(span.clone()).await;
+                    let end = match started {
+                        Ok(()) => connection.drive().instrument(span.clone()).await,
+                        Err(e) => End::refused(e, &connection.hub),
+                    };
+                    connection.finish(end).instrument(span).await;
+                }
+                Err(e) => {
+                    if e.close_code() == Some(CloseCode::Unauthorized) {
+                        hub.guard().record_failure(address);
+                    }
+                    refuse(socket, &hub, &e).await;
+                }
+            }
+        }
+    })
+}
+
+/// One accepted WebSocket session: its socket, its hub session and the room
+/// it was opened on.
+struct Connection {
+    socket: Socket,
+    session: Session,
+    hub: Hub,
+    room: Option<RoomName>,
+}
+
+impl Connection {
+    /// Joins the room or topic watch the session was opened on.
+    async fn start(&mut self, target: Target) -> Result<(), ApiError> {
+        // Joining awaits the broker: boxed, so its future takes memory only
+        // while it runs, not in every idle session's task.
+        let started = match target {
+            Target::Bare => {
+                self.session.greet();
+                Ok(())
+            }
+            Target::Room(room, since) => {
+                self.room = Some(room.clone());
+                Box::pin(self.session.join(room, since)).await
+            }
+            Target::Topics(room, filter, since) => {
+                self.room = Some(room.clone());
+                Box::pin(self.session.watch(room, filter, since)).await
+            }
+        };
+        if let Some(room) = &self.room {
+            tracing::Span::current().record("room", tracing::field::display(room));
+        }
+        match &started {
+            Ok(()) => tracing::debug!("session opened"),
+            Err(e) => tracing::debug!(error = e.code(), "session refused"),
+        }
+        started
+    }
+
+    /// Sends the last `error` event and close frame, if any, and hangs up.
+    async fn finish(&mut self, end: End) {
+        let code = end.code.map(CloseCode::code);
+        // 0 in the span: the client went away before the relay sent a close frame.
+        tracing::Span::current().record("close_code", code.unwrap_or(0));
+        tracing::debug!(close_code = code, reason = end.reason, "session closed");
+        self.session.set_leave_reason(end.leave_reason);
+        let mut last = Vec::with_capacity(2);
+        if let Some(error) = end.error {
+            last.push(error.ws_frame());
+        }
+        if let Some(code) = end.code {
+            last.push(frame::close(code.code(), end.reason));
+        }
+        if !last.is_empty() {
+            let _ = self.socket.send(&last).await;
+        }
+        self.socket.shutdown().await;
+    }
+}
+
+/// Sends one `error` event and the matching close frame.
+async fn refuse(mut socket: Socket, hub: &Hub, error: &ApiError) {
+    if error.close_code() == Some(CloseCode::Unauthorized) {
+        Metrics::add(&hub.metrics().auth_failures, 1);
+    }
+    let code = error.close_code().unwrap_or(CloseCode::Protocol);
+    let frames = [
+        error.to_event(None).ws_frame(),
+        frame::close(code.code(), error.code()),
+    ];
+    let _ = socket.send(&frames).await;
+    socket.shutdown().await;
+}
+
+/// How a session loop ended.
+struct End {
+    code: Option<CloseCode>,
+    reason: &'static str,
+    error: Option<Arc<Event>>,
+    leave_reason: LeaveReason,
+}
+
+impl End {
+    fn gone() -> End {
+        End {
+            code: None,
+            reason: "",
+            error: None,
+            leave_reason: LeaveReason::Closed,
+        }
+    }
+
+    /// The session could not start (its join was refused).
+    fn refused(e: ApiError, hub: &Hub) -> End {
+        if e.close_code() == Some(CloseCode::Unauthorized) {
+            Metrics::add(&hub.metrics().auth_failures, 1);
+        }
+        End {
+            code: Some(e.close_code().unwrap_or(CloseCode::Protocol)),
+            reason: e.code(),
+            error: Some(e.to_event(None)),
+            leave_reason: LeaveReason::Closed,
+        }
+    }
+
+    fn error(e: ApiError, leave_reason: LeaveReason) -> End {
+        End {
+            code: Some(e.close_code().unwrap_or(CloseCode::Internal)),
+            reason: e.code(),
+            error: Some(e.to_event(None)),
+            leave_reason,
+        }
+    }
+
+    /// The client's frames broke the protocol: close 1008 (or 1009 for size).
+    fn bad_frames(e: FrameError) -> End {
+        match e {
+            FrameError::TooLarge => End::error(
+                ApiError::TooLarge("frame over the message size limit".into()),
+                LeaveReason::Closed,
+            ),
+            FrameError::Protocol(why) => End {
+                code: Some(CloseCode::Protocol),
+                reason: why,
+                error: None,
+                leave_reason: LeaveReason::Closed,
+            },
+        }
+    }
+}
+
+impl Connection {
+    /// The session loop: events out, ops in, one timer for the rest.
+    async fn drive(&mut self) -> End {
+        let Connection {
+            socket,
+            session,
+            hub,
+            room,
+        } = self;
+        let room = room.as_ref();
+        let config = hub.config();
+        let mut clock = SessionClock::new(
+            config.ping_interval,
+            Some(config.idle_timeout),
+            session.expires_at(),
+            hub.auth().leeway(),
+        );
+        let mut armed = clock.next();
+        let timer = tokio::time::sleep_until(armed);
+        tokio::pin!(timer);
+        let shutdown = hub.shutdown().clone();
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
+        let mut draining = false;
+        // On shutdown the session keeps serving until its own random moment in the
+        // drain, then closes with a suggested reconnect delay.
+        let (close_after, reconnect_after) = crate::shutdown::drain_plan(config.shutdown_grace);
+        loop {
+            // Not biased: reading the client (ops, pongs) must not starve behind a
+            // busy room, or a live client would look idle.
+            tokio::select! {
+                _ = &mut cancelled, if !draining => {
+                    draining = true;
+                    clock.start_drain(close_after);
+                }
+                next = session.next() => match next {
+                    Next::Event(event) => {
+                        if let Err(end) = write_batch(socket, session, event).await {
+                            return end;
+                        }
+                    }
+                    Next::Close(e) => {
+                        if e == ApiError::SlowConsumer {
+                            Metrics::add(&hub.metrics().slow_consumers, 1);
+                        }
+                        return End::error(e, LeaveReason::Closed);
+                    }
+                },
+                incoming = socket.recv() => {
+                    clock.heard_from_client();
+                    match incoming {
+                        None => return End::gone(),
+                        Some(Err(e)) => return End::bad_frames(e),
+                        Some(Ok(Incoming::Text(text))) => match parse_op(&text) {
+                            Ok((op, reference)) => {
+                                Box::pin(session.handle(op, reference, room)).await;
+                            }
+                            Err(e) => session.push(ApiError::BadRequest(e.message).to_event(e.reference.as_deref())),
+                        },
+                        Some(Ok(Incoming::Binary)) => session.push(ApiError::Unsupported.to_event(None)),
+                        Some(Ok(Incoming::Ping(payload))) => {
+                            if socket.send_one(frame::pong(&payload)).await.is_err() {
+                                return End::gone();
+                            }
+                        }
+                        Some(Ok(Incoming::Pong)) => {}
+                        Some(Ok(Incoming::Close)) => {
+                            // Answer the client's close; its session ends normally.
+                            let _ = socket.send_one(frame::close(CloseCode::Normal.code(), "")).await;
+                            return End::gone();
+                        }
+                    }
+                }
+                _ = &mut timer => match clock.due(Instant::now()) {
+                    Due::Drain => {
+                        let secs = reconnect_after.as_secs().max(1);
+                        let event = Event::error("draining", &format!("the relay is shutting down; reconnect in {} ms", reconnect_after.as_millis()), None, Some(secs));
+                        return End { code: Some(CloseCode::GoingAway), reason: "draining; reconnect later", error: Some(event), leave_reason: LeaveReason::Closed };
+                    }
+                    Due::Expired => return End::error(ApiError::TokenExpired, LeaveReason::Expired),
+                    Due::Idle => {
+                        return End { code: Some(CloseCode::IdleTimeout), reason: "idle timeout", error: None, leave_reason: LeaveReason::Timeout };
+                    }
+                    Due::Warning => {
+                        if let Some(event) = expiring_event(clock.token_exp(), clock.leeway()) {
+                            session.push(event);
+                        }
+                    }
+                    Due::KeepAlive => {
+                        if socket.send_one(frame::ping()).await.is_err() {
+                            return End::gone();
+                        }
+                    }
+                    Due::Nothing => {}
+                }
+            }
+            // A refresh may have brought a new token: move the deadline and warning.
+            clock.token_changed(session.expires_at());
+            let next = clock.next();
+            if next != armed || timer.is_elapsed() {
+                armed = next;
+                timer.as_mut().reset(next);
+            }
+        }
+    }
+}
+
+/// Writes `first` and whatever else is ready (up to a batch) in one `writev`.
+async fn write_batch(
+    socket: &mut Socket,
+    session: &mut Session,
+    first: Arc<Event>,
+) -> Result<(), End> {
+    let mut frames: Vec<Bytes> = Vec::with_capacity(8);
+    frames.push(first.ws_frame());
+    let mut closing = None;
+    while frames.len() < MAX_BATCH {
+        match futures_util::FutureExt::now_or_never(session.next()) {
+            Some(Next::Event(event)) => frames.push(event.ws_frame()),
+            Some(Next::Close(e)) => {
+                closing = Some(e);
+                break;
+            }
+            None => break,
+        }
+    }
+    socket.send(&frames).await.map_err(|_| End::gone())?;
+    session.count_out(frames.len() as u64);
+    match closing {
+        Some(e) => {
+            if e == ApiError::SlowConsumer {
+                Metrics::add(&session.metrics().slow_consumers, 1);
+            }
+            Err(End::error(e, LeaveReason::Closed))
+        }
+        None => Ok(()),
+    }
+}
