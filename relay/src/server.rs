@@ -19,6 +19,7 @@ use crate::auth::{Authenticator, KeyError};
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::routes::router;
+use crate::transport::sse_direct;
 
 /// Largest request head (request line, URL and headers), in bytes.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -91,18 +92,37 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let service = tower::service_fn(
-            move |mut request: axum::http::Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(ConnectInfo(peer));
-                app.clone().call(request)
-            },
-        );
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
-            .into_owned();
-        let watched = connections.watch(connection);
+        let builder = builder.clone();
+        let watcher = connections.watcher();
+        let tasks = hub.tasks().clone();
+        let sniff_wait = config.handshake_timeout;
         tokio::spawn(async move {
-            let _ = watched.await;
+            // EventSource requests are answered without hyper's per-connection
+            // buffers; everything else is hyper's (the bytes were only peeked).
+            // Each path's future is boxed or awaited alone, so a long-lived
+            // stream's task holds neither the peek buffer nor hyper's state.
+            if let Some(mut first) = Box::pin(sse_direct::sniff(&stream, sniff_wait)).await {
+                let _session = tasks.token();
+                first.request.extensions_mut().insert(ConnectInfo(peer));
+                sse_direct::serve(stream, first, app).await;
+                return;
+            }
+            Box::pin(async move {
+                let service = tower::service_fn(
+                    move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                        request.extensions_mut().insert(ConnectInfo(peer));
+                        app.clone().call(request)
+                    },
+                );
+                let connection = builder
+                    .serve_connection_with_upgrades(
+                        TokioIo::new(stream),
+                        TowerToHyperService::new(service),
+                    )
+                    .into_owned();
+                let _ = watcher.watch(connection).await;
+            })
+            .await;
         });
     }
     drop(listener);

@@ -4,11 +4,68 @@
 pub mod clock;
 pub mod http;
 pub mod sse;
+pub mod sse_direct;
 pub mod ws;
 
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Poll, ready};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
+use tokio::io::AsyncWrite;
 use tokio::time::Instant;
+
+/// Most buffers handed to one `writev`.
+const MAX_SLICES: usize = 64;
+
+/// Writes whole buffers, in order, with as few `writev` calls as the socket
+/// allows: shared frames go out without being copied into a write buffer.
+pub async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    bufs: &[Bytes],
+) -> io::Result<()> {
+    let (mut index, mut offset) = (0, 0);
+    poll_fn(|cx| {
+        loop {
+            // Empty buffers (and finished ones) are stepped over first.
+            while index < bufs.len() && bufs[index].len() == offset {
+                index += 1;
+                offset = 0;
+            }
+            if index == bufs.len() {
+                break;
+            }
+            // Built per poll, on the stack: nothing is kept between writes.
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let mut count = 0;
+            for (slot, buf) in slices.iter_mut().zip(&bufs[index..]) {
+                let skip = if count == 0 { offset } else { 0 };
+                *slot = IoSlice::new(&buf[skip..]);
+                count += 1;
+            }
+            let mut written = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]))?;
+            if written == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            // Step over what went out: whole buffers, then part of one.
+            while written > 0 && index < bufs.len() {
+                let left = bufs[index].len() - offset;
+                if written >= left {
+                    written -= left;
+                    index += 1;
+                    offset = 0;
+                } else {
+                    offset += written;
+                    written = 0;
+                }
+            }
+        }
+        Pin::new(&mut *io).poll_flush(cx)
+    })
+    .await
+}
 
 /// The instant at which a token expiring at `exp` (Unix seconds) stops being
 /// accepted, allowing `leeway`. `None` for sessions without a token.

@@ -176,3 +176,79 @@ async fn thousands_of_garbage_connections_leave_the_relay_healthy() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Reads from a raw socket until `needle` has arrived; returns all bytes so far.
+async fn read_until(stream: &mut tokio::net::TcpStream, needle: &str) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&out).contains(needle) {
+        let n = tokio::time::timeout(DEADLINE, stream.read(&mut buf))
+            .await
+            .expect("bytes before the deadline")
+            .expect("readable");
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&out));
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn an_eventsource_request_on_a_raw_socket_gets_chunked_frames_and_a_hang_up_leaves() {
+    let relay = Relay::start(&[]).await;
+    let tok = token("raw", &["direct=read,write"]);
+    let mut stream = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    let request = format!(
+        "GET /rooms/direct?token={tok} HTTP/1.1\r\nHost: relay\r\nAccept: text/event-stream\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let head = read_until(&mut stream, "event: welcome").await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    let lower = head.to_ascii_lowercase();
+    assert!(
+        lower.contains("content-type: text/event-stream\r\n"),
+        "{head}"
+    );
+    assert!(lower.contains("transfer-encoding: chunked\r\n"), "{head}");
+    // The first chunk is `retry:` with its size in hex before it.
+    let body = &head[head.find("\r\n\r\n").unwrap() + 4..];
+    assert!(body.starts_with("d\r\nretry: 2000\n\n\r\n"), "{body:?}");
+
+    // Another peer sees this one, then sees it leave when the socket closes.
+    let mut ws = Ws::connect(
+        &relay,
+        "/rooms/direct",
+        &token("w", &["direct=read"]),
+        TokenIn::Query,
+    )
+    .await;
+    let welcome = ws.next().await;
+    let peers = welcome["peers"].as_array().cloned().unwrap_or_default();
+    assert_eq!(peers.len(), 1, "{welcome}");
+    drop(stream);
+    let leave = ws.next_kind("leave").await;
+    assert_eq!(leave["peer"]["id"], peers[0]["id"]);
+}
+
+#[tokio::test]
+async fn an_eventsource_request_without_a_token_gets_a_whole_401_and_a_close() {
+    let relay = Relay::start(&[]).await;
+    let mut stream = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    stream
+        .write_all(
+            b"GET /rooms/direct HTTP/1.1\r\nHost: relay\r\nAccept: text/event-stream\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let answer = String::from_utf8_lossy(&read_to_close(&mut stream).await).into_owned();
+    assert!(
+        answer.starts_with("HTTP/1.1 401 Unauthorized\r\n"),
+        "{answer}"
+    );
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("content-length: {}\r\n", body.len())),
+        "{head}"
+    );
+    assert!(body.contains("\"token_missing\""), "{body}");
+}

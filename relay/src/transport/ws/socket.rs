@@ -4,7 +4,7 @@
 //! so an idle socket holds only the decoder's leftovers.
 
 use std::future::poll_fn;
-use std::io::{self, IoSlice};
+use std::io;
 use std::pin::Pin;
 use std::task::{Poll, ready};
 
@@ -13,11 +13,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::frame::{Decoder, FrameError, Incoming};
 use super::handshake::Upgraded;
+use crate::transport::write_all_vectored;
 
 /// Bytes read from the socket per poll (on the stack, not kept).
 const READ_CHUNK: usize = 4096;
-/// Most frames handed to one `writev`.
-const MAX_SLICES: usize = 64;
 
 /// A WebSocket server connection.
 pub struct Socket {
@@ -59,38 +58,7 @@ impl Socket {
 
     /// Writes whole frames, in order, with as few `writev` calls as the socket allows.
     pub async fn send(&mut self, frames: &[Bytes]) -> io::Result<()> {
-        let io = &mut self.io;
-        let (mut index, mut offset) = (0, 0);
-        poll_fn(|cx| {
-            while index < frames.len() {
-                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-                let mut count = 0;
-                for (slot, frame) in slices.iter_mut().zip(&frames[index..]) {
-                    let skip = if count == 0 { offset } else { 0 };
-                    *slot = IoSlice::new(&frame[skip..]);
-                    count += 1;
-                }
-                let mut written =
-                    ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]))?;
-                if written == 0 {
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                }
-                // Step over what went out: whole frames, then part of one.
-                while written > 0 {
-                    let left = frames[index].len() - offset;
-                    if written >= left {
-                        written -= left;
-                        index += 1;
-                        offset = 0;
-                    } else {
-                        offset += written;
-                        written = 0;
-                    }
-                }
-            }
-            Pin::new(&mut *io).poll_flush(cx)
-        })
-        .await
+        write_all_vectored(&mut self.io, frames).await
     }
 
     /// Writes one frame.

@@ -1,0 +1,238 @@
+//! EventSource streams written straight to the socket. hyper keeps a read
+//! buffer (8 to 16 KiB) and a header buffer (8 KiB) for a connection's whole
+//! life; an SSE connection sends one request and then only receives, so for a
+//! stream that stays open for hours those buffers were most of its memory
+//! (33 KB per idle stream). A connection whose first bytes are a complete
+//! HTTP/1.1 `GET` accepting `text/event-stream` (what EventSource sends) is
+//! answered here instead: the request still goes through the same router
+//! (auth, CORS, admission, tracing) and a `text/event-stream` answer is
+//! written as chunked HTTP/1.1; any other answer is written whole and the
+//! connection closed. Other connections go to hyper untouched: their bytes
+//! were only peeked.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version, header};
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tower::{Service, ServiceExt};
+
+use super::write_all_vectored;
+
+/// Most bytes looked at for the first request head; a larger head (long
+/// cookies) is served by hyper.
+const PEEK_BYTES: usize = 4096;
+/// Most headers in a head served here.
+const MAX_HEADERS: usize = 48;
+/// Largest non-stream answer (an error body) written here.
+const MAX_ANSWER: usize = 64 * 1024;
+
+/// A connection's first request, when it is an EventSource request.
+#[derive(Debug)]
+pub struct EventStreamRequest {
+    /// The request, with an empty body.
+    pub request: Request<Body>,
+    /// Length of its head on the wire, to consume before answering.
+    head_len: usize,
+}
+
+/// Looks at (without consuming) the first bytes of a new connection, waiting
+/// at most `wait` for them. `Some` when they are a complete HTTP/1.1 `GET`
+/// for an event stream, without a body or an upgrade.
+pub async fn sniff(stream: &TcpStream, wait: Duration) -> Option<EventStreamRequest> {
+    let mut bytes = [0u8; PEEK_BYTES];
+    let n = tokio::time::timeout(wait, stream.peek(&mut bytes))
+        .await
+        .ok()?
+        .ok()?;
+    parse(&bytes[..n])
+}
+
+/// Parses a request head that qualifies for this path.
+fn parse(bytes: &[u8]) -> Option<EventStreamRequest> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut head = httparse::Request::new(&mut headers);
+    let httparse::Status::Complete(head_len) = head.parse(bytes).ok()? else {
+        return None;
+    };
+    if head.method != Some("GET") || head.version != Some(1) {
+        return None;
+    }
+    let mut request = Request::builder()
+        .method(Method::GET)
+        .uri(head.path?)
+        .version(Version::HTTP_11);
+    let mut accepts_stream = false;
+    for h in head.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+        if name == header::UPGRADE
+            || name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+        {
+            return None;
+        }
+        let value = HeaderValue::from_bytes(h.value).ok()?;
+        if name == header::ACCEPT
+            && value
+                .to_str()
+                .is_ok_and(|v| v.contains("text/event-stream"))
+        {
+            accepts_stream = true;
+        }
+        request = request.header(name, value);
+    }
+    if !accepts_stream {
+        return None;
+    }
+    let request = request.body(Body::empty()).ok()?;
+    Some(EventStreamRequest { request, head_len })
+}
+
+/// Answers an EventSource request on its own connection with `app`, then
+/// closes the connection.
+pub async fn serve<S>(mut stream: TcpStream, first: EventStreamRequest, app: S)
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+{
+    // The head was only peeked: take it off the socket now.
+    let mut head = vec![0u8; first.head_len];
+    if stream.read_exact(&mut head).await.is_err() {
+        return;
+    }
+    drop(head);
+    let Ok(response) = app.oneshot(first.request).await;
+    let (parts, body) = response.into_parts();
+    let is_stream = parts.status == StatusCode::OK
+        && parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if is_stream {
+        let head = response_head(parts.status, &parts.headers, "transfer-encoding: chunked");
+        // The stream may last hours: keep only the socket and the body.
+        drop(parts);
+        let written = stream.write_all(&head).await;
+        drop(head);
+        if written.is_ok() {
+            stream_chunks(&mut stream, body).await;
+        }
+    } else {
+        // An error or a redirect: small, written whole.
+        let body = axum::body::to_bytes(body, MAX_ANSWER)
+            .await
+            .unwrap_or_default();
+        let length = format!("content-length: {}\r\nconnection: close", body.len());
+        let head = response_head(parts.status, &parts.headers, &length);
+        let _ = write_all_vectored(&mut stream, &[head, body]).await;
+    }
+    let _ = stream.shutdown().await;
+}
+
+/// The status line and headers, plus one framing header line.
+fn response_head(status: StatusCode, headers: &axum::http::HeaderMap, framing: &str) -> Bytes {
+    let mut head = BytesMut::with_capacity(256);
+    head.put_slice(b"HTTP/1.1 ");
+    head.put_slice(status.as_str().as_bytes());
+    head.put_u8(b' ');
+    head.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    head.put_slice(b"\r\n");
+    for (name, value) in headers {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        head.put_slice(name.as_str().as_bytes());
+        head.put_slice(b": ");
+        head.put_slice(value.as_bytes());
+        head.put_slice(b"\r\n");
+    }
+    head.put_slice(framing.as_bytes());
+    head.put_slice(b"\r\n\r\n");
+    head.freeze()
+}
+
+/// Writes the body as HTTP/1.1 chunks until it ends or the client goes away.
+async fn stream_chunks(stream: &mut TcpStream, body: Body) {
+    let mut body = body.into_data_stream();
+    loop {
+        tokio::select! {
+            chunk = body.next() => match chunk {
+                Some(Ok(data)) if data.is_empty() => {}
+                Some(Ok(data)) => {
+                    let size = Bytes::from(format!("{:x}\r\n", data.len()));
+                    let parts = [size, data, Bytes::from_static(b"\r\n")];
+                    if write_all_vectored(stream, &parts).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Err(_)) | None => {
+                    let _ = stream.write_all(b"0\r\n\r\n").await;
+                    return;
+                }
+            },
+            () = hung_up(stream) => return,
+        }
+    }
+}
+
+/// Resolves when the client closes its side (or the socket fails). Anything
+/// it sends meanwhile is read and ignored: an event stream takes no input.
+async fn hung_up(stream: &TcpStream) {
+    loop {
+        if stream.readable().await.is_err() {
+            return;
+        }
+        let mut sink = [0u8; 256];
+        match stream.try_read(&mut sink) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_complete_event_stream_get_qualifies() {
+        let good = b"GET /rooms/r?token=t HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n";
+        let first = parse(good);
+        assert!(first.as_ref().is_some_and(|f| f.head_len == good.len()));
+        assert_eq!(
+            first.map(|f| f.request.uri().to_string()),
+            Some("/rooms/r?token=t".to_owned())
+        );
+        for other in [
+            &b"GET /rooms/r HTTP/1.1\r\nAccept: text/event-stream\r\n"[..],
+            b"GET /rooms/r HTTP/1.1\r\nAccept: */*\r\n\r\n",
+            b"POST /rooms/r HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n",
+            b"GET /rooms/r HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n",
+            b"GET /rooms/r HTTP/1.1\r\nAccept: text/event-stream\r\nUpgrade: websocket\r\n\r\n",
+            b"GET /rooms/r HTTP/1.1\r\nAccept: text/event-stream\r\nContent-Length: 3\r\n\r\nabc",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        ] {
+            assert!(parse(other).is_none(), "{}", String::from_utf8_lossy(other));
+        }
+    }
+
+    #[test]
+    fn a_response_head_carries_its_headers_and_one_framing_line() {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("9"));
+        let head = response_head(StatusCode::OK, &headers, "transfer-encoding: chunked");
+        assert_eq!(
+            &head[..],
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+    }
+}
