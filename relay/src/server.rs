@@ -19,7 +19,7 @@ use crate::auth::{Authenticator, KeyError};
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::routes::router;
-use crate::transport::sse_direct;
+use crate::transport::sse_direct::{self, Sniffed};
 
 /// Largest request head (request line, URL and headers), in bytes.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -101,11 +101,16 @@ pub async fn serve(
             // buffers; everything else is hyper's (the bytes were only peeked).
             // Each path's future is boxed or awaited alone, so a long-lived
             // stream's task holds neither the peek buffer nor hyper's state.
-            if let Some(mut first) = Box::pin(sse_direct::sniff(&stream, sniff_wait)).await {
-                let _session = tasks.token();
-                first.request.extensions_mut().insert(ConnectInfo(peer));
-                sse_direct::serve(stream, first, app).await;
-                return;
+            match Box::pin(sse_direct::sniff(&stream, sniff_wait)).await {
+                Sniffed::EventStream(mut first) => {
+                    let _session = tasks.token();
+                    first.request.extensions_mut().insert(ConnectInfo(peer));
+                    sse_direct::serve(stream, *first, app).await;
+                    return;
+                }
+                // No request head within the handshake timeout: dropped.
+                Sniffed::Silent => return,
+                Sniffed::Other => {}
             }
             Box::pin(async move {
                 let service = tower::service_fn(

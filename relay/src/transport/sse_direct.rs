@@ -40,16 +40,28 @@ pub struct EventStreamRequest {
     head_len: usize,
 }
 
+/// What a new connection's first bytes are.
+#[derive(Debug)]
+pub enum Sniffed {
+    /// A complete HTTP/1.1 `GET` for an event stream, without a body or an upgrade.
+    EventStream(Box<EventStreamRequest>),
+    /// Anything else: hyper's to serve.
+    Other,
+    /// Nothing arrived within the handshake timeout (or the socket failed):
+    /// the connection is dropped, as hyper drops a stalled head.
+    Silent,
+}
+
 /// Looks at (without consuming) the first bytes of a new connection, waiting
-/// at most `wait` for them. `Some` when they are a complete HTTP/1.1 `GET`
-/// for an event stream, without a body or an upgrade.
-pub async fn sniff(stream: &TcpStream, wait: Duration) -> Option<EventStreamRequest> {
+/// at most `wait` for them.
+pub async fn sniff(stream: &TcpStream, wait: Duration) -> Sniffed {
     let mut bytes = [0u8; PEEK_BYTES];
-    let n = tokio::time::timeout(wait, stream.peek(&mut bytes))
-        .await
-        .ok()?
-        .ok()?;
-    parse(&bytes[..n])
+    match tokio::time::timeout(wait, stream.peek(&mut bytes)).await {
+        Ok(Ok(n)) if n > 0 => {
+            parse(&bytes[..n]).map_or(Sniffed::Other, |r| Sniffed::EventStream(Box::new(r)))
+        }
+        _ => Sniffed::Silent,
+    }
 }
 
 /// Parses a request head that qualifies for this path.

@@ -65,6 +65,16 @@ async fn a_stalled_handshake_is_dropped() {
     );
 }
 
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_dropped() {
+    let relay = Relay::start(&[("EDGEWIRE_HANDSHAKE_TIMEOUT", "300ms")]).await;
+    let mut stream = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    // Not a byte: the relay hangs up on its own (read_to_close fails the
+    // test if it has not by the deadline).
+    let answer = read_to_close(&mut stream).await;
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+}
+
 fn pseudo_random(seed: &mut u64) -> u64 {
     *seed ^= *seed << 13;
     *seed ^= *seed >> 7;

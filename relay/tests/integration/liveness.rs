@@ -123,22 +123,8 @@ async fn frames_that_break_rfc_6455_close_1008() {
 /// Reads server frames (unmasked) until a close frame; returns its code.
 async fn read_until_close(stream: &mut tokio::net::TcpStream) -> u16 {
     loop {
-        let mut header = [0u8; 2];
-        stream.read_exact(&mut header).await.unwrap();
-        let opcode = header[0] & 0x0f;
-        let mut len = u64::from(header[1] & 0x7f);
-        if len == 126 {
-            let mut ext = [0u8; 2];
-            stream.read_exact(&mut ext).await.unwrap();
-            len = u64::from(u16::from_be_bytes(ext));
-        } else if len == 127 {
-            let mut ext = [0u8; 8];
-            stream.read_exact(&mut ext).await.unwrap();
-            len = u64::from_be_bytes(ext);
-        }
-        let mut payload = vec![0u8; len as usize];
-        stream.read_exact(&mut payload).await.unwrap();
-        if opcode == 0x8 {
+        let (first, payload) = read_frame(stream).await;
+        if first & 0x0f == 0x8 {
             return u16::from_be_bytes([payload[0], payload[1]]);
         }
     }
