@@ -1,14 +1,15 @@
 //! Local fan-out: the events that reach this relay instance are handed to its
-//! sessions here. Each room has one bounded broadcast ring shared by all its
-//! local subscribers (an event is stored once, whatever the room's size); each
-//! peer has a small bounded inbox for direct messages.
+//! sessions here. Each room has one bounded ring shared by all its local
+//! subscribers (an event is stored once, whatever the room's size); each peer
+//! has a small bounded inbox for direct messages.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::ring::{RingReceiver, RoomRing};
 use crate::error::ApiError;
 use crate::protocol::{Event, RoomName};
 
@@ -87,7 +88,7 @@ struct PeerLink {
 
 /// The instance's local rooms and peers.
 pub struct Fanout {
-    rooms: Mutex<HashMap<RoomName, broadcast::Sender<Arc<Event>>>>,
+    rooms: Mutex<HashMap<RoomName, Arc<RoomRing>>>,
     peers: Mutex<HashMap<Arc<str>, PeerLink>>,
     room_capacity: usize,
 }
@@ -110,10 +111,15 @@ impl Fanout {
             self.direct(&to, event);
             return;
         }
-        let rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tx) = rooms.get(room) {
-            // An error only means no receiver is left, which is fine.
-            let _ = tx.send(event);
+        // The room table is not held while the ring wakes its subscribers.
+        let ring = self
+            .rooms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(room)
+            .cloned();
+        if let Some(ring) = ring {
+            ring.send(event);
         }
     }
 
@@ -131,23 +137,22 @@ impl Fanout {
     }
 
     /// Subscribes to a room's local ring, creating it for the first subscriber.
-    pub fn subscribe(&self, room: &RoomName) -> broadcast::Receiver<Arc<Event>> {
+    pub fn subscribe(&self, room: &RoomName) -> RingReceiver {
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        match rooms.get(room) {
-            Some(tx) => tx.subscribe(),
-            None => {
-                let (tx, rx) = broadcast::channel(self.room_capacity);
-                rooms.insert(room.clone(), tx);
-                rx
-            }
-        }
+        rooms
+            .entry(room.clone())
+            .or_insert_with(|| RoomRing::new(self.room_capacity))
+            .subscribe()
     }
 
     /// Called after a subscriber dropped its receiver: forgets the room when it was
     /// the last local one, and then returns true (the broker may stop watching it).
     pub fn release(&self, room: &RoomName) -> bool {
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        if rooms.get(room).is_some_and(|tx| tx.receiver_count() == 0) {
+        if rooms
+            .get(room)
+            .is_some_and(|ring| ring.receiver_count() == 0)
+        {
             rooms.remove(room);
             return true;
         }

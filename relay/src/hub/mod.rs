@@ -2,6 +2,7 @@
 //! broker. Transports (WebSocket, SSE, HTTP) are thin adapters onto it.
 
 mod fanout;
+mod ring;
 mod session;
 
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 pub use crate::broker::{MAX_WILL_DELAY_SECS, Will};
 pub use fanout::{Closer, DIRECT_QUEUE, Fanout};
+pub use ring::{Lagged, RingReceiver};
 pub use session::{MAX_ROOMS_PER_SESSION, Next, Session};
 
 use crate::auth::{Authenticator, Principal, Rights};

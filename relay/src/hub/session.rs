@@ -14,10 +14,9 @@ use serde_json::value::RawValue;
 
 use tokio_stream::StreamExt;
 use tokio_stream::StreamMap;
-use tokio_stream::wrappers::BroadcastStream;
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use super::fanout::Inbox;
+use super::ring::{Lagged, RingReceiver};
 use super::{Closer, Hub, Publish};
 use crate::auth::{Principal, Rights};
 use crate::broker::{Retained, Will};
@@ -211,7 +210,7 @@ impl Session {
         Ok(())
     }
 
-    fn abandon(&self, rx: tokio::sync::broadcast::Receiver<Arc<Event>>, room: &RoomName) {
+    fn abandon(&self, rx: RingReceiver, room: &RoomName) {
         drop(rx);
         release_room(&self.hub, room);
     }
@@ -261,7 +260,7 @@ impl Session {
 
     fn start_feed(
         &mut self,
-        rx: tokio::sync::broadcast::Receiver<Arc<Event>>,
+        rx: RingReceiver,
         room: RoomName,
         filter: Option<TopicFilter>,
         start: Start,
@@ -270,7 +269,7 @@ impl Session {
             .extend(start.retained.into_iter().map(|r: Retained| r.replay));
         self.pending.extend(start.replay);
         let feed = RoomFeed {
-            inner: BroadcastStream::new(rx),
+            inner: rx,
             skip_through: start.skip_through,
             me: self.me.id.clone(),
             filter,
@@ -593,7 +592,7 @@ impl Session {
 /// A joined room's events for one session: the shared ring, minus what the
 /// welcome snapshot already covered and the session's own `join`.
 struct RoomFeed {
-    inner: BroadcastStream<Arc<Event>>,
+    inner: RingReceiver,
     skip_through: Option<EventId>,
     me: Arc<str>,
     /// For a topic watch: only events whose topic matches.
@@ -609,7 +608,7 @@ struct Start {
 }
 
 impl Stream for RoomFeed {
-    type Item = Result<Arc<Event>, BroadcastStreamRecvError>;
+    type Item = Result<Arc<Event>, Lagged>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         loop {
