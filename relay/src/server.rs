@@ -75,6 +75,9 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEAD_BYTES as u32);
+    // Shared, not cloned into each connection's task: the builder is a few
+    // hundred bytes that every long-lived stream would otherwise carry.
+    let builder = Arc::new(builder);
     let connections = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -105,7 +108,7 @@ pub async fn serve(
                 Sniffed::EventStream(mut first) => {
                     let _session = tasks.token();
                     first.request.extensions_mut().insert(ConnectInfo(peer));
-                    sse_direct::serve(stream, *first, app).await;
+                    sse_direct::serve(stream, first, app).await;
                     return;
                 }
                 // No request head within the handshake timeout: dropped.

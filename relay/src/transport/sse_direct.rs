@@ -106,7 +106,9 @@ fn parse(bytes: &[u8]) -> Option<EventStreamRequest> {
 
 /// Answers an EventSource request on its own connection with `app`, then
 /// closes the connection.
-pub async fn serve<S>(mut stream: TcpStream, first: EventStreamRequest, app: S)
+/// The request comes boxed: it is large, and the task keeps its arguments'
+/// slots for the stream's whole life.
+pub async fn serve<S>(mut stream: TcpStream, first: Box<EventStreamRequest>, app: S)
 where
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
 {

@@ -67,20 +67,12 @@ impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
 }
 
 impl WsUpgrade {
-    /// Answers `101 Switching Protocols` (naming `protocol` when given) and runs
-    /// `serve` on the upgraded socket in its own task once hyper hands it over.
-    pub fn respond<F, Fut>(self, protocol: Option<&'static str>, serve: F) -> Response
-    where
-        F: FnOnce(Upgraded) -> Fut + Send + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        let on_upgrade = self.on_upgrade;
-        tokio::spawn(async move {
-            match on_upgrade.await {
-                Ok(upgraded) => serve(TokioIo::new(upgraded)).await,
-                Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
-            }
-        });
+    /// Answers `101 Switching Protocols` (naming `protocol` when given). The
+    /// socket arrives through the returned [`Handover`] once hyper has sent
+    /// the answer; the caller spawns the task that awaits it, so that task
+    /// holds only what the caller gives it.
+    pub fn accept(self, protocol: Option<&'static str>) -> (Response, Handover) {
+        let handover = Handover(self.on_upgrade);
         let mut response = Response::new(axum::body::Body::empty());
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let headers = response.headers_mut();
@@ -95,7 +87,24 @@ impl WsUpgrade {
                 HeaderValue::from_static(protocol),
             );
         }
-        response
+        (response, handover)
+    }
+}
+
+/// The upgraded socket, once hyper hands it over.
+#[derive(Debug)]
+pub struct Handover(OnUpgrade);
+
+impl Handover {
+    /// Waits for the socket; `None` when the upgrade failed (the client left).
+    pub async fn socket(self) -> Option<Upgraded> {
+        match self.0.await {
+            Ok(upgraded) => Some(TokioIo::new(upgraded)),
+            Err(e) => {
+                tracing::debug!(error = %e, "WebSocket upgrade failed");
+                None
+            }
+        }
     }
 }
 

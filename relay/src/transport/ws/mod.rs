@@ -25,6 +25,7 @@ use crate::hub::{Hub, Next, Session};
 use crate::metrics::{Metrics, Transport};
 use crate::protocol::{CloseCode, Event, EventId, LeaveReason, RoomName, parse_op};
 use crate::topic::TopicFilter;
+use handshake::Handover;
 pub use handshake::{NotUpgrade, WsUpgrade};
 
 /// Most events written in one batch (one `writev`).
@@ -66,57 +67,71 @@ pub fn upgrade(
         Err(e) => Err(e),
     };
     let guard = hub.tasks().token();
-    let protocol = offers_subprotocol.then_some(SUBPROTOCOL);
-    ws.respond(protocol, move |io| {
-        let socket = Socket::new(io, hub.config().max_message_bytes);
-        // The connection's state is moved in once; the session loop borrows
-        // it, so the task holds one copy (nested async fns taking it by value
-        // each kept their own: 5.6 KB per idle socket).
-        async move {
-            let _guard = guard;
-            match session {
-                Ok(session) => {
-                    let span = tracing::debug_span!(
-                        "session",
-                        transport = "websocket",
-                        peer = %session.peer_id(),
-                        room = tracing::field::Empty,
-                        close_code = tracing::field::Empty,
-                    );
-                    let mut connection = Connection {
-                        socket,
-                        session,
-                        hub,
-                        room: None,
-                    };
-                    // Three steps awaited here, not nested in one another, so
-                    // the task is no larger than its largest step.
-                    use tracing::Instrument;
-                    let started = connection.start(target).instrument(span.clone()).await;
-                    let end = match started {
-                        Ok(()) => connection.drive().instrument(span.clone()).await,
-                        Err(e) => End::refused(e, &connection.hub),
-                    };
-                    connection.finish(end).instrument(span).await;
+    let (response, handover) = ws.accept(offers_subprotocol.then_some(SUBPROTOCOL));
+    match session {
+        Ok(session) => {
+            // The session's whole state goes into one box before the task is
+            // spawned; the task holds only the box and its current step, not
+            // copies of what it captured (which cost 3.1 KB per idle socket).
+            let connection = Box::new(Connection {
+                socket: None,
+                session,
+                hub,
+                room: None,
+                _guard: guard,
+            });
+            tokio::spawn(serve(handover, connection, target));
+        }
+        Err(e) => {
+            tokio::spawn(async move {
+                let _guard = guard;
+                if e.close_code() == Some(CloseCode::Unauthorized) {
+                    hub.guard().record_failure(address);
                 }
-                Err(e) => {
-                    if e.close_code() == Some(CloseCode::Unauthorized) {
-                        hub.guard().record_failure(address);
-                    }
+                if let Some(io) = handover.socket().await {
+                    let socket = Socket::new(io, hub.config().max_message_bytes);
                     refuse(socket, &hub, &e).await;
                 }
-            }
+            });
         }
-    })
+    }
+    response
+}
+
+/// Runs a session once its socket arrives: start, loop, finish, each awaited
+/// here in turn so the task is no larger than its largest step.
+async fn serve(handover: Handover, mut connection: Box<Connection>, target: Target) {
+    let Some(io) = handover.socket().await else {
+        return;
+    };
+    let max = connection.hub.config().max_message_bytes;
+    connection.socket = Some(Socket::new(io, max));
+    let span = tracing::debug_span!(
+        "session",
+        transport = "websocket",
+        peer = %connection.session.peer_id(),
+        room = tracing::field::Empty,
+        close_code = tracing::field::Empty,
+    );
+    use tracing::Instrument;
+    let started = connection.start(target).instrument(span.clone()).await;
+    let end = match started {
+        Ok(()) => connection.drive().instrument(span.clone()).await,
+        Err(e) => End::refused(e, &connection.hub),
+    };
+    connection.finish(end).instrument(span).await;
 }
 
 /// One accepted WebSocket session: its socket, its hub session and the room
 /// it was opened on.
 struct Connection {
-    socket: Socket,
+    /// Set once the upgrade hands the socket over.
+    socket: Option<Socket>,
     session: Session,
     hub: Hub,
     room: Option<RoomName>,
+    /// Holds the relay's shutdown open until the session ends.
+    _guard: tokio_util::task::task_tracker::TaskTrackerToken,
 }
 
 impl Connection {
@@ -162,10 +177,13 @@ impl Connection {
         if let Some(code) = end.code {
             last.push(frame::close(code.code(), end.reason));
         }
+        let Some(socket) = self.socket.as_mut() else {
+            return;
+        };
         if !last.is_empty() {
-            let _ = self.socket.send(&last).await;
+            let _ = socket.send(&last).await;
         }
-        self.socket.shutdown().await;
+        socket.shutdown().await;
     }
 }
 
@@ -248,7 +266,11 @@ impl Connection {
             session,
             hub,
             room,
+            ..
         } = self;
+        let Some(socket) = socket.as_mut() else {
+            return End::gone();
+        };
         let room = room.as_ref();
         let config = hub.config();
         let mut clock = SessionClock::new(
