@@ -112,13 +112,15 @@ pub async fn serve<S>(mut stream: TcpStream, first: Box<EventStreamRequest>, app
 where
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
 {
+    // Unboxed at once, so the box is not held for the stream's life.
+    let EventStreamRequest { request, head_len } = *first;
     // The head was only peeked: take it off the socket now.
-    let mut head = vec![0u8; first.head_len];
+    let mut head = vec![0u8; head_len];
     if stream.read_exact(&mut head).await.is_err() {
         return;
     }
     drop(head);
-    let Ok(response) = app.oneshot(first.request).await;
+    let Ok(response) = app.oneshot(request).await;
     let (parts, body) = response.into_parts();
     let is_stream = parts.status == StatusCode::OK
         && parts
