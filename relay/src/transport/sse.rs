@@ -41,6 +41,9 @@ struct Stream {
     draining: bool,
     started: bool,
     done: bool,
+    /// The rest of a batch, yielded one shared frame at a time (a batch is
+    /// never copied into one buffer per subscriber).
+    queued: Option<std::vec::IntoIter<Bytes>>,
 }
 
 /// The SSE response for a session that has joined its room.
@@ -65,6 +68,7 @@ pub fn response(
         draining: false,
         started: false,
         done: false,
+        queued: None,
     };
     let span = tracing::debug_span!("session", transport = "sse", peer = %state.session.peer_id());
     span.in_scope(|| tracing::debug!("session opened"));
@@ -94,6 +98,12 @@ pub fn response(
 
 impl Stream {
     async fn next_chunk(&mut self) -> Option<Bytes> {
+        if let Some(queued) = &mut self.queued {
+            if let Some(frame) = queued.next() {
+                return Some(frame);
+            }
+            self.queued = None;
+        }
         if self.done {
             return None;
         }
@@ -150,10 +160,11 @@ impl Stream {
         chunk.freeze()
     }
 
-    /// `first` plus whatever else is ready, as one chunk.
+    /// `first`, with whatever else is ready (up to a batch) queued behind it:
+    /// the writer takes the queued frames as they come and sends them together.
     fn batch(&mut self, first: std::sync::Arc<Event>) -> Bytes {
-        let mut frames = vec![first.sse_frame()];
-        while frames.len() < MAX_BATCH {
+        let mut frames = Vec::new();
+        while frames.len() < MAX_BATCH - 1 {
             match futures_util::FutureExt::now_or_never(self.session.next()) {
                 Some(Next::Event(event)) => frames.push(event.sse_frame()),
                 Some(Next::Close(e)) => {
@@ -163,15 +174,11 @@ impl Stream {
                 None => break,
             }
         }
-        self.session.count_out(frames.len() as u64);
-        if frames.len() == 1 {
-            return frames.swap_remove(0);
+        self.session.count_out(1 + frames.len() as u64);
+        if !frames.is_empty() {
+            self.queued = Some(frames.into_iter());
         }
-        let mut chunk = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
-        for frame in frames {
-            chunk.extend_from_slice(&frame);
-        }
-        chunk.freeze()
+        first.sse_frame()
     }
 
     /// The last frame: an `error` event saying why the stream ends.

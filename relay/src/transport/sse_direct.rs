@@ -16,7 +16,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tower::{Service, ServiceExt};
@@ -30,6 +30,8 @@ const PEEK_BYTES: usize = 4096;
 const MAX_HEADERS: usize = 48;
 /// Largest non-stream answer (an error body) written here.
 const MAX_ANSWER: usize = 64 * 1024;
+/// Most body frames gathered into one chunk.
+const MAX_BATCH: usize = 64;
 
 /// A connection's first request, when it is an EventSource request.
 #[derive(Debug)]
@@ -171,25 +173,36 @@ fn response_head(status: StatusCode, headers: &axum::http::HeaderMap, framing: &
 }
 
 /// Writes the body as HTTP/1.1 chunks until it ends or the client goes away.
+/// The frames ready at once go out as one chunk in one `writev`, each still
+/// the event's shared bytes.
 async fn stream_chunks(stream: &mut TcpStream, body: Body) {
     let mut body = body.into_data_stream();
     loop {
-        tokio::select! {
-            chunk = body.next() => match chunk {
-                Some(Ok(data)) if data.is_empty() => {}
-                Some(Ok(data)) => {
-                    let size = Bytes::from(format!("{:x}\r\n", data.len()));
-                    let parts = [size, data, Bytes::from_static(b"\r\n")];
-                    if write_all_vectored(stream, &parts).await.is_err() {
-                        return;
-                    }
-                }
-                Some(Err(_)) | None => {
-                    let _ = stream.write_all(b"0\r\n\r\n").await;
-                    return;
-                }
-            },
+        let first = tokio::select! {
+            chunk = body.next() => chunk,
             () = hung_up(stream) => return,
+        };
+        let mut ended = !matches!(first, Some(Ok(_)));
+        // Slot 0 is the chunk-size line, filled in once the batch is known.
+        let mut parts = vec![Bytes::new()];
+        parts.extend(first.and_then(Result::ok));
+        while !ended && parts.len() <= MAX_BATCH {
+            match body.next().now_or_never() {
+                Some(Some(Ok(data))) => parts.push(data),
+                Some(_) => ended = true,
+                None => break,
+            }
+        }
+        let size: usize = parts.iter().map(Bytes::len).sum();
+        if size > 0 {
+            parts[0] = Bytes::from(format!("{size:x}\r\n"));
+            parts.push(Bytes::from_static(b"\r\n"));
+        }
+        if ended {
+            parts.push(Bytes::from_static(b"0\r\n\r\n"));
+        }
+        if write_all_vectored(stream, &parts).await.is_err() || ended {
+            return;
         }
     }
 }

@@ -202,6 +202,24 @@ async fn read_until(stream: &mut tokio::net::TcpStream, needle: &str) -> String 
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The data of a chunked body made of whole chunks; panics on bad framing.
+fn dechunk(mut body: &str) -> String {
+    let mut data = String::new();
+    while !body.is_empty() {
+        let (size, rest) = body.split_once("\r\n").expect("a chunk-size line");
+        let size = usize::from_str_radix(size, 16).expect("a hex chunk size");
+        assert!(size > 0, "no last chunk before the stream ends");
+        assert_eq!(
+            rest.get(size..size + 2),
+            Some("\r\n"),
+            "chunk of {size}: {rest:?}"
+        );
+        data.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+    data
+}
+
 #[tokio::test]
 async fn an_eventsource_request_on_a_raw_socket_gets_chunked_frames_and_a_hang_up_leaves() {
     let relay = Relay::start(&[]).await;
@@ -211,7 +229,9 @@ async fn an_eventsource_request_on_a_raw_socket_gets_chunked_frames_and_a_hang_u
         "GET /rooms/direct?token={tok} HTTP/1.1\r\nHost: relay\r\nAccept: text/event-stream\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).await.unwrap();
-    let head = read_until(&mut stream, "event: welcome").await;
+    // Read until the welcome's chunk is complete: its frame, then the CRLF
+    // that closes the chunk.
+    let head = read_until(&mut stream, "\"last_id\":null}\n\n\r\n").await;
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
     let lower = head.to_ascii_lowercase();
     assert!(
@@ -219,9 +239,14 @@ async fn an_eventsource_request_on_a_raw_socket_gets_chunked_frames_and_a_hang_u
         "{head}"
     );
     assert!(lower.contains("transfer-encoding: chunked\r\n"), "{head}");
-    // The first chunk is `retry:` with its size in hex before it.
+    // Every chunk is its size in hex, exactly that many bytes, then CRLF; the
+    // stream starts with `retry:` and then the welcome.
     let body = &head[head.find("\r\n\r\n").unwrap() + 4..];
-    assert!(body.starts_with("d\r\nretry: 2000\n\n\r\n"), "{body:?}");
+    let data = dechunk(body);
+    assert!(
+        data.starts_with("retry: 2000\n\nevent: welcome\ndata: {"),
+        "{data:?} from {body:?}"
+    );
 
     // Another peer sees this one, then sees it leave when the socket closes.
     let mut ws = Ws::connect(
