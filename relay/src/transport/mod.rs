@@ -99,11 +99,3 @@ pub fn expiring_event(
     let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
     Some(crate::protocol::Event::expiring(at, at.saturating_sub(now)))
 }
-
-/// Waits until `deadline`, or forever without one.
-pub async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}

@@ -89,8 +89,8 @@ pub fn upgrade(
                     hub.guard().record_failure(address);
                 }
                 if let Some(io) = handover.socket().await {
-                    let socket = Socket::new(io, hub.config().max_message_bytes);
-                    refuse(socket, &hub, &e).await;
+                    let mut socket = Socket::new(io, hub.config().max_message_bytes);
+                    End::refused(e, &hub).send(&mut socket).await;
                 }
             });
         }
@@ -170,95 +170,11 @@ impl Connection {
         tracing::Span::current().record("close_code", code.unwrap_or(0));
         tracing::debug!(close_code = code, reason = end.reason, "session closed");
         self.session.set_leave_reason(end.leave_reason);
-        let mut last = Vec::with_capacity(2);
-        if let Some(error) = end.error {
-            last.push(error.ws_frame());
-        }
-        if let Some(code) = end.code {
-            last.push(frame::close(code.code(), end.reason));
-        }
-        let Some(socket) = self.socket.as_mut() else {
-            return;
-        };
-        if !last.is_empty() {
-            let _ = socket.send(&last).await;
-        }
-        socket.shutdown().await;
-    }
-}
-
-/// Sends one `error` event and the matching close frame.
-async fn refuse(mut socket: Socket, hub: &Hub, error: &ApiError) {
-    if error.close_code() == Some(CloseCode::Unauthorized) {
-        Metrics::add(&hub.metrics().auth_failures, 1);
-    }
-    let code = error.close_code().unwrap_or(CloseCode::Protocol);
-    let frames = [
-        error.to_event(None).ws_frame(),
-        frame::close(code.code(), error.code()),
-    ];
-    let _ = socket.send(&frames).await;
-    socket.shutdown().await;
-}
-
-/// How a session loop ended.
-struct End {
-    code: Option<CloseCode>,
-    reason: &'static str,
-    error: Option<Arc<Event>>,
-    leave_reason: LeaveReason,
-}
-
-impl End {
-    fn gone() -> End {
-        End {
-            code: None,
-            reason: "",
-            error: None,
-            leave_reason: LeaveReason::Closed,
+        if let Some(socket) = self.socket.as_mut() {
+            end.send(socket).await;
         }
     }
 
-    /// The session could not start (its join was refused).
-    fn refused(e: ApiError, hub: &Hub) -> End {
-        if e.close_code() == Some(CloseCode::Unauthorized) {
-            Metrics::add(&hub.metrics().auth_failures, 1);
-        }
-        End {
-            code: Some(e.close_code().unwrap_or(CloseCode::Protocol)),
-            reason: e.code(),
-            error: Some(e.to_event(None)),
-            leave_reason: LeaveReason::Closed,
-        }
-    }
-
-    fn error(e: ApiError, leave_reason: LeaveReason) -> End {
-        End {
-            code: Some(e.close_code().unwrap_or(CloseCode::Internal)),
-            reason: e.code(),
-            error: Some(e.to_event(None)),
-            leave_reason,
-        }
-    }
-
-    /// The client's frames broke the protocol: close 1008 (or 1009 for size).
-    fn bad_frames(e: FrameError) -> End {
-        match e {
-            FrameError::TooLarge => End::error(
-                ApiError::TooLarge("frame over the message size limit".into()),
-                LeaveReason::Closed,
-            ),
-            FrameError::Protocol(why) => End {
-                code: Some(CloseCode::Protocol),
-                reason: why,
-                error: None,
-                leave_reason: LeaveReason::Closed,
-            },
-        }
-    }
-}
-
-impl Connection {
     /// The session loop: events out, ops in, one timer for the rest.
     async fn drive(&mut self) -> End {
         let Connection {
@@ -365,6 +281,79 @@ impl Connection {
                 armed = next;
                 timer.as_mut().reset(next);
             }
+        }
+    }
+}
+
+/// How a session loop ended.
+struct End {
+    code: Option<CloseCode>,
+    reason: &'static str,
+    error: Option<Arc<Event>>,
+    leave_reason: LeaveReason,
+}
+
+impl End {
+    fn gone() -> End {
+        End {
+            code: None,
+            reason: "",
+            error: None,
+            leave_reason: LeaveReason::Closed,
+        }
+    }
+
+    /// The session could not start (its join was refused).
+    fn refused(e: ApiError, hub: &Hub) -> End {
+        if e.close_code() == Some(CloseCode::Unauthorized) {
+            Metrics::add(&hub.metrics().auth_failures, 1);
+        }
+        End {
+            code: Some(e.close_code().unwrap_or(CloseCode::Protocol)),
+            reason: e.code(),
+            error: Some(e.to_event(None)),
+            leave_reason: LeaveReason::Closed,
+        }
+    }
+
+    fn error(e: ApiError, leave_reason: LeaveReason) -> End {
+        End {
+            code: Some(e.close_code().unwrap_or(CloseCode::Internal)),
+            reason: e.code(),
+            error: Some(e.to_event(None)),
+            leave_reason,
+        }
+    }
+
+    /// Sends the `error` event and the close frame this end carries, if any,
+    /// and shuts the socket's write side.
+    async fn send(self, socket: &mut Socket) {
+        let mut last = Vec::with_capacity(2);
+        if let Some(error) = self.error {
+            last.push(error.ws_frame());
+        }
+        if let Some(code) = self.code {
+            last.push(frame::close(code.code(), self.reason));
+        }
+        if !last.is_empty() {
+            let _ = socket.send(&last).await;
+        }
+        socket.shutdown().await;
+    }
+
+    /// The client's frames broke the protocol: close 1008 (or 1009 for size).
+    fn bad_frames(e: FrameError) -> End {
+        match e {
+            FrameError::TooLarge => End::error(
+                ApiError::TooLarge("frame over the message size limit".into()),
+                LeaveReason::Closed,
+            ),
+            FrameError::Protocol(why) => End {
+                code: Some(CloseCode::Protocol),
+                reason: why,
+                error: None,
+                leave_reason: LeaveReason::Closed,
+            },
         }
     }
 }
