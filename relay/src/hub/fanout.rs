@@ -6,8 +6,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
+use std::task::{Context, Poll};
+
+use futures_util::task::AtomicWaker;
 
 use super::ring::{RingReceiver, RoomRing};
 use crate::error::ApiError;
@@ -16,12 +17,15 @@ use crate::protocol::{Event, RoomName};
 /// Capacity of a peer's direct inbox.
 pub const DIRECT_QUEUE: usize = 256;
 
-/// A peer's bounded queue of direct messages. It allocates nothing until the
-/// first message (most peers never get one; a channel cost 800 B per peer).
+/// A peer's mailbox: its bounded queue of direct messages and the reason it
+/// was asked to close, with one waker for the session that reads both. It
+/// allocates nothing until the first message (most peers never get one; a
+/// channel cost 800 B per peer, a cancellation token another 100 B).
 #[derive(Debug, Default)]
 pub struct Inbox {
     queue: Mutex<VecDeque<Arc<Event>>>,
-    ready: Notify,
+    closed: OnceLock<ApiError>,
+    waker: AtomicWaker,
 }
 
 impl Inbox {
@@ -34,8 +38,7 @@ impl Inbox {
             }
             queue.push_back(event);
         }
-        // Stores a permit when the session is not waiting, so none is missed.
-        self.ready.notify_one();
+        self.waker.wake();
         true
     }
 
@@ -49,47 +52,37 @@ impl Inbox {
         event
     }
 
-    /// The next direct message. Cancel-safe.
-    pub async fn recv(&self) -> Arc<Event> {
-        loop {
-            if let Some(event) = self.pop() {
-                return event;
-            }
-            self.ready.notified().await;
+    /// Asks the peer's session to close with `reason`; the first reason wins.
+    pub fn close(&self, reason: ApiError) {
+        let _ = self.closed.set(reason);
+        self.waker.wake();
+    }
+
+    /// Why the session was asked to close, once it was; else the next direct
+    /// message, once there is one. Only the peer's own session polls this (the
+    /// inbox keeps one waker).
+    pub fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Result<Arc<Event>, ApiError>> {
+        // Registered before looking, so a push or close in between still wakes.
+        self.waker.register(cx.waker());
+        if let Some(reason) = self.closed.get() {
+            return Poll::Ready(Err(reason.clone()));
+        }
+        match self.pop() {
+            Some(event) => Poll::Ready(Ok(event)),
+            None => Poll::Pending,
         }
     }
-}
 
-/// Ends one session from outside its task, with the error that says why.
-#[derive(Debug, Default)]
-pub struct Closer {
-    token: CancellationToken,
-    reason: OnceLock<ApiError>,
-}
-
-impl Closer {
-    /// Asks the session to close with `reason`; the first reason wins.
-    pub fn close(&self, reason: ApiError) {
-        let _ = self.reason.set(reason);
-        self.token.cancel();
+    /// The next direct message, or why the session must close. Cancel-safe.
+    pub async fn recv(&self) -> Result<Arc<Event>, ApiError> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
     }
-
-    /// Resolves when the session was asked to close.
-    pub async fn closed(&self) -> ApiError {
-        self.token.cancelled().await;
-        self.reason.get().cloned().unwrap_or(ApiError::Internal)
-    }
-}
-
-struct PeerLink {
-    inbox: Arc<Inbox>,
-    closer: Arc<Closer>,
 }
 
 /// The instance's local rooms and peers.
 pub struct Fanout {
     rooms: Mutex<HashMap<RoomName, Arc<RoomRing>>>,
-    peers: Mutex<HashMap<Arc<str>, PeerLink>>,
+    peers: Mutex<HashMap<Arc<str>, Arc<Inbox>>>,
     room_capacity: usize,
 }
 
@@ -127,11 +120,11 @@ impl Fanout {
     /// slow consumer. Returns false when the peer is not on this instance.
     pub fn direct(&self, peer: &str, event: Arc<Event>) -> bool {
         let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(link) = peers.get(peer) else {
+        let Some(inbox) = peers.get(peer) else {
             return false;
         };
-        if !link.inbox.push(event) {
-            link.closer.close(ApiError::SlowConsumer);
+        if !inbox.push(event) {
+            inbox.close(ApiError::SlowConsumer);
         }
         true
     }
@@ -177,17 +170,11 @@ impl Fanout {
             .collect()
     }
 
-    /// Registers a local peer; returns its direct inbox.
-    pub fn register_peer(&self, id: Arc<str>, closer: Arc<Closer>) -> Arc<Inbox> {
+    /// Registers a local peer; returns its inbox.
+    pub fn register_peer(&self, id: Arc<str>) -> Arc<Inbox> {
         let inbox = Arc::new(Inbox::default());
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        peers.insert(
-            id,
-            PeerLink {
-                inbox: inbox.clone(),
-                closer,
-            },
-        );
+        peers.insert(id, inbox.clone());
         inbox
     }
 
@@ -215,16 +202,47 @@ mod tests {
         }
         assert!(!inbox.push(Event::error("x", "over", None, None)));
         for i in 0..DIRECT_QUEUE {
-            let event = inbox.recv().await;
+            let event = inbox.recv().await.map(|e| e.json().to_owned());
             assert!(
-                event.json().contains(&format!("\"{i}\"")),
-                "{}",
-                event.json()
+                matches!(&event, Ok(json) if json.contains(&format!("\"{i}\""))),
+                "{event:?}"
             );
         }
         assert_eq!(inbox.queue.lock().map(|q| q.capacity()).unwrap_or(1), 0);
         // A message pushed before anyone waits is not missed.
         assert!(inbox.push(Event::error("x", "late", None, None)));
-        assert!(inbox.recv().await.json().contains("late"));
+        assert!(matches!(inbox.recv().await, Ok(e) if e.json().contains("late")));
+    }
+
+    /// How long a woken session may take to see its message.
+    const DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+    #[tokio::test]
+    async fn a_waiting_session_is_woken_by_a_message_and_by_a_close() {
+        let inbox = Arc::new(Inbox::default());
+        let waiting = tokio::spawn({
+            let inbox = inbox.clone();
+            async move { inbox.recv().await.map(|e| e.json().to_owned()) }
+        });
+        tokio::task::yield_now().await;
+        assert!(inbox.push(Event::error("x", "hello", None, None)));
+        let got = tokio::time::timeout(DEADLINE, waiting).await;
+        assert!(
+            matches!(&got, Ok(Ok(Ok(json))) if json.contains("hello")),
+            "{got:?}"
+        );
+
+        let waiting = tokio::spawn({
+            let inbox = inbox.clone();
+            async move { inbox.recv().await.map(|e| e.json().to_owned()) }
+        });
+        tokio::task::yield_now().await;
+        inbox.close(ApiError::SlowConsumer);
+        inbox.close(ApiError::Internal);
+        let got = tokio::time::timeout(DEADLINE, waiting).await;
+        assert!(
+            matches!(got, Ok(Ok(Err(ApiError::SlowConsumer)))),
+            "{got:?}"
+        );
     }
 }

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use crate::broker::{MAX_WILL_DELAY_SECS, Will};
-pub use fanout::{Closer, DIRECT_QUEUE, Fanout};
+pub use fanout::{DIRECT_QUEUE, Fanout, Inbox};
 pub use ring::{Lagged, RingReceiver};
 pub use session::{MAX_ROOMS_PER_SESSION, Next, Session};
 

@@ -12,12 +12,11 @@ use std::task::{Context, Poll};
 use futures_util::Stream;
 use serde_json::value::RawValue;
 
-use tokio_stream::StreamExt;
 use tokio_stream::StreamMap;
 
 use super::fanout::Inbox;
 use super::ring::{Lagged, RingReceiver};
-use super::{Closer, Hub, Publish};
+use super::{Hub, Publish};
 use crate::auth::{Principal, Rights};
 use crate::broker::{Retained, Will};
 use crate::error::ApiError;
@@ -44,15 +43,23 @@ pub enum Next {
     Close(ApiError),
 }
 
+/// A token being verified for a session's refresh.
+type Refreshing = Pin<Box<dyn Future<Output = Result<Principal, ApiError>> + Send + Sync>>;
+
 /// A live connection's state in the hub.
 pub struct Session {
     hub: Hub,
     me: PeerInfo,
     principal: Principal,
     transport: Transport,
-    closer: Arc<Closer>,
     pending: VecDeque<Arc<Event>>,
+    /// Direct messages, and the reason when something outside asks the
+    /// session to close.
     direct: Arc<Inbox>,
+    /// A token refresh being verified (SSE); events wait until it is applied.
+    /// Boxed: verifying may fetch keys, a large future that would otherwise
+    /// sit in every idle session.
+    refreshing: Option<Refreshing>,
     feeds: StreamMap<RoomName, RoomFeed>,
     /// Rooms joined as a peer (a topic watch is in `feeds` but not here).
     present: std::collections::HashSet<RoomName>,
@@ -75,8 +82,7 @@ impl Session {
             meta: principal.meta.clone(),
             state: null_payload(),
         };
-        let closer = Arc::new(Closer::default());
-        let direct = hub.fanout().register_peer(me.id.clone(), closer.clone());
+        let direct = hub.fanout().register_peer(me.id.clone());
         let hub_bucket = hub.guard().session_bucket();
         hub.metrics()
             .sessions(transport)
@@ -86,9 +92,9 @@ impl Session {
             me,
             principal,
             transport,
-            closer,
             pending: VecDeque::new(),
             direct,
+            refreshing: None,
             // Room for the one room most sessions join (StreamMap grows to 4).
             feeds: StreamMap::with_capacity(1),
             present: std::collections::HashSet::new(),
@@ -311,39 +317,59 @@ impl Session {
 
     /// The next event to write, or why to close. Cancel-safe.
     pub async fn next(&mut self) -> Next {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// Polls for the next event to write, or why to close: the session's own
+    /// queue first, then a close request, direct messages and the rooms. A
+    /// session loop written by hand polls this instead of holding a future.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Next> {
         loop {
-            if let Some(event) = self.pending.pop_front() {
-                return Next::Event(event);
+            if let Some(refreshing) = &mut self.refreshing {
+                let verified = std::task::ready!(refreshing.as_mut().poll(cx));
+                self.refreshing = None;
+                if let Err(e) = self.apply_refresh(verified) {
+                    self.push(e.to_event(None));
+                }
             }
-            let next = tokio::select! {
-                biased;
-                reason = self.closer.closed() => Next::Close(reason),
-                event = self.direct.recv() => Next::Event(event),
-                Some((_, item)) = self.feeds.next(), if !self.feeds.is_empty() => match item {
-                    Ok(event) => Next::Event(event),
-                    Err(_) => Next::Close(ApiError::SlowConsumer),
+            if let Some(event) = self.pending.pop_front() {
+                return Poll::Ready(Next::Event(event));
+            }
+            let event = match self.direct.poll_next(cx) {
+                Poll::Ready(Ok(event)) => event,
+                Poll::Ready(Err(reason)) => return Poll::Ready(Next::Close(reason)),
+                Poll::Pending if self.feeds.is_empty() => return Poll::Pending,
+                Poll::Pending => match Pin::new(&mut self.feeds).poll_next(cx) {
+                    Poll::Ready(Some((_, Ok(event)))) => event,
+                    Poll::Ready(Some((_, Err(Lagged)))) => {
+                        return Poll::Ready(Next::Close(ApiError::SlowConsumer));
+                    }
+                    Poll::Ready(None) | Poll::Pending => return Poll::Pending,
                 },
             };
-            match next {
-                // A new token sent to this session (SSE refresh): applied here,
-                // never written to the client.
-                Next::Event(event) if event.kind() == EventKind::Refresh => {
-                    // Boxed: verifying may fetch keys, a large future that
-                    // would otherwise sit in every idle session's task.
-                    if let Some(token) = event.refresh_token()
-                        && let Err(e) = Box::pin(self.refresh(&token)).await
-                    {
-                        self.push(e.to_event(None));
-                    }
+            // A new token sent to this session (SSE refresh): applied here,
+            // never written to the client.
+            if event.kind() == EventKind::Refresh {
+                if let Some(token) = event.refresh_token() {
+                    let hub = self.hub.clone();
+                    self.refreshing =
+                        Some(Box::pin(async move { hub.auth().verify(&token).await }));
                 }
-                other => return other,
+                continue;
             }
+            return Poll::Ready(Next::Event(event));
         }
     }
 
     /// Replaces the session's token with a newer one for the same `sub`.
     pub async fn refresh(&mut self, token: &str) -> Result<(), ApiError> {
-        let fresh = self.hub.auth().verify(token).await?;
+        let verified = self.hub.auth().verify(token).await;
+        self.apply_refresh(verified)
+    }
+
+    /// Takes a verified token's principal in place of the session's.
+    fn apply_refresh(&mut self, verified: Result<Principal, ApiError>) -> Result<(), ApiError> {
+        let fresh = verified?;
         if fresh.sub != self.principal.sub {
             return Err(ApiError::Forbidden(
                 "a refresh token must carry the same sub".into(),
@@ -375,7 +401,7 @@ impl Session {
     /// Queues an event for this session alone (an error for a frame, say).
     pub fn push(&mut self, event: Arc<Event>) {
         if self.pending.len() >= MAX_PENDING {
-            self.closer.close(ApiError::SlowConsumer);
+            self.direct.close(ApiError::SlowConsumer);
             return;
         }
         self.pending.push_back(event);

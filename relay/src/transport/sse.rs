@@ -5,13 +5,16 @@
 //! disconnects drops the body, which drops the session and leaves its rooms.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
+use hyper::body::{Body as HttpBody, Frame};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
@@ -27,6 +30,8 @@ pub const RETRY_MS: u64 = 2000;
 /// Most events coalesced into one body chunk.
 const MAX_BATCH: usize = 64;
 
+/// A session's event stream, polled by hand: its whole state is this struct,
+/// boxed once as the response body, with no future held between events.
 struct Stream {
     session: Session,
     clock: SessionClock,
@@ -44,6 +49,7 @@ struct Stream {
     /// The rest of a batch, yielded one shared frame at a time (a batch is
     /// never copied into one buffer per subscriber).
     queued: Option<std::vec::IntoIter<Bytes>>,
+    span: tracing::Span,
 }
 
 /// The SSE response for a session that has joined its room.
@@ -57,7 +63,9 @@ pub fn response(
     let clock = SessionClock::new(heartbeat, None, session.expires_at(), leeway);
     let armed = clock.next();
     let (close_after, reconnect_after) = crate::shutdown::drain_plan(grace);
-    let state = Stream {
+    let span = tracing::debug_span!("session", transport = "sse", peer = %session.peer_id());
+    span.in_scope(|| tracing::debug!("session opened"));
+    let stream = Stream {
         session,
         clock,
         timer: Box::pin(tokio::time::sleep_until(armed)),
@@ -69,20 +77,9 @@ pub fn response(
         started: false,
         done: false,
         queued: None,
+        span,
     };
-    let span = tracing::debug_span!("session", transport = "sse", peer = %state.session.peer_id());
-    span.in_scope(|| tracing::debug!("session opened"));
-    let body = futures_util::stream::unfold((state, span), |(mut s, span)| async move {
-        let chunk = tracing::Instrument::instrument(s.next_chunk(), span.clone()).await;
-        match chunk {
-            Some(chunk) => Some((Ok::<Bytes, Infallible>(chunk), (s, span))),
-            None => {
-                span.in_scope(|| tracing::debug!("session closed"));
-                None
-            }
-        }
-    });
-    let mut response = Body::from_stream(body).into_response();
+    let mut response = Body::new(stream).into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -96,20 +93,39 @@ pub fn response(
     response
 }
 
+impl HttpBody for Stream {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        let span = this.span.clone();
+        let _entered = span.enter();
+        let chunk = std::task::ready!(this.poll_chunk(cx));
+        if chunk.is_none() {
+            tracing::debug!("session closed");
+        }
+        Poll::Ready(chunk.map(|c| Ok(Frame::data(c))))
+    }
+}
+
 impl Stream {
-    async fn next_chunk(&mut self) -> Option<Bytes> {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         if let Some(queued) = &mut self.queued {
             if let Some(frame) = queued.next() {
-                return Some(frame);
+                return Poll::Ready(Some(frame));
             }
             self.queued = None;
         }
         if self.done {
-            return None;
+            return Poll::Ready(None);
         }
         if !self.started {
             self.started = true;
-            return Some(Bytes::from(format!("retry: {RETRY_MS}\n\n")));
+            return Poll::Ready(Some(Bytes::from(format!("retry: {RETRY_MS}\n\n"))));
         }
         loop {
             // A refresh (POST .../refresh) may have brought a new token.
@@ -119,27 +135,34 @@ impl Stream {
                 self.armed = next;
                 self.timer.as_mut().reset(next);
             }
-            tokio::select! {
-                biased;
-                _ = &mut self.shutdown, if !self.draining => {
-                    self.draining = true;
-                    self.clock.start_drain(self.close_after);
+            if !self.draining && self.shutdown.as_mut().poll(cx).is_ready() {
+                self.draining = true;
+                self.clock.start_drain(self.close_after);
+                continue;
+            }
+            match self.session.poll_next(cx) {
+                Poll::Ready(Next::Event(event)) => return Poll::Ready(Some(self.batch(event, cx))),
+                Poll::Ready(Next::Close(e)) => {
+                    return Poll::Ready(Some(self.finish(&e, LeaveReason::Closed)));
                 }
-                next = self.session.next() => return Some(match next {
-                    Next::Event(event) => self.batch(event),
-                    Next::Close(e) => self.finish(&e, LeaveReason::Closed),
-                }),
-                _ = &mut self.timer => match self.clock.due(Instant::now()) {
-                    Due::Drain => return Some(self.drain()),
-                    Due::Expired => return Some(self.finish(&ApiError::TokenExpired, LeaveReason::Expired)),
-                    Due::Warning => {
-                        if let Some(event) = expiring_event(self.clock.token_exp(), self.clock.leeway()) {
-                            return Some(event.sse_frame());
-                        }
+                Poll::Pending => {}
+            }
+            std::task::ready!(self.timer.as_mut().poll(cx));
+            match self.clock.due(Instant::now()) {
+                Due::Drain => return Poll::Ready(Some(self.drain())),
+                Due::Expired => {
+                    return Poll::Ready(Some(
+                        self.finish(&ApiError::TokenExpired, LeaveReason::Expired),
+                    ));
+                }
+                Due::Warning => {
+                    if let Some(event) = expiring_event(self.clock.token_exp(), self.clock.leeway())
+                    {
+                        return Poll::Ready(Some(event.sse_frame()));
                     }
-                    Due::KeepAlive => return Some(Bytes::from_static(b": ping\n\n")),
-                    Due::Idle | Due::Nothing => {}
-                },
+                }
+                Due::KeepAlive => return Poll::Ready(Some(Bytes::from_static(b": ping\n\n"))),
+                Due::Idle | Due::Nothing => {}
             }
         }
     }
@@ -162,16 +185,16 @@ impl Stream {
 
     /// `first`, with whatever else is ready (up to a batch) queued behind it:
     /// the writer takes the queued frames as they come and sends them together.
-    fn batch(&mut self, first: std::sync::Arc<Event>) -> Bytes {
+    fn batch(&mut self, first: std::sync::Arc<Event>, cx: &mut Context<'_>) -> Bytes {
         let mut frames = Vec::new();
         while frames.len() < MAX_BATCH - 1 {
-            match futures_util::FutureExt::now_or_never(self.session.next()) {
-                Some(Next::Event(event)) => frames.push(event.sse_frame()),
-                Some(Next::Close(e)) => {
+            match self.session.poll_next(cx) {
+                Poll::Ready(Next::Event(event)) => frames.push(event.sse_frame()),
+                Poll::Ready(Next::Close(e)) => {
                     frames.push(self.finish(&e, LeaveReason::Closed));
                     break;
                 }
-                None => break,
+                Poll::Pending => break,
             }
         }
         self.session.count_out(1 + frames.len() as u64);

@@ -122,7 +122,8 @@ where
         return;
     }
     drop(head);
-    let Ok(response) = app.oneshot(request).await;
+    // Boxed: the router's future is large and only lives until the answer.
+    let Ok(response) = Box::pin(app.oneshot(request)).await;
     let (parts, body) = response.into_parts();
     let is_stream = parts.status == StatusCode::OK
         && parts

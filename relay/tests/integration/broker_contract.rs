@@ -399,13 +399,13 @@ async fn presence_and_direct((broker, fanout): (Broker, Arc<Fanout>)) {
     assert_eq!(broker.snapshot(&r).await.unwrap().peers.len(), 2);
 
     // A direct message reaches only its recipient's queue, and needs a present recipient.
-    let closer = Arc::new(edgewire::hub::Closer::default());
-    let bob_direct = fanout.register_peer(Arc::from("bob.1"), closer);
+    let bob_direct = fanout.register_peer(Arc::from("bob.1"));
     let mut direct = draft("psst");
     direct.to = Some(Arc::from("bob.1"));
     let sent = broker.publish(&r, direct).await.unwrap();
     let got = tokio::time::timeout(DEADLINE, bob_direct.recv())
         .await
+        .unwrap()
         .unwrap();
     assert_eq!(json(&got), json(&sent));
     let history = broker.history(&r, None, 100).await.unwrap();
