@@ -102,13 +102,13 @@ pub async fn serve(
         tokio::spawn(async move {
             // EventSource requests are answered without hyper's per-connection
             // buffers; everything else is hyper's (the bytes were only peeked).
-            // Each path's future is boxed or awaited alone, so a long-lived
-            // stream's task holds neither the peek buffer nor hyper's state.
+            // The peek and hyper's path are boxed, and an event stream is
+            // written by a task of its own, so a long-lived stream holds
+            // neither the peek buffer, hyper's state nor this task.
             match Box::pin(sse_direct::sniff(&stream, sniff_wait)).await {
                 Sniffed::EventStream(mut first) => {
-                    let _session = tasks.token();
                     first.request.extensions_mut().insert(ConnectInfo(peer));
-                    sse_direct::serve(stream, first, app).await;
+                    sse_direct::serve(stream, first, app, tasks.token()).await;
                     return;
                 }
                 // No request head within the handshake timeout: dropped.

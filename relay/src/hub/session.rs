@@ -62,7 +62,8 @@ pub struct Session {
     refreshing: Option<Refreshing>,
     feeds: StreamMap<RoomName, RoomFeed>,
     /// Rooms joined as a peer (a topic watch is in `feeds` but not here).
-    present: std::collections::HashSet<RoomName>,
+    /// A short list: most sessions are in one room, and a set cost 84 B.
+    present: Vec<RoomName>,
     leave_reason: LeaveReason,
     publishes: PublishBucket,
     /// Holds the session's place under the connection caps until it drops.
@@ -97,7 +98,7 @@ impl Session {
             refreshing: None,
             // Room for the one room most sessions join (StreamMap grows to 4).
             feeds: StreamMap::with_capacity(1),
-            present: std::collections::HashSet::new(),
+            present: Vec::new(),
             leave_reason: LeaveReason::Closed,
             publishes: hub_bucket,
             _permit: Some(permit),
@@ -166,7 +167,11 @@ impl Session {
             snapshot.last_id,
         ));
         self.start_feed(rx, room.clone(), None, start);
-        self.present.insert(room);
+        if !self.present.contains(&room) {
+            // Grown one room at a time (at most MAX_ROOMS_PER_SESSION).
+            self.present.reserve_exact(1);
+            self.present.push(room);
+        }
         Ok(())
     }
 
@@ -289,7 +294,8 @@ impl Session {
             return Err(ApiError::BadRequest(format!("not joined to room {room}")));
         }
         release_room(&self.hub, room);
-        if self.present.remove(room) {
+        if let Some(at) = self.present.iter().position(|r| r == room) {
+            self.present.swap_remove(at);
             let broker = self.hub.broker();
             broker.take_will(room, &self.me.id).await?;
             broker.leave(room, &self.me.id, LeaveReason::Closed).await?;
@@ -333,6 +339,11 @@ impl Session {
                 }
             }
             if let Some(event) = self.pending.pop_front() {
+                if self.pending.is_empty() {
+                    // The queue is busy only around a join or an op: give its
+                    // buffer back for the quiet hours.
+                    self.pending = VecDeque::new();
+                }
                 return Poll::Ready(Next::Event(event));
             }
             let event = match self.direct.poll_next(cx) {
@@ -507,7 +518,7 @@ impl Drop for Session {
             .metrics()
             .sessions(self.transport)
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        let present: Vec<RoomName> = self.present.drain().collect();
+        let present = std::mem::take(&mut self.present);
         if present.is_empty() && unwatched.is_empty() {
             return;
         }

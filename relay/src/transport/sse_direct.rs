@@ -19,6 +19,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 use tower::{Service, ServiceExt};
 
 use super::write_all_vectored;
@@ -107,14 +108,18 @@ fn parse(bytes: &[u8]) -> Option<EventStreamRequest> {
 }
 
 /// Answers an EventSource request on its own connection with `app`, then
-/// closes the connection.
-/// The request comes boxed: it is large, and the task keeps its arguments'
-/// slots for the stream's whole life.
-pub async fn serve<S>(mut stream: TcpStream, first: Box<EventStreamRequest>, app: S)
-where
+/// closes the connection. A stream answer is written by a task of its own,
+/// which holds only the socket, the body and `guard` (the relay's shutdown
+/// waits for it): this task, with the request and the router's future, ends
+/// as soon as the head is out.
+pub async fn serve<S>(
+    mut stream: TcpStream,
+    first: Box<EventStreamRequest>,
+    app: S,
+    guard: TaskTrackerToken,
+) where
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
 {
-    // Unboxed at once, so the box is not held for the stream's life.
     let EventStreamRequest { request, head_len } = *first;
     // The head was only peeked: take it off the socket now.
     let mut head = vec![0u8; head_len];
@@ -122,8 +127,7 @@ where
         return;
     }
     drop(head);
-    // Boxed: the router's future is large and only lives until the answer.
-    let Ok(response) = Box::pin(app.oneshot(request)).await;
+    let Ok(response) = app.oneshot(request).await;
     let (parts, body) = response.into_parts();
     let is_stream = parts.status == StatusCode::OK
         && parts
@@ -132,22 +136,22 @@ where
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
     if is_stream {
         let head = response_head(parts.status, &parts.headers, "transfer-encoding: chunked");
-        // The stream may last hours: keep only the socket and the body.
-        drop(parts);
-        let written = stream.write_all(&head).await;
-        drop(head);
-        if written.is_ok() {
-            stream_chunks(&mut stream, body).await;
+        if stream.write_all(&head).await.is_ok() {
+            tokio::spawn(async move {
+                let _guard = guard;
+                stream_chunks(&mut stream, body).await;
+                let _ = stream.shutdown().await;
+            });
         }
-    } else {
-        // An error or a redirect: small, written whole.
-        let body = axum::body::to_bytes(body, MAX_ANSWER)
-            .await
-            .unwrap_or_default();
-        let length = format!("content-length: {}\r\nconnection: close", body.len());
-        let head = response_head(parts.status, &parts.headers, &length);
-        let _ = write_all_vectored(&mut stream, &[head, body]).await;
+        return;
     }
+    // An error or a redirect: small, written whole.
+    let body = axum::body::to_bytes(body, MAX_ANSWER)
+        .await
+        .unwrap_or_default();
+    let length = format!("content-length: {}\r\nconnection: close", body.len());
+    let head = response_head(parts.status, &parts.headers, &length);
+    let _ = write_all_vectored(&mut stream, &[head, body]).await;
     let _ = stream.shutdown().await;
 }
 
