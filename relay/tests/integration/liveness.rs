@@ -27,8 +27,15 @@ async fn raw_websocket(addr: &str, path_and_query: &str) -> tokio::net::TcpStrea
     stream
 }
 
-/// Reads one server frame; returns its first byte (FIN and opcode) and payload.
+/// Reads one server frame, failing the test if none arrives by the deadline;
+/// returns its first byte (FIN and opcode) and payload.
 async fn read_frame(stream: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
+    tokio::time::timeout(DEADLINE, read_frame_unbounded(stream))
+        .await
+        .expect("a frame before the deadline")
+}
+
+async fn read_frame_unbounded(stream: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
     let mut header = [0u8; 2];
     stream.read_exact(&mut header).await.unwrap();
     assert_eq!(header[1] & 0x80, 0, "server frames are not masked");
@@ -57,15 +64,21 @@ fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Reads frames until one whose text holds `needle`; returns that text.
+/// Reads frames until one whose text holds `needle`, by the deadline;
+/// returns that text.
 async fn read_text_with(stream: &mut tokio::net::TcpStream, needle: &str) -> String {
-    loop {
-        let (first, payload) = read_frame(stream).await;
-        let text = String::from_utf8_lossy(&payload).into_owned();
-        if first == 0x81 && text.contains(needle) {
-            return text;
+    let found = async {
+        loop {
+            let (first, payload) = read_frame(stream).await;
+            let text = String::from_utf8_lossy(&payload).into_owned();
+            if first == 0x81 && text.contains(needle) {
+                return text;
+            }
         }
-    }
+    };
+    tokio::time::timeout(DEADLINE, found)
+        .await
+        .unwrap_or_else(|_| panic!("a text frame with {needle:?} before the deadline"))
 }
 
 #[tokio::test]
@@ -80,13 +93,9 @@ async fn pings_are_echoed_and_fragmented_ops_are_gathered() {
     wire.extend(client_frame(0x89, b"are you there"));
     wire.extend(client_frame(0x80, br#""ref":7}"#));
     stream.write_all(&wire).await.unwrap();
-    let (first, payload) = tokio::time::timeout(DEADLINE, read_frame(&mut stream))
-        .await
-        .unwrap();
+    let (first, payload) = read_frame(&mut stream).await;
     assert_eq!((first, payload.as_slice()), (0x8A, &b"are you there"[..]));
-    let pong = tokio::time::timeout(DEADLINE, read_text_with(&mut stream, "pong"))
-        .await
-        .unwrap();
+    let pong = read_text_with(&mut stream, "pong").await;
     assert!(pong.contains("\"ref\":7"), "{pong}");
     // A close from the client is answered with a close.
     stream
