@@ -51,9 +51,6 @@ impl State {
         if self.slots.is_empty() && self.slots.capacity() > 0 {
             self.slots = VecDeque::new();
         }
-        if self.waiting.is_empty() && self.waiting.capacity() > 0 {
-            self.waiting = HashMap::new();
-        }
     }
 }
 
@@ -96,9 +93,16 @@ impl RoomRing {
                 state.slots.pop_front();
                 state.head += 1;
             }
-            std::mem::take(&mut state.waiting)
+            // Drained, not taken: the table keeps its size for the same
+            // subscribers to wait again after this event, instead of being
+            // rebuilt (and regrown) on every send.
+            state
+                .waiting
+                .drain()
+                .map(|(_, waker)| waker)
+                .collect::<Vec<_>>()
         };
-        for waker in woken.into_values() {
+        for waker in woken {
             waker.wake();
         }
     }
