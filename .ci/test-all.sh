@@ -25,10 +25,16 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
 echo "== cargo clippy"
-cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --workspace --all-targets -- -D warnings
+
+# The README's first command is `cargo run --release -- serve`; its test
+# (relay/tests/readme.rs) runs that command as written, so the release build
+# is made here once, where its time is plain to see.
+echo "== cargo build --release"
+cargo build --locked --release
 
 echo "== cargo test"
-cargo test --locked --all-targets
+cargo test --locked --workspace --all-targets
 
 # The JS SDK: build, unit tests, and tests against the relay binary that
 # cargo test has just built (node and npm come with the machine).

@@ -8,7 +8,8 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 use jsonwebtoken::Algorithm;
 
 use crate::config::SETTINGS;
-use crate::token::{SigningKey, TokenSpec, parse_room_grant, parse_ttl};
+use crate::config::parse_duration;
+use crate::token::{SigningKey, TokenSpec, parse_room_grant};
 
 /// A parsed command line.
 pub enum Cli {
@@ -31,7 +32,7 @@ fn command() -> Command {
         .about("Run the relay (dev mode with a random secret when no key is configured)")
         .long_about(
             "Run the relay. Every setting is a flag here and an environment variable of \
-             the same name (flags win). Durations are whole seconds, or a number with ms, s or m.\n\n\
+             the same name (flags win). Durations are whole seconds, or a number with a unit: 500ms, 30s, 10m, 1h, 7d.\n\n\
              With no EDGEWIRE_JWT_SECRET, EDGEWIRE_JWT_PUBLIC_KEY or EDGEWIRE_JWKS_URL the relay \
              starts in dev mode: it makes a random secret and prints a ready token and a curl line.",
         )
@@ -44,7 +45,10 @@ fn command() -> Command {
         }));
     let token = Command::new("token")
         .about("Print a signed token (for backends, tests and dev)")
-        .after_help("Example: edgewire token --sub alice --room 'game-*=read,write' --ttl 1h")
+        .after_help(
+            "Example: edgewire token --sub alice --room 'game-*=read,write' --ttl 1h\n\
+             A token stays valid for EDGEWIRE_JWT_LEEWAY (30 s by default) past its exp.",
+        )
         .arg(Arg::new("sub").long("sub").required(true).help("the user (sub claim)"))
         .arg(
             Arg::new("room")
@@ -53,7 +57,18 @@ fn command() -> Command {
                 .value_name("PATTERN=RIGHTS")
                 .help("room pattern and rights, e.g. 'game-*=read,write' (repeatable; rights: read, write, retain) [default '*=read,write']"),
         )
-        .arg(Arg::new("ttl").long("ttl").default_value("1h").help("lifetime: 90s, 30m, 1h, 7d"))
+        .arg(
+            Arg::new("ttl")
+                .long("ttl")
+                .default_value("1h")
+                .help("lifetime: 90s, 30m, 1h, 7d (the relay still accepts a token for EDGEWIRE_JWT_LEEWAY, 30 s by default, past its exp)")
+                .long_help(
+                    "Lifetime of the token: whole seconds or 500ms, 90s, 30m, 1h, 7d.\n\n\
+                     The relay accepts a token until exp plus EDGEWIRE_JWT_LEEWAY (30 s by \
+                     default, for clock skew), so --ttl 1s still works for about 31 s. Test \
+                     expiry against a relay started with --jwt-leeway 0.",
+                ),
+        )
         .arg(Arg::new("meta").long("meta").value_name("JSON").help("meta claim shown in presence (at most 1 KiB)"))
         .arg(Arg::new("aud").long("aud").help("aud claim"))
         .arg(Arg::new("iss").long("iss").help("iss claim"))
@@ -123,7 +138,8 @@ fn token_args(m: &ArgMatches) -> Result<TokenArgs, String> {
             crate::auth::Rights::READ.union(crate::auth::Rights::WRITE),
         )],
     };
-    let ttl: Duration = parse_ttl(&get("ttl").unwrap_or_else(|| "1h".into()))?;
+    let ttl: Duration = parse_duration(&get("ttl").unwrap_or_else(|| "1h".into()))
+        .map_err(|e| format!("--ttl: {e}"))?;
     let meta = match get("meta") {
         Some(text) => {
             Some(serde_json::from_str(&text).map_err(|e| format!("--meta is not JSON: {e}"))?)

@@ -515,23 +515,17 @@ fn positive_duration(v: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// Parses a duration: whole seconds, or a number with `ms`, `s` or `m`.
+/// Parses a duration, in the one format every setting and flag uses: whole
+/// seconds (`30`), or humantime's units (`500ms`, `30s`, `10m`, `1h`, `7d`,
+/// `1h 30m`), so `serve --history-ttl 1h` and `token --ttl 1h` read alike.
 pub fn parse_duration(v: &str) -> Result<Duration, String> {
-    let bad =
-        || "expected whole seconds or a number with ms, s or m (e.g. 30s, 500ms, 10m)".to_owned();
-    let (number, unit) = if let Some(n) = v.strip_suffix("ms") {
-        (n, 1)
-    } else if let Some(n) = v.strip_suffix('s') {
-        (n, 1000)
-    } else if let Some(n) = v.strip_suffix('m') {
-        (n, 60_000)
-    } else {
-        (v, 1000)
-    };
-    let n: u64 = number.trim().parse().map_err(|_| bad())?;
-    n.checked_mul(unit)
-        .map(Duration::from_millis)
-        .ok_or_else(bad)
+    let v = v.trim();
+    if let Ok(seconds) = v.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    humantime::parse_duration(v).map_err(|e| {
+        format!("{e}: expected whole seconds or a duration such as 500ms, 30s, 10m, 1h or 7d")
+    })
 }
 
 #[cfg(test)]
@@ -569,8 +563,11 @@ mod tests {
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
-        assert!(parse_duration("1h").is_err());
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
         assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("soon").is_err());
     }
 
     #[test]

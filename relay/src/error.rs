@@ -43,6 +43,13 @@ pub enum ApiError {
     /// Too many requests; retry after the given seconds.
     #[error("rate limited; retry after {0} s")]
     RateLimited(u64),
+    /// The client's address failed authentication too often; every request
+    /// from it, valid token or not, is refused for the given seconds.
+    #[error(
+        "too many failed authentications from your address in the last minute \
+         (EDGEWIRE_AUTH_FAILURE_LIMIT); every request from it is refused for {0} more s"
+    )]
+    LockedOut(u64),
     /// The relay is at its connection cap.
     #[error("the relay is at capacity; retry later")]
     OverCapacity,
@@ -61,7 +68,8 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    /// One error of each kind, for the shared fixture test of codes and statuses.
+    /// One error of each contract code, for the shared fixture test of codes
+    /// and statuses.
     pub fn one_of_each() -> Vec<ApiError> {
         vec![
             ApiError::BadRequest(String::new()),
@@ -73,6 +81,7 @@ impl ApiError {
             ApiError::TooLarge(String::new()),
             ApiError::UnsupportedMedia(String::new()),
             ApiError::Unsupported,
+            // LockedOut shares `rate_limited` and its status with RateLimited.
             ApiError::RateLimited(1),
             ApiError::OverCapacity,
             ApiError::Draining,
@@ -94,7 +103,7 @@ impl ApiError {
             ApiError::TooLarge(_) => "too_large",
             ApiError::UnsupportedMedia(_) => "unsupported_media",
             ApiError::Unsupported => "unsupported",
-            ApiError::RateLimited(_) => "rate_limited",
+            ApiError::RateLimited(_) | ApiError::LockedOut(_) => "rate_limited",
             ApiError::OverCapacity => "over_capacity",
             ApiError::Draining => "draining",
             ApiError::BackendUnavailable => "backend_unavailable",
@@ -114,7 +123,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMedia(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited(_) | ApiError::LockedOut(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::OverCapacity
             | ApiError::Draining
             | ApiError::BackendUnavailable
@@ -126,7 +135,7 @@ impl ApiError {
     /// Seconds a client should wait before retrying, where the contract gives one.
     pub fn retry_after(&self) -> Option<u64> {
         match self {
-            ApiError::RateLimited(s) => Some(*s),
+            ApiError::RateLimited(s) | ApiError::LockedOut(s) => Some(*s),
             ApiError::OverCapacity | ApiError::Draining | ApiError::BackendUnavailable => Some(1),
             _ => None,
         }
@@ -139,7 +148,7 @@ impl ApiError {
                 Some(CloseCode::Unauthorized)
             }
             ApiError::Forbidden(_) => Some(CloseCode::Forbidden),
-            ApiError::RateLimited(_) => Some(CloseCode::RateLimited),
+            ApiError::RateLimited(_) | ApiError::LockedOut(_) => Some(CloseCode::RateLimited),
             ApiError::TooLarge(_) => Some(CloseCode::TooBig),
             ApiError::Draining | ApiError::OverCapacity => Some(CloseCode::GoingAway),
             ApiError::Internal => Some(CloseCode::Internal),

@@ -186,7 +186,7 @@ impl Guard {
                 if left.is_zero() {
                     Ok(())
                 } else {
-                    Err(ApiError::RateLimited(left.as_secs().max(1)))
+                    Err(ApiError::LockedOut(left.as_secs().max(1)))
                 }
             }
             _ => Ok(()),
@@ -352,7 +352,7 @@ mod tests {
         guard.record_failure(a);
         assert!(guard.check_address(a).is_ok());
         guard.record_failure(a);
-        assert!(matches!(guard.check_address(a), Err(ApiError::RateLimited(s)) if s >= 1));
+        assert!(matches!(guard.check_address(a), Err(ApiError::LockedOut(s)) if s >= 1));
         assert!(guard.check_address(b).is_ok());
     }
 

@@ -34,4 +34,4 @@ pub mod topic;
 pub mod transport;
 
 pub use config::Config;
-pub use server::{ServeError, serve};
+pub use server::{Relay, ServeError, serve};

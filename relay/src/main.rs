@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use base64::Engine;
 use edgewire::auth::Rights;
 use edgewire::cli::{self, Cli};
 use edgewire::config::{Config, LogFormat};
@@ -72,25 +71,29 @@ async fn serve(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    // Keys and Redis first: a relay that cannot reach its backend fails here,
+    // before it says it is listening.
+    let relay = edgewire::Relay::start(config, shutdown.clone()).await?;
     tracing::info!(%addr, "edgewire listening");
     if let Some(secret) = dev_secret {
         print_dev_banner(&secret, addr)?;
     }
-    let shutdown = CancellationToken::new();
-    edgewire::shutdown::cancel_on_signal(shutdown.clone());
-    edgewire::serve(listener, config, shutdown).await?;
+    edgewire::shutdown::cancel_on_signal(shutdown);
+    relay.serve(listener).await?;
     tracing::info!("edgewire stopped");
     Ok(())
 }
 
 fn random_secret() -> String {
-    let mut bytes = [0u8; 32];
-    if let Err(e) = getrandom::fill(&mut bytes) {
-        // Without entropy a dev secret would be guessable; refuse rather than weaken it.
-        eprintln!("edgewire: no entropy source for the dev secret: {e}");
-        std::process::exit(1);
+    match edgewire::token::random_secret() {
+        Ok(secret) => secret,
+        Err(e) => {
+            // Without entropy a dev secret would be guessable; refuse rather than weaken it.
+            eprintln!("edgewire: no entropy source for the dev secret: {e}");
+            std::process::exit(1);
+        }
     }
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// Dev mode: print the secret, a ready token for every room and curl lines. This
@@ -139,8 +142,11 @@ fn print_dev_banner(
 fn init_tracing(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour codes only for a person at a terminal: log files, journald and
+    // `2> file` get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Json => builder.json().init(),

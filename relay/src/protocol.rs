@@ -801,7 +801,9 @@ pub struct RawOp {
     /// Message type for `pub`.
     #[serde(rename = "type")]
     pub kind: Option<String>,
-    /// Payload for `pub` and `will`.
+    /// Payload for `pub` and `will`: `None` when the field is absent, and
+    /// `Some("null")` for an explicit `null` (a `pub` must carry `data`).
+    #[serde(default, deserialize_with = "present")]
     pub data: Option<Box<RawValue>>,
     /// Direct recipient for `pub`.
     pub to: Option<String>,
@@ -819,6 +821,12 @@ pub struct RawOp {
     pub ttl: Option<u64>,
     /// Delay in seconds before a will fires.
     pub after: Option<f64>,
+}
+
+/// Deserializes a field that is present (even as `null`) into `Some`, so an
+/// absent field (`None`, by `default`) differs from an explicit `null`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -909,11 +917,14 @@ pub fn parse_op(text: &str) -> Result<(Op, Option<Box<RawValue>>), OpError> {
     let fail = |reference: Option<Box<RawValue>>, message: String| OpError { reference, message };
     let op = match raw.op.as_str() {
         "pub" => {
-            let data = raw
-                .data
-                .as_deref()
-                .map(payload_from_raw)
-                .unwrap_or_else(null_payload);
+            // A message without `data` is a mistake more often than a wish to
+            // send `null`: refuse it, and let `"data": null` say null.
+            let Some(data) = raw.data.as_deref().map(payload_from_raw) else {
+                return Err(fail(
+                    reference,
+                    "pub needs data (any JSON value; send \"data\": null for none)".into(),
+                ));
+            };
             Op::Pub {
                 room: raw.room,
                 kind: raw.kind.unwrap_or_else(|| "message".to_owned()),
@@ -1111,5 +1122,19 @@ mod tests {
             Some("\"a\"")
         );
         assert!(parse_op("not json").is_err());
+    }
+
+    #[test]
+    fn pub_without_data_is_refused_and_explicit_null_is_kept() {
+        let err = parse_op(r#"{"op":"pub","ref":1}"#).err();
+        assert!(
+            err.as_ref()
+                .is_some_and(|e| e.message.contains("pub needs data")),
+            "{:?}",
+            err.map(|e| e.message)
+        );
+        let (op, _) =
+            parse_op(r#"{"op":"pub","data":null}"#).unwrap_or_else(|e| panic!("{}", e.message));
+        assert!(matches!(op, Op::Pub { ref data, .. } if data.get() == "null"));
     }
 }

@@ -514,6 +514,11 @@ async fn rooms_get(
         return ws::upgrade(upgrade, &headers, hub, auth, Target::Bare, address);
     }
     match auth {
+        // Like every other route: no token, no listing, unless the operator
+        // declared public rooms (then an anonymous caller sees those alone).
+        Ok(principal) if principal.is_anonymous() && principal.public.is_empty() => {
+            ApiError::TokenMissing.into_response()
+        }
         Ok(principal) => http::rooms(&hub, principal).await.into_response(),
         Err(e) => e.into_response(),
     }

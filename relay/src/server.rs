@@ -31,8 +31,37 @@ pub enum ServeError {
     #[error(transparent)]
     Key(#[from] KeyError),
     /// Redis was configured but could not be reached at start-up.
-    #[error("{0}")]
-    Redis(String),
+    #[error(transparent)]
+    Redis(#[from] crate::broker::StartError),
+}
+
+/// A relay whose keys are loaded and whose broker is connected, ready to
+/// serve: `main` starts it before it says "listening", so a relay that cannot
+/// reach Redis never claims to be up.
+pub struct Relay {
+    config: Arc<Config>,
+    hub: Hub,
+    shutdown: CancellationToken,
+}
+
+impl Relay {
+    /// Loads the keys and connects the broker (Redis when configured).
+    pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Relay, ServeError> {
+        let config = Arc::new(config);
+        let auth = Arc::new(Authenticator::from_config(&config)?);
+        auth.prime().await;
+        let hub = Hub::connect(config.clone(), auth, shutdown.clone()).await?;
+        Ok(Relay {
+            config,
+            hub,
+            shutdown,
+        })
+    }
+
+    /// Serves on `listener` until the shutdown token is cancelled (see [`serve`]).
+    pub async fn serve(self, listener: TcpListener) -> Result<(), ServeError> {
+        run(listener, self.config, self.hub, self.shutdown).await
+    }
 }
 
 /// Serves the relay on `listener` until `shutdown` is cancelled, then closes every
@@ -43,12 +72,15 @@ pub async fn serve(
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
-    let config = Arc::new(config);
-    let auth = Arc::new(Authenticator::from_config(&config)?);
-    auth.prime().await;
-    let hub = Hub::connect(config.clone(), auth, shutdown.clone())
-        .await
-        .map_err(|e| ServeError::Redis(format!("EDGEWIRE_REDIS_URL: cannot reach Redis ({e})")))?;
+    Relay::start(config, shutdown).await?.serve(listener).await
+}
+
+async fn run(
+    listener: TcpListener,
+    config: Arc<Config>,
+    hub: Hub,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
     hub.start_sweeper();
     let app = router(hub.clone()).layer(
         // Spans carry the path and the query with any token redacted; headers
@@ -79,26 +111,80 @@ pub async fn serve(
     // hundred bytes that every long-lived stream would otherwise carry.
     let builder = Arc::new(builder);
     let connections = GracefulShutdown::new();
+    let accept = Acceptor {
+        app,
+        builder,
+        tasks: hub.tasks().clone(),
+        sniff_wait: config.handshake_timeout,
+    };
     loop {
-        let (stream, peer) = tokio::select! {
+        tokio::select! {
             _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors or a reset before accept: back off
-                    // briefly instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
+            accepted = listener.accept() => accept.one(accepted, &connections).await,
+        }
+    }
+    // Draining: the listener stays open until the last session has closed or
+    // the grace runs out, so a client or proxy that still arrives is told
+    // `503 draining` (with Retry-After) by new-session routes and by
+    // `/readyz`, instead of finding the port closed. Sessions close on their
+    // own spread schedule within the grace; requests in flight finish.
+    let deadline = tokio::time::Instant::now() + grace;
+    hub.tasks().close();
+    let sessions = hub.tasks().clone();
+    let sessions_done = sessions.wait();
+    tokio::pin!(sessions_done);
+    let mut sessions_ended = false;
+    loop {
+        tokio::select! {
+            _ = &mut sessions_done => {
+                sessions_ended = true;
+                break;
+            }
+            _ = tokio::time::sleep_until(deadline) => break,
+            accepted = listener.accept() => accept.one(accepted, &connections).await,
+        }
+    }
+    drop(listener);
+    let requests = tokio::time::timeout_at(deadline, connections.shutdown()).await;
+    if requests.is_err() || !sessions_ended {
+        tracing::warn!("shutdown grace ran out with connections still open");
+    }
+    Ok(())
+}
+
+/// What each accepted connection needs: the router, hyper's settings, the
+/// session tracker and the handshake deadline.
+struct Acceptor {
+    app: axum::Router,
+    builder: Arc<Builder<TokioExecutor>>,
+    tasks: tokio_util::task::TaskTracker,
+    sniff_wait: Duration,
+}
+
+impl Acceptor {
+    /// Serves one accepted connection on a task of its own; backs off briefly
+    /// when accepting failed.
+    async fn one(
+        &self,
+        accepted: std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)>,
+        connections: &GracefulShutdown,
+    ) {
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors or a reset before accept: back off
+                // briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                return;
+            }
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let builder = builder.clone();
+        let app = self.app.clone();
+        let builder = self.builder.clone();
         let watcher = connections.watcher();
-        let tasks = hub.tasks().clone();
-        let sniff_wait = config.handshake_timeout;
+        let tasks = self.tasks.clone();
+        let sniff_wait = self.sniff_wait;
         tokio::spawn(async move {
             // EventSource requests are answered without hyper's per-connection
             // buffers; everything else is hyper's (the bytes were only peeked).
@@ -133,19 +219,4 @@ pub async fn serve(
             .await;
         });
     }
-    drop(listener);
-    // One deadline for everything: in-flight requests and streams finish, and
-    // sessions close on their own drain schedule, within the grace.
-    let deadline = tokio::time::Instant::now() + grace;
-    let (requests, sessions) = tokio::join!(
-        tokio::time::timeout_at(deadline, connections.shutdown()),
-        async {
-            hub.tasks().close();
-            tokio::time::timeout_at(deadline, hub.tasks().wait()).await
-        }
-    );
-    if requests.is_err() || sessions.is_err() {
-        tracing::warn!("shutdown grace ran out with connections still open");
-    }
-    Ok(())
 }

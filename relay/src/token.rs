@@ -110,14 +110,28 @@ pub fn mint(spec: &TokenSpec, key: &SigningKey) -> Result<String, TokenError> {
     Ok(jsonwebtoken::encode(&header, &claims, &key)?)
 }
 
-/// Parses a lifetime: a number with `s`, `m`, `h` or `d` (plain numbers are seconds).
-pub fn parse_ttl(v: &str) -> Result<Duration, String> {
-    let (n, unit) = match v.char_indices().last() {
-        Some((i, 'h')) => (&v[..i], 3600),
-        Some((i, 'd')) => (&v[..i], 86_400),
-        _ => return crate::config::parse_duration(v),
-    };
-    n.parse::<u64>()
-        .map(|n| Duration::from_secs(n * unit))
-        .map_err(|_| format!("bad lifetime {v:?}: use e.g. 90s, 30m, 1h, 7d"))
+/// A random HMAC secret for dev mode: 32 bytes as 64 lowercase hex digits, so
+/// it never starts with `-` (which would read as a flag in `--jwt-secret $S`)
+/// and needs no quoting in a shell.
+pub fn random_secret() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod secret_tests {
+    #[test]
+    fn dev_secrets_are_hex_and_never_look_like_flags() {
+        for _ in 0..200 {
+            let secret = super::random_secret().unwrap_or_default();
+            assert_eq!(secret.len(), 64);
+            assert!(
+                secret
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            );
+            assert!(!secret.starts_with('-'));
+        }
+    }
 }

@@ -68,7 +68,8 @@ export class Room extends Emitter<RoomEvents> {
 
   /** Broadcasts a message (or sends it to one peer with `to`); resolves with its id. */
   async send(type: string, data: unknown, options: { to?: string } = {}): Promise<string> {
-    const ack = await this.link.request({ op: "pub", room: this.name, type, data, to: options.to });
+    // `data` is required by the relay; `undefined` (which JSON drops) is sent as null.
+    const ack = await this.link.request({ op: "pub", room: this.name, type, data: data ?? null, to: options.to });
     return String(ack.id ?? "");
   }
 
@@ -80,7 +81,7 @@ export class Room extends Emitter<RoomEvents> {
 
   /** Stores `data` as the topic's retained value (needs the `retain` right). */
   async retain(topic: string, data: unknown, options: { ttl?: number } = {}): Promise<string> {
-    const ack = await this.link.request({ op: "pub", room: this.name, topic, retain: true, data, ttl: options.ttl });
+    const ack = await this.link.request({ op: "pub", room: this.name, topic, retain: true, data: data ?? null, ttl: options.ttl });
     return String(ack.id ?? "");
   }
 

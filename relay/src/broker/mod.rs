@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use memory::MemoryBroker;
-pub use redis::{RedisBroker, RedisSettings, backoff};
+pub use redis::{RedisBroker, RedisSettings, StartCause, StartError, backoff};
 
 use crate::hub::Fanout;
 use crate::protocol::{Event, EventId, LeaveReason, NameError, Payload, PeerInfo, RoomName};

@@ -246,6 +246,86 @@ struct PeerRecord {
     state: Box<RawValue>,
 }
 
+/// Redis could not be used at start-up: which URL (password hidden) and why.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot reach Redis at {url} (EDGEWIRE_REDIS_URL): {cause}")]
+pub struct StartError {
+    /// The configured URL with its password replaced.
+    pub url: String,
+    /// What went wrong, with what to check.
+    pub cause: StartCause,
+}
+
+/// The cause of a [`StartError`], each with the thing an operator should check.
+#[derive(Debug, thiserror::Error)]
+pub enum StartCause {
+    /// Nothing listens at the host and port.
+    #[error(
+        "connection refused; check that redis-server is running and listens on that host and port"
+    )]
+    Refused,
+    /// No answer in time.
+    #[error(
+        "no answer within {0:?} (EDGEWIRE_REDIS_TIMEOUT); check the host, the port, firewalls, \
+         and whether the server expects TLS (rediss://)"
+    )]
+    Timeout(Duration),
+    /// The server refused the credentials, or wants some.
+    #[error("authentication failed ({0}); check the user and password in the URL")]
+    Auth(String),
+    /// The TLS handshake failed.
+    #[error(
+        "TLS failed ({0}); check that the server speaks TLS on that port and that its certificate is valid for the host"
+    )]
+    Tls(String),
+    /// The URL itself is wrong.
+    #[error(
+        "the URL is not valid ({0}); expected redis://[user:password@]host:port[/db], or rediss:// for TLS"
+    )]
+    BadUrl(String),
+    /// Anything else, such as a host name that does not resolve.
+    #[error("{0}; check the host name and the network")]
+    Other(String),
+}
+
+impl StartCause {
+    /// Sorts a Redis client error into a cause; `url` is only used to keep its
+    /// password out of the text, `timeout` to say how long was waited.
+    fn of(e: &redis::RedisError, url: &str, timeout: Duration) -> StartCause {
+        let mut text = e.to_string();
+        if let Some(password) = url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split_once('@'))
+            .and_then(|(userinfo, _)| userinfo.rsplit(':').next())
+            .filter(|p| !p.is_empty())
+        {
+            text = text.replace(password, "REDACTED");
+        }
+        let lower = text.to_ascii_lowercase();
+        if e.is_connection_refusal() {
+            StartCause::Refused
+        } else if e.is_timeout() {
+            StartCause::Timeout(timeout)
+        } else if e.kind() == redis::ErrorKind::AuthenticationFailed
+            || lower.contains("noauth")
+            || lower.contains("wrongpass")
+            || lower.contains("invalid password")
+            || lower.contains("auth")
+        {
+            StartCause::Auth(text)
+        } else if lower.contains("tls")
+            || lower.contains("certificate")
+            || lower.contains("handshake")
+        {
+            StartCause::Tls(text)
+        } else if e.kind() == redis::ErrorKind::InvalidClientConfig {
+            StartCause::BadUrl(text)
+        } else {
+            StartCause::Other(text)
+        }
+    }
+}
+
 fn unavailable(e: redis::RedisError) -> BrokerError {
     tracing::debug!(error = %e, "redis call failed");
     BrokerError::Unavailable
@@ -265,27 +345,45 @@ fn template_error() -> BrokerError {
 
 impl RedisBroker {
     /// Connects (failing after the timeout), starts the heartbeat and the
-    /// pub/sub task, and returns the broker.
+    /// pub/sub task, and returns the broker. A failure says which URL (its
+    /// password hidden), why, and what to check.
     pub async fn connect(
         settings: RedisSettings,
         limits: Limits,
         fanout: Arc<Fanout>,
         shutdown: CancellationToken,
         tasks: &TaskTracker,
-    ) -> Result<Arc<RedisBroker>, BrokerError> {
-        let client = redis::Client::open(settings.url.as_str()).map_err(unavailable)?;
+    ) -> Result<Arc<RedisBroker>, StartError> {
+        let shown_url = crate::redact::url_password(&settings.url);
+        let (url, timeout) = (settings.url.clone(), settings.timeout);
+        let failed = |cause: StartCause| StartError {
+            url: shown_url.clone(),
+            cause,
+        };
+        let client = redis::Client::open(settings.url.as_str())
+            .map_err(|e| failed(StartCause::of(&e, &url, timeout)))?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(settings.timeout))
             .set_connection_timeout(Some(settings.timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(2));
-        let conn = tokio::time::timeout(
+        let timed_out = || failed(StartCause::Timeout(timeout));
+        let mut conn = tokio::time::timeout(
             settings.timeout * 2,
             client.get_connection_manager_with_config(config),
         )
         .await
-        .map_err(|_| BrokerError::Unavailable)?
-        .map_err(unavailable)?;
+        .map_err(|_| timed_out())?
+        .map_err(|e| failed(StartCause::of(&e, &url, timeout)))?;
+        // A server that wants a password accepts the connection and refuses
+        // the first command: ask once, so that shows as an auth failure.
+        tokio::time::timeout(
+            settings.timeout,
+            redis::cmd("PING").query_async::<String>(&mut conn),
+        )
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(|e| failed(StartCause::of(&e, &url, timeout)))?;
         let instance: Arc<str> = Arc::from(format!("i-{}", crate::hub::random_id(9)));
         let broker = Arc::new(RedisBroker {
             conn,
@@ -311,7 +409,7 @@ impl RedisBroker {
                 forget_room: Script::new(FORGET_ROOM),
             },
         });
-        broker.beat().await?;
+        broker.beat().await.map_err(|_| timed_out())?;
         tasks.spawn(heartbeat(broker.clone(), shutdown.clone()));
         tasks.spawn(pubsub_loop(broker.clone(), client, shutdown));
         Ok(broker)

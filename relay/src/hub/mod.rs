@@ -95,7 +95,7 @@ impl Hub {
         config: Arc<Config>,
         auth: Arc<Authenticator>,
         shutdown: CancellationToken,
-    ) -> Result<Hub, BrokerError> {
+    ) -> Result<Hub, crate::broker::StartError> {
         let Some(url) = config.redis_url.clone() else {
             return Ok(Hub::new(config, auth, shutdown));
         };

@@ -240,3 +240,203 @@ fn readme_and_protocol_document_every_setting() {
         }
     }
 }
+
+/// Starts `edgewire serve` with the fixture secret and `--log info` on a free
+/// port; returns the child, its base URL and the first log line (read from a
+/// pipe, as a log collector would).
+fn start_logged(extra: &[&str]) -> (std::process::Child, String, String) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--log", "info"])
+        .args(extra)
+        .env("EDGEWIRE_JWT_SECRET", secret())
+        .env_remove("EDGEWIRE_REDIS_URL")
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn edgewire");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let first = lines.next().expect("a log line").expect("utf-8");
+    std::thread::spawn(move || lines.for_each(drop));
+    let addr = first
+        .split("addr=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no addr= in the first log line: {first:?}"))
+        .to_owned();
+    (child, format!("http://{addr}"), first)
+}
+
+fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "edgewire did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    let (mut child, _, first) = start_logged(&[]);
+    assert!(first.contains("edgewire listening"), "{first:?}");
+    assert!(
+        !first.contains('\u{1b}'),
+        "ANSI escape in a piped log: {first:?}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn unreachable_redis_is_named_with_its_cause_before_anything_says_listening() {
+    // A port nothing listens on: bind one, note it, let it go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let output = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--log", "info"])
+        .env("EDGEWIRE_JWT_SECRET", secret())
+        .env(
+            "EDGEWIRE_REDIS_URL",
+            format!("redis://default:hunter2@127.0.0.1:{port}/"),
+        )
+        .env("EDGEWIRE_REDIS_TIMEOUT", "2s")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "redis://default:REDACTED@127.0.0.1:{port}/ (EDGEWIRE_REDIS_URL)"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("connection refused"), "{stderr}");
+    assert!(
+        stderr.contains("check that redis-server is running"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "the password leaked: {stderr}");
+    assert!(!stderr.contains("listening"), "said listening: {stderr}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).is_empty(),
+        "no dev banner either"
+    );
+}
+
+#[test]
+fn token_help_says_tokens_live_for_the_leeway_past_exp() {
+    let output = Command::new(BIN)
+        .args(["token", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("EDGEWIRE_JWT_LEEWAY"), "{help}");
+    assert!(help.contains("--ttl 1s still works"), "{help}");
+}
+
+#[test]
+fn durations_read_alike_in_serve_and_token() {
+    // `1h` is one format for both commands (humantime).
+    let output = Command::new(BIN)
+        .args(["serve", "--history-ttl", "1h", "--listen", "nowhere"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("EDGEWIRE_LISTEN"), "{stderr}");
+    assert!(
+        !stderr.contains("EDGEWIRE_HISTORY_TTL"),
+        "1h refused: {stderr}"
+    );
+    let output = Command::new(BIN)
+        .args(["token", "--sub", "a", "--ttl", "1h 30m"])
+        .env("EDGEWIRE_JWT_SECRET", "s")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The drain as fly.toml relies on it: after SIGTERM the port stays open,
+/// `/readyz` and new sessions answer `503 draining` with `Retry-After`, live
+/// sessions are told `draining`, and the process exits 0 within the grace.
+#[tokio::test]
+async fn after_sigterm_readyz_and_new_sessions_answer_draining_until_exit() {
+    let (mut child, base, _) = start_logged(&["--shutdown-grace", "4s"]);
+    let token = crate::harness::token("drainer", &["*=read,write"]);
+    // Five live sessions: each closes at its own random moment within 70% of
+    // the grace, so some are still open while the test asks.
+    let mut streams = Vec::new();
+    for i in 0..5 {
+        let mut sse = Sse::open(
+            &format!("{base}/rooms/drain-{i}?token={token}"),
+            &[("accept", "text/event-stream")],
+        )
+        .await;
+        assert_eq!(sse.next().await["kind"], "welcome");
+        streams.push(sse);
+    }
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let ready = loop {
+        let response = http().get(format!("{base}/readyz")).send().await.unwrap();
+        if response.status() == 503 {
+            break response;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "readyz never turned 503"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert!(ready.headers().contains_key("retry-after"));
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["error"], "draining");
+    // A new SSE session and a new WebSocket are refused before any upgrade.
+    match Sse::try_open(
+        &format!("{base}/rooms/late?token={token}"),
+        &[("accept", "text/event-stream")],
+    )
+    .await
+    {
+        Err((status, body)) => {
+            assert_eq!(status, 503);
+            assert_eq!(body["error"], "draining");
+        }
+        Ok(_) => panic!("a new SSE session was opened while draining"),
+    }
+    let refused = http()
+        .get(format!("{base}/rooms/late?token={token}"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    // Every live session is told, then its stream ends.
+    for mut sse in streams {
+        let last = sse.next_kind("error").await;
+        assert_eq!(last["code"], "draining");
+        assert!(sse.next_event().await.is_none());
+    }
+    let status = wait_exit(&mut child);
+    assert!(status.success(), "exit status {status}");
+}

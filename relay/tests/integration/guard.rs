@@ -87,8 +87,24 @@ async fn an_auth_failure_storm_locks_out_one_address_only() {
         .await
         .unwrap();
     assert_eq!(r.status(), 429);
-    assert!(r.headers().contains_key("retry-after"));
-    assert_eq!(r.json::<Value>().await.unwrap()["error"], "rate_limited");
+    let retry_after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let body = r.json::<Value>().await.unwrap();
+    assert_eq!(body["error"], "rate_limited");
+    // The message says why (this address's failed logins) and when it ends.
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("failed authentications from your address"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("refused for {retry_after} more s")),
+        "{message}"
+    );
     let refused =
         tokio_tungstenite::connect_async(relay.ws_url(&format!("/rooms/r?token={good}"))).await;
     assert!(

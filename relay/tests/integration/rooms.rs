@@ -538,3 +538,74 @@ async fn health_and_metrics() {
         .unwrap();
     assert!(out >= 4, "welcomes, join and messages written: {out}");
 }
+
+#[tokio::test]
+async fn listing_rooms_needs_a_token_unless_rooms_are_public() {
+    let relay = Relay::start(&[]).await;
+    let response = http().get(relay.http("/rooms")).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["error"],
+        "token_missing"
+    );
+    // With public rooms, an anonymous caller sees those and nothing else.
+    let open = Relay::start(&[("EDGEWIRE_PUBLIC_ROOMS", "plaza-*")]).await;
+    let mut sse = Sse::open(&open.http("/rooms/plaza-1"), &[]).await;
+    assert_eq!(sse.next().await["kind"], "welcome");
+    let (k, v) = bearer(&token("u", &["private-1=read"]));
+    let mut private = Sse::open(&open.http("/rooms/private-1"), &[(k, &v)]).await;
+    assert_eq!(private.next().await["kind"], "welcome");
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let response = http().get(open.http("/rooms")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let list: Value = response.json().await.unwrap();
+        let rooms = list["rooms"].as_array().unwrap();
+        assert!(rooms.iter().all(|r| r["room"] != "private-1"), "{list}");
+        if rooms.iter().any(|r| r["room"] == "plaza-1") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{list}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_pub_without_data_is_a_bad_request_and_publishes_nothing() {
+    let relay = Relay::start(&[]).await;
+    let tok = token("u", &["nodata=read,write"]);
+    let mut ws = Ws::connect(&relay, "/rooms/nodata", &tok, TokenIn::Header).await;
+    assert_eq!(ws.next().await["kind"], "welcome");
+    ws.send(json!({"op":"pub","type":"chat","ref":1})).await;
+    let error = ws.next_kind("error").await;
+    assert_eq!(error["code"], "bad_request");
+    assert_eq!(error["ref"], 1);
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("pub needs data"),
+        "{error}"
+    );
+    // An explicit null is a message, and it is the first one in the room.
+    ws.send(json!({"op":"pub","type":"chat","data":null,"ref":2}))
+        .await;
+    let ack = ws.next_kind("ack").await;
+    assert_eq!(ack["ref"], 2);
+    let message = ws.next_kind("message").await;
+    assert_eq!(message["data"], Value::Null);
+    let history: Value = http()
+        .get(relay.http("/rooms/nodata/history"))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        history["events"].as_array().map(Vec::len),
+        Some(1),
+        "{history}"
+    );
+}
