@@ -128,3 +128,47 @@ async fn fly_toml_agrees_with_the_relay() {
     assert_ne!(user.trim(), "root");
     assert!(dockerfile.matches("FROM ").count() >= 2, "multi-stage");
 }
+
+/// True when `.dockerignore`'s `pattern` excludes `path` (relative, `/`-separated):
+/// the forms the file uses, `name` or `a/b` from the root and `**/name` anywhere.
+fn ignored_by(pattern: &str, path: &str) -> bool {
+    match pattern.strip_prefix("**/") {
+        Some(name) => path.split('/').any(|part| part == name),
+        None => path == pattern || path.starts_with(&format!("{pattern}/")),
+    }
+}
+
+#[test]
+fn the_docker_build_context_holds_the_sources_and_no_build_outputs() {
+    let text = std::fs::read_to_string(root().join(".dockerignore"))
+        .expect(".dockerignore at the repository root");
+    let patterns: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let ignored = |path: &str| patterns.iter().any(|p| ignored_by(p, path));
+    for heavy in [
+        "target/release/edgewire",
+        "relay/target/debug",
+        "sdk-js/node_modules/typescript",
+        "relay/load/node_modules/x",
+        ".git/objects",
+    ] {
+        assert!(ignored(heavy), "{heavy} would be uploaded to the builder");
+    }
+    // What relay/Dockerfile copies must stay in the context.
+    let dockerfile = std::fs::read_to_string(root().join("relay/Dockerfile")).unwrap();
+    for line in dockerfile
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from"))
+    {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        for source in &words[1..words.len() - 1] {
+            assert!(!ignored(source), "{source} is copied but ignored");
+        }
+    }
+    for kept in ["relay/src/main.rs", "relay/load/src/main.rs", "Cargo.lock"] {
+        assert!(!ignored(kept), "{kept} is needed by the build");
+    }
+}
