@@ -1,8 +1,10 @@
 //! The README's commands, run as written: a new user's first hour is a test.
 //!
-//! Every ```` ```sh ```` block of the root README.md runs, line by line, in
-//! `bash` from the repository root, in document order, sharing one set of
-//! environment variables as one terminal would. What the test adds to a
+//! Every ```` ```sh ```` block of the root README.md, then of the SDK's and
+//! the example app's READMEs ([`DOCUMENTS`]), runs line by line in `bash`,
+//! in document order. Within a document the lines share one set of
+//! environment variables and one working directory (`cd` sticks) as one
+//! terminal would; each document starts afresh at the repository root. What the test adds to a
 //! person at a terminal is only what a person does by looking:
 //!
 //! - **A relay** (`... serve`, in the foreground or with `&`) is started in the
@@ -14,7 +16,10 @@
 //! - **`curl -N`** (a stream) is started, its first events are read and
 //!   checked, and it is stopped at the end of its block (or of the next relay
 //!   start, when it runs with `&`).
-//! - **`redis-server ... &`** is waited for on its port.
+//! - **`redis-server ... &`** is waited for on its port, and a static file
+//!   server (`python3 -m http.server PORT`) on its port.
+//! - **A plain block of `http://localhost` URLs** (pages the reader opens) is
+//!   fetched: each must answer 200.
 //! - **Every other line** must exit 0 within its deadline; every `curl` it
 //!   runs must get a 2xx status (a `curl` shim early in `PATH` adds
 //!   `--write-out` of the status to stderr and changes nothing else).
@@ -40,6 +45,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+/// The documents whose commands run, in this order.
+const DOCUMENTS: [&str; 3] = [
+    "README.md",
+    "sdk-js/README.md",
+    "sdk-js/examples/chat/README.md",
+];
 
 /// A command that may build the relay (`cargo run --release` on a cold
 /// target) gets this long.
@@ -210,6 +222,9 @@ impl Background {
 /// The terminal the README's commands run in.
 struct Terminal {
     root: PathBuf,
+    /// The environment a new terminal starts with.
+    fresh_env: HashMap<String, String>,
+    cwd: PathBuf,
     dir: PathBuf,
     env: HashMap<String, String>,
     learned: HashMap<String, String>,
@@ -259,6 +274,8 @@ impl Terminal {
         let path = env.get("PATH").cloned().unwrap_or_default();
         env.insert("PATH".into(), format!("{}:{path}", shim.display()));
         Terminal {
+            fresh_env: env.clone(),
+            cwd: root.clone(),
             root,
             dir,
             env,
@@ -277,7 +294,7 @@ impl Terminal {
         let mut cmd = Command::new("bash");
         cmd.arg("-c")
             .arg(script)
-            .current_dir(&self.root)
+            .current_dir(&self.cwd)
             .env_clear()
             .envs(&self.env)
             .stdin(Stdio::null());
@@ -290,7 +307,7 @@ impl Terminal {
         let file = std::fs::File::create(&output).expect("output file");
         let err = file.try_clone().expect("clone file");
         let child = self
-            .bash(&format!("exec {command}"))
+            .bash(command)
             .stdout(file)
             .stderr(err)
             .process_group(0)
@@ -387,13 +404,18 @@ impl Terminal {
             step.command
         );
         if let Ok(bytes) = std::fs::read(&env_file) {
-            self.env = bytes
+            let mut env: HashMap<String, String> = bytes
                 .split(|&b| b == 0)
                 .filter_map(|pair| std::str::from_utf8(pair).ok())
                 .filter_map(|pair| pair.split_once('='))
-                .filter(|(k, _)| !matches!(*k, "_" | "SHLVL" | "PWD" | "OLDPWD"))
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect();
+            // `cd` sticks, as in a terminal.
+            if let Some(pwd) = env.remove("PWD") {
+                self.cwd = PathBuf::from(pwd);
+            }
+            env.retain(|k, _| !matches!(k.as_str(), "_" | "SHLVL" | "OLDPWD"));
+            self.env = env;
         }
         (stdout, stderr)
     }
@@ -638,6 +660,30 @@ fn run_step(term: &mut Terminal, block: usize, step: &Step, foreground: &mut Vec
         }
         return;
     }
+    if command.contains("http.server") {
+        let port = command
+            .split_whitespace()
+            .last()
+            .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+            .unwrap_or("8000")
+            .to_owned();
+        let index = term.spawn("static", &command, block);
+        wait_for(
+            &format!("README line {}: static server on {port}", step.line),
+            BUILD_DEADLINE,
+            || {
+                if matches!(term.get(index).child.try_wait(), Ok(Some(_))) {
+                    panic!(
+                        "README line {}: the static server exited:\n{}",
+                        step.line,
+                        term.output_of(index)
+                    );
+                }
+                http_status(&format!("127.0.0.1:{port}"), "/").is_some()
+            },
+        );
+        return;
+    }
     if command.starts_with("redis-server") && background {
         let port = flag(&command, "--port").unwrap_or("6379").to_owned();
         term.spawn("redis", &command, block);
@@ -697,31 +743,66 @@ fn run_step(term: &mut Terminal, block: usize, step: &Step, foreground: &mut Vec
     }
 }
 
+/// Opens each `http://localhost...` URL of a plain block, as a reader does.
+fn open_urls(doc: &str, block: &Block) -> usize {
+    let urls: Vec<&str> = block
+        .body
+        .iter()
+        .map(|(_, l)| l.trim())
+        .filter(|l| !l.is_empty())
+        .collect();
+    if urls.is_empty() || !urls.iter().all(|u| u.starts_with("http://localhost:")) {
+        return 0;
+    }
+    for url in &urls {
+        let rest = &url["http://localhost:".len()..];
+        let (port, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let status = http_status(
+            &format!("127.0.0.1:{port}"),
+            if path.is_empty() { "/" } else { path },
+        );
+        eprintln!("readme: {doc} line {}: open {url}: {status:?}", block.line);
+        assert_eq!(status, Some(200), "{doc} line {}: {url}", block.line);
+    }
+    urls.len()
+}
+
 #[test]
 fn readme_commands_run_as_written() {
-    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
     let mut term = Terminal::new();
-    let (mut ran, mut skipped) = (0, 0);
-    for (index, block) in blocks(&readme).iter().enumerate() {
-        if block.lang != "sh" {
-            continue;
+    let (mut ran, mut skipped, mut opened) = (0, 0, 0);
+    let mut index = 0;
+    for doc in DOCUMENTS {
+        let text = std::fs::read_to_string(repo_root().join(doc)).expect("document");
+        // Each document starts in a new terminal at the repository root, as
+        // its text says: nothing exported by an earlier one carries over.
+        term.cwd = term.root.clone();
+        term.env = term.fresh_env.clone();
+        for block in blocks(&text) {
+            index += 1;
+            if block.lang != "sh" {
+                opened += open_urls(doc, &block);
+                continue;
+            }
+            if let Some(reason) = &block.skip {
+                skipped += 1;
+                let first = block.body.first().map(|(_, l)| l.as_str()).unwrap_or("");
+                eprintln!(
+                    "readme: SKIPPED {doc} block at line {} {reason}: {first}",
+                    block.line
+                );
+                continue;
+            }
+            eprintln!("readme: {doc}, block at line {}", block.line);
+            let mut foreground = Vec::new();
+            for step in steps(&block) {
+                run_step(&mut term, index, &step, &mut foreground);
+                ran += 1;
+            }
+            term.stop_streams_of(&foreground);
         }
-        if let Some(reason) = &block.skip {
-            skipped += 1;
-            let first = block.body.first().map(|(_, l)| l.as_str()).unwrap_or("");
-            eprintln!(
-                "readme: SKIPPED block at line {}, {reason}: {first}",
-                block.line
-            );
-            continue;
-        }
-        let mut foreground = Vec::new();
-        for step in steps(block) {
-            run_step(&mut term, index, &step, &mut foreground);
-            ran += 1;
-        }
-        term.stop_streams_of(&foreground);
     }
+    eprintln!("readme: {opened} pages opened");
     eprintln!("readme: {ran} commands ran, {skipped} blocks skipped by their markers");
     assert!(ran >= 15, "the README test ran only {ran} commands");
 }

@@ -71,9 +71,10 @@ export type ClientEvents = {
   error: [Error];
 };
 
-/** An error answered by the relay. */
+/** An error answered by the relay (its contract code), or the SDK's own
+ * `unreachable` when no relay answered at all. */
 export class RelayError extends Error {
-  /** The contract's error code (`forbidden`, `rate_limited`, ...). */
+  /** The contract's error code (`forbidden`, `rate_limited`, ...), or `unreachable`. */
   readonly code: string;
   /** Seconds to wait before retrying, when given. */
   readonly retryAfter?: number;
@@ -213,8 +214,10 @@ export class Edgewire extends Emitter<ClientEvents> {
     ws.onclose = (ev) => {
       if (this.ws !== ws) return;
       // A socket that never got its welcome: a proxy blocks WebSockets, or the
-      // upgrade was refused. Fall back to SSE + POST.
+      // upgrade was refused. Fall back to SSE + POST (which reports an
+      // unreachable relay itself).
       if (!this.welcomed && this.options.fallback !== false && ev.code !== 4401 && ev.code !== 4403) return this.switchToSse();
+      if (!this.welcomed && ev.code === 1006) this.emit("error", unreachable(this.url));
       this.onClose(ev.code);
     };
     ws.onerror = () => undefined;
@@ -383,7 +386,12 @@ export class Edgewire extends Emitter<ClientEvents> {
       void this.reapply(room).catch((e: Error) => this.emit("error", e));
     } else if (event.kind === "expiring") {
       void this.refresh();
-    } else if (event.kind !== "error") {
+    } else if (event.kind === "error") {
+      // The relay ends a stream with an error (draining, token_expired,
+      // slow_consumer): the app hears it as it would over a WebSocket.
+      if (typeof event.retry_after === "number") this.retryAfter = event.retry_after;
+      this.emit("error", new RelayError(String(event.code), String(event.message), event.retry_after as number | undefined));
+    } else {
       room.apply(event);
     }
   }
@@ -429,24 +437,32 @@ export class Edgewire extends Emitter<ClientEvents> {
     if (this.useEventSource()) return this.openEventSource(room, stream, live);
     void (async () => {
       while (live()) {
+        let answered = false;
         try {
           const token = await this.token();
           const query = room.lastId ? `?last_event_id=${encodeURIComponent(room.lastId)}` : "";
           const headers: Record<string, string> = { accept: "text/event-stream" };
           if (token) headers.authorization = `Bearer ${token}`;
           const res = await this.fetcher()(`${this.httpBase}/rooms/${encodeURIComponent(room.name)}${query}`, { headers, signal: stream.abort.signal });
+          answered = true;
           if (!res.ok || !res.body) {
             const body = (await res.json().catch(() => ({}))) as { error?: string; message?: string };
+            const retry = Number(res.headers.get("retry-after")) || undefined;
+            const error = new RelayError(body.error ?? String(res.status), body.message ?? res.statusText, retry);
+            // Every refusal reaches the app (a bad token, a room it may not
+            // read, a relay draining); the permanent ones end the stream.
+            this.emit("error", error);
             if (res.status === 403 || res.status === 404 || res.status === 400) {
-              this.emit("error", new RelayError(body.error ?? String(res.status), body.message ?? res.statusText));
               this.streams.delete(room.name);
               return;
             }
-            throw new RelayError(body.error ?? String(res.status), body.message ?? res.statusText);
+          } else {
+            for await (const frame of readSse(res.body)) this.onStreamEvent(room, stream, frame.data);
           }
-          for await (const frame of readSse(res.body)) this.onStreamEvent(room, stream, frame.data);
-        } catch {
-          // Dropped, refused or aborted: retry below unless aborted.
+        } catch (e) {
+          // Dropped or aborted: retry below unless aborted. A fetch that
+          // failed before any answer means no relay is there.
+          if (live() && !answered && (e as Error)?.name === "TypeError") this.emit("error", unreachable(this.httpBase));
         }
         stream.conn = undefined;
         if (!live()) return;
@@ -591,6 +607,11 @@ export class Edgewire extends Emitter<ClientEvents> {
       void cancelWill.catch(() => undefined).finally(() => stream.abort.abort());
     }
   }
+}
+
+/** The SDK's error for a relay that did not answer at all. */
+function unreachable(url: string): RelayError {
+  return new RelayError("unreachable", `cannot reach the relay at ${url}; check the URL and that it is running`);
 }
 
 /** `http(s)://` or a relative URL to `ws(s)://`, without a trailing slash. */

@@ -14,7 +14,7 @@ export type RoomEvents = {
   join: [PeerInfo];
   /** A peer left (`closed`, `timeout`, `replaced`, `expired`). */
   leave: [PeerInfo, string];
-  /** A peer changed its presence state. */
+  /** A peer changed its presence state (your own `self` included). */
   state: [PeerInfo];
   /** A topic value changed or was replayed. */
   status: [StatusEvent];
@@ -188,7 +188,10 @@ export class Room extends Emitter<RoomEvents> {
           peer.state = event.state;
           this.emit("state", peer);
         } else if (this.self && this.self.id === id) {
+          // Your own state, echoed by the relay: emitted too, so a page that
+          // renders presence from `state` shows your own entry as you set it.
           this.self.state = event.state;
+          this.emit("state", this.self);
         }
         return;
       }

@@ -1,22 +1,33 @@
 /** Browser end-to-end: two pages of the example app in Debian's chromium
  * (driven by playwright-core; no browser download) join one room, see each
- * other and chat; then the same through a proxy that refuses WebSocket
- * upgrades, so both pages run on SSE + POST. */
+ * other by the names they chose and chat; then the same through a proxy that
+ * refuses WebSocket upgrades, so both pages run on SSE + POST; then every
+ * error a user can cause shows in the page's banner with the SDK's code.
+ * Screenshots (PNG) are kept in a temporary folder printed at the start. */
 import assert from "node:assert/strict";
-import { createReadStream, existsSync } from "node:fs";
+import { createHmac } from "node:crypto";
+import { createReadStream, existsSync, mkdtempSync } from "node:fs";
 import http from "node:http";
+import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
 
-import { type Browser, chromium } from "playwright-core";
+import { type Browser, type Page, chromium } from "playwright-core";
 
-import { ROOT, type RunningRelay, freePort, mint, startRelay } from "./support.js";
+import { ROOT, type RunningRelay, SECRET, freePort, mint, startRelay } from "./support.js";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const SDK = path.join(ROOT, "sdk-js");
 let relay: RunningRelay;
 let browser: Browser;
 const servers: http.Server[] = [];
+/** Where the screenshots go: the test's own temporary folder. */
+const SHOTS = mkdtempSync(path.join(os.tmpdir(), "edgewire-browser-"));
+console.log(`browser test screenshots: ${SHOTS}`);
+
+async function shot(page: Page, name: string): Promise<void> {
+  await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+}
 
 function listen(server: http.Server, port: number): Promise<void> {
   servers.push(server);
@@ -79,13 +90,19 @@ after(async () => {
   await relay?.stop();
 });
 
+/** The example app's URL for these query parameters. */
+function appUrl(site: string, params: Record<string, string>): string {
+  return `${site}/examples/chat/index.html?${new URLSearchParams(params).toString()}`;
+}
+
 async function twoPagesChat(relayUrl: string, room: string, expectTransport: "websocket" | "sse"): Promise<void> {
   const site = await staticServer();
   const open = async (name: string) => {
     const page = await browser.newPage();
-    const token = mint(name, [`${room}=read,write`]);
-    const url = `${site}/examples/chat/index.html?relay=${encodeURIComponent(relayUrl)}&token=${token}&room=${room}&name=${name}&retryWs=0`;
-    await page.goto(url);
+    // The token's user differs from the chosen name, so the page must show
+    // the name from presence state, its own entry included.
+    const token = mint(`user-${name.toLowerCase()}`, [`${room}=read,write`]);
+    await page.goto(appUrl(site, { relay: relayUrl, token, room, name, retryWs: "0" }));
     await page.waitForSelector("body[data-ready='1']", { timeout: 15_000 });
     return page;
   };
@@ -95,6 +112,9 @@ async function twoPagesChat(relayUrl: string, room: string, expectTransport: "we
     for (const page of [ada, bob]) {
       assert.equal(await page.textContent("#transport"), expectTransport);
     }
+    // Each page lists itself by its chosen name, not the token's user.
+    await ada.waitForFunction(() => document.querySelector("#peers")?.textContent?.includes("Ada (you)"), null, { timeout: 15_000 });
+    await bob.waitForFunction(() => document.querySelector("#peers")?.textContent?.includes("Bob (you)"), null, { timeout: 15_000 });
     // Presence: each page lists the other by the name in its presence state.
     await ada.waitForFunction(() => document.querySelector("#peers")?.textContent?.includes("Bob"), null, { timeout: 15_000 });
     await bob.waitForFunction(() => document.querySelector("#peers")?.textContent?.includes("Ada"), null, { timeout: 15_000 });
@@ -105,6 +125,13 @@ async function twoPagesChat(relayUrl: string, room: string, expectTransport: "we
     await bob.fill("#text", "hi Ada");
     await bob.click("button");
     await ada.waitForFunction(() => document.querySelector("#log")?.textContent?.includes("Bob: hi Ada"), null, { timeout: 15_000 });
+    for (const page of [ada, bob]) {
+      const peers = (await page.textContent("#peers")) ?? "";
+      assert.ok(!peers.includes("user-"), `a token user is shown instead of a name: ${peers}`);
+      assert.equal(await page.isVisible("#error"), false, "no error banner on a working page");
+    }
+    await shot(ada, `${expectTransport}-ada`);
+    await shot(bob, `${expectTransport}-bob`);
     // Leaving: Bob's tab closes, Ada's list drops him.
     await bob.close();
     await ada.waitForFunction(() => !document.querySelector("#peers")?.textContent?.includes("Bob"), null, { timeout: 15_000 });
@@ -121,4 +148,40 @@ test("two browser pages of the example app meet over WebSocket", async () => {
 test("the same pages run on SSE + POST when a proxy refuses WebSocket upgrades", async () => {
   const proxy = await noWebSocketProxy(relay.base);
   await twoPagesChat(proxy, "e2e-sse", "sse");
+});
+
+/** An HS256 token signed with the fixture secret whose `exp` is an hour ago,
+ * well past the relay's 30 s leeway. */
+function expiredToken(sub: string, room: string): string {
+  const b64 = (v: unknown) => Buffer.from(JSON.stringify(v)).toString("base64url");
+  const now = Math.floor(Date.now() / 1000);
+  const body = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ sub, rooms: { [room]: ["read", "write"] }, iat: now - 7200, exp: now - 3600 })}`;
+  return `${body}.${createHmac("sha256", SECRET).update(body).digest("base64url")}`;
+}
+
+test("the example app shows every error a user can cause, with the SDK's code", async () => {
+  const site = await staticServer();
+  const room = "e2e-errors";
+  const nowhere = `http://127.0.0.1:${await freePort()}`;
+  const cases: { name: string; params: Record<string, string>; code: string }[] = [
+    { name: "no-token", params: { relay: relay.base, room }, code: "token_missing" },
+    { name: "invalid-token", params: { relay: relay.base, room, token: "not.a.token" }, code: "token_invalid" },
+    { name: "expired-token", params: { relay: relay.base, room, token: expiredToken("late", room) }, code: "token_expired" },
+    { name: "forbidden-room", params: { relay: relay.base, room, token: mint("nosy", ["elsewhere=read,write"]) }, code: "forbidden" },
+    { name: "unreachable-relay", params: { relay: nowhere, room, token: mint("lost", [`${room}=read,write`]) }, code: "unreachable" },
+  ];
+  for (const c of cases) {
+    const page = await browser.newPage();
+    try {
+      await page.goto(appUrl(site, { ...c.params, name: "Eve", retryWs: "0" }));
+      await page.waitForSelector("#error:not([hidden])", { timeout: 15_000 });
+      await page.waitForFunction((code) => document.querySelector("#error-code")?.textContent === code, c.code, { timeout: 15_000 });
+      const message = (await page.textContent("#error-message")) ?? "";
+      assert.ok(message.length > 10, `${c.name}: the banner has a message: ${message}`);
+      assert.equal(await page.getAttribute("body", "data-ready"), null, `${c.name}: the room never became ready`);
+      await shot(page, `error-${c.name}`);
+    } finally {
+      await page.close();
+    }
+  }
 });

@@ -4,11 +4,12 @@ import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 
-/** The repository root (tests run from sdk-js/build-test/test). */
-export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
-export const BIN = path.join(ROOT, "target/debug/edgewire");
+import { ROOT, relayBinary } from "./binary.js";
+
+export { ROOT };
+/** The relay binary the test command built (see binary.ts). */
+export const BIN = relayBinary();
 export const SECRET = readFileSync(path.join(ROOT, "fixtures/keys/hs.secret"), "utf8");
 export const DEADLINE_MS = 10_000;
 

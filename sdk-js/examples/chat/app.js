@@ -1,10 +1,12 @@
 // A small peer app on the Edgewire SDK: presence and chat in one room.
-// Open it with ?relay=<relay url>&token=<jwt>&room=<room>&name=<your name>.
+// Open it with ?relay=<relay url>&token=<jwt>&room=<room>&name=<your name>
+// (see README.md beside this file).
 import { Edgewire } from "../../dist/index.js";
 
 const params = new URLSearchParams(location.search);
 const $ = (id) => document.getElementById(id);
 const roomName = params.get("room") ?? "lobby";
+const myName = params.get("name") ?? "guest";
 const ew = new Edgewire(params.get("relay") ?? location.origin, {
   token: params.get("token") ?? undefined,
   retryWebSocketMs: Number(params.get("retryWs") ?? 30000),
@@ -13,7 +15,23 @@ $("room").textContent = roomName;
 ew.on("state", (s) => ($("state").textContent = s));
 ew.on("transport", (t) => ($("transport").textContent = t));
 
-const room = ew.join(roomName, { state: { name: params.get("name") ?? "guest" } });
+// Every error the SDK reports, with its code: no or bad token (token_missing,
+// token_invalid, token_expired), a room the token may not read (forbidden),
+// no relay at the URL (unreachable), and the relay's other refusals.
+function showError(e) {
+  const code = e.code ?? "error";
+  $("error-code").textContent = code;
+  $("error-message").textContent = e.message.startsWith(`${code}: `) ? e.message.slice(code.length + 2) : e.message;
+  $("error").hidden = false;
+  document.body.dataset.error = code;
+}
+ew.on("error", showError);
+const clearError = () => {
+  $("error").hidden = true;
+  delete document.body.dataset.error;
+};
+
+const room = ew.join(roomName, { state: { name: myName } });
 const nameOf = (id) => {
   const peer = id === room.self?.id ? room.self : room.peers.get(id);
   return peer?.state?.name ?? peer?.user ?? id;
@@ -31,6 +49,7 @@ room.on("reset", renderPeers);
 room.on("message", (m) => $("log").append(item(`${nameOf(m.from)}: ${m.data}`)));
 
 room.ready.then(() => {
+  clearError();
   $("transport").textContent = ew.transport;
   renderPeers();
   document.body.dataset.ready = "1";
@@ -39,6 +58,6 @@ room.ready.then(() => {
 $("form").addEventListener("submit", (e) => {
   e.preventDefault();
   const text = $("text").value.trim();
-  if (text) void room.send("chat", text);
+  if (text) room.send("chat", text).catch(showError);
   $("text").value = "";
 });
