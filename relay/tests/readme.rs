@@ -603,6 +603,33 @@ fn learn_from_banner(term: &mut Terminal, index: usize) {
     }
 }
 
+/// Waits until the server started in `index` answers `path` on `addr` as
+/// `ready` wants; fails at once if it exits (a build error, a port in use).
+fn wait_up(
+    term: &mut Terminal,
+    index: usize,
+    step: &Step,
+    addr: &str,
+    path: &str,
+    ready: fn(Option<u16>) -> bool,
+) {
+    wait_for(
+        &format!("README line {}: a server on {addr}", step.line),
+        BUILD_DEADLINE,
+        || {
+            if matches!(term.get(index).child.try_wait(), Ok(Some(_))) {
+                panic!(
+                    "README line {}: `{}` exited:\n{}",
+                    step.line,
+                    step.command,
+                    term.output_of(index)
+                );
+            }
+            ready(http_status(addr, path))
+        },
+    );
+}
+
 fn run_step(term: &mut Terminal, block: usize, step: &Step, foreground: &mut Vec<usize>) {
     let command = strip_comment(&step.command);
     let (command, background) = match command.strip_suffix('&') {
@@ -636,20 +663,7 @@ fn run_step(term: &mut Terminal, block: usize, step: &Step, foreground: &mut Vec
         let listen = flag(&command, "--listen").unwrap_or("127.0.0.1:8080");
         let addr = listen.replace("0.0.0.0", "127.0.0.1");
         let index = term.spawn("relay", &command, block);
-        wait_for(
-            &format!("README line {}: relay on {addr} ready", step.line),
-            BUILD_DEADLINE,
-            || {
-                if matches!(term.get(index).child.try_wait(), Ok(Some(_))) {
-                    panic!(
-                        "README line {}: the relay exited:\n{}",
-                        step.line,
-                        term.output_of(index)
-                    );
-                }
-                http_status(&addr, "/readyz") == Some(200)
-            },
-        );
+        wait_up(term, index, step, &addr, "/readyz", |s| s == Some(200));
         // The banner is printed right after the relay is ready.
         if !command.contains("EDGEWIRE_JWT_SECRET") && !term.env.contains_key("EDGEWIRE_JWT_SECRET")
         {
@@ -668,20 +682,9 @@ fn run_step(term: &mut Terminal, block: usize, step: &Step, foreground: &mut Vec
             .unwrap_or("8000")
             .to_owned();
         let index = term.spawn("static", &command, block);
-        wait_for(
-            &format!("README line {}: static server on {port}", step.line),
-            BUILD_DEADLINE,
-            || {
-                if matches!(term.get(index).child.try_wait(), Ok(Some(_))) {
-                    panic!(
-                        "README line {}: the static server exited:\n{}",
-                        step.line,
-                        term.output_of(index)
-                    );
-                }
-                http_status(&format!("127.0.0.1:{port}"), "/").is_some()
-            },
-        );
+        wait_up(term, index, step, &format!("127.0.0.1:{port}"), "/", |s| {
+            s.is_some()
+        });
         return;
     }
     if command.starts_with("redis-server") && background {
