@@ -275,6 +275,7 @@ async fn room_get(
         }
         let will = query.will()?;
         let mut session = hub.open_session(principal, Transport::Sse, address)?;
+        session.set_home(room.clone());
         session.join(room.clone(), since).await?;
         if let Some(will) = will {
             session.set_will(&room, will).await?;
@@ -460,6 +461,7 @@ async fn topics_get(
             return http::get_topics(&hub, principal, room, &filter).await;
         }
         let mut session = hub.open_session(principal, Transport::Sse, address)?;
+        session.set_home(room.clone());
         session.watch(room, filter, since).await?;
         Ok(stream(&hub, session))
     };

@@ -64,6 +64,10 @@ pub struct Session {
     /// Rooms joined as a peer (a topic watch is in `feeds` but not here).
     /// A short list: most sessions are in one room, and a set cost 84 B.
     present: Vec<RoomName>,
+    /// The room of the URL the session was opened on (an SSE stream, or a
+    /// WebSocket on `/rooms/{room}`): losing the right to read it ends the
+    /// session; other rooms (joined by op) are left one by one.
+    home: Option<RoomName>,
     leave_reason: LeaveReason,
     publishes: PublishBucket,
     /// Holds the session's place under the connection caps until it drops.
@@ -99,6 +103,7 @@ impl Session {
             // Room for the one room most sessions join (StreamMap grows to 4).
             feeds: StreamMap::with_capacity(1),
             present: Vec::new(),
+            home: None,
             leave_reason: LeaveReason::Closed,
             publishes: hub_bucket,
             _permit: Some(permit),
@@ -113,6 +118,12 @@ impl Session {
     /// Unix seconds at which the session's token expires.
     pub fn expires_at(&self) -> Option<u64> {
         self.principal.expires_at
+    }
+
+    /// Marks `room` as the room of the URL this session was opened on: if a
+    /// refreshed token no longer grants it, the whole session ends.
+    pub fn set_home(&mut self, room: RoomName) {
+        self.home = Some(room);
     }
 
     /// Records why the session ends, for the `leave` events sent when it drops.
@@ -378,7 +389,9 @@ impl Session {
         self.apply_refresh(verified)
     }
 
-    /// Takes a verified token's principal in place of the session's.
+    /// Takes a verified token's principal in place of the session's. Rights
+    /// follow the token: every room the new token may not read ends here for
+    /// this session, so a refresh never keeps what its token does not grant.
     fn apply_refresh(&mut self, verified: Result<Principal, ApiError>) -> Result<(), ApiError> {
         let fresh = verified?;
         if fresh.sub != self.principal.sub {
@@ -386,8 +399,51 @@ impl Session {
                 "a refresh token must carry the same sub".into(),
             ));
         }
+        let revoked: Vec<RoomName> = self
+            .feeds
+            .keys()
+            .filter(|room| fresh.require(room, Rights::READ).is_err())
+            .cloned()
+            .collect();
         self.principal = fresh;
+        for room in revoked {
+            self.revoke(room);
+        }
         Ok(())
+    }
+
+    /// Ends `room` for this session because its token no longer grants it:
+    /// the session's own room ends the session (4403 on a WebSocket, the
+    /// stream's last `error` on SSE); a room joined by op is left, with an
+    /// `error` `forbidden` naming it, and the session goes on.
+    fn revoke(&mut self, room: RoomName) {
+        let error = ApiError::Forbidden(format!(
+            "the refreshed token does not grant room {room}; it has ended for this session"
+        ));
+        self.feeds.remove(&room);
+        release_room(&self.hub, &room);
+        if self.home.as_ref() == Some(&room) {
+            // Presence and wills are settled when the session drops.
+            self.direct.close(error);
+            return;
+        }
+        if let Some(at) = self.present.iter().position(|r| *r == room) {
+            self.present.swap_remove(at);
+            let hub = self.hub.clone();
+            let id = self.me.id.clone();
+            let left = room.clone();
+            // A revoked room is left as by `leave`: the will is cancelled.
+            self.hub.tasks().spawn(async move {
+                let broker = hub.broker();
+                if let Err(e) = broker.take_will(&left, &id).await {
+                    tracing::warn!(room = %left, error = %e, "will cancel after revocation failed");
+                }
+                if let Err(e) = broker.leave(&left, &id, LeaveReason::Closed).await {
+                    tracing::warn!(room = %left, error = %e, "leave after revocation failed");
+                }
+            });
+        }
+        self.push(error.to_event(None));
     }
 
     /// Handles one op; its answer (`ack`, `pong` or `error`) is queued as an event.

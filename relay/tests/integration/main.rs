@@ -14,6 +14,7 @@ mod instances;
 mod liveness;
 mod load_smoke;
 mod redis_server;
+mod rights;
 mod rooms;
 mod topics;
 mod transcripts;

@@ -146,10 +146,12 @@ impl Connection {
             }
             Target::Room(room, since) => {
                 self.room = Some(room.clone());
+                self.session.set_home(room.clone());
                 Box::pin(self.session.join(room, since)).await
             }
             Target::Topics(room, filter, since) => {
                 self.room = Some(room.clone());
+                self.session.set_home(room.clone());
                 Box::pin(self.session.watch(room, filter, since)).await
             }
         };
