@@ -151,7 +151,7 @@ pub const SETTINGS: &[Setting] = &[
         "EDGEWIRE_PUBLISH_RATE",
         "publish-rate",
         Some("100"),
-        "publishes per second per WebSocket session or per user over HTTP (bursts of twice that); beyond it, rate_limited",
+        "writes per second (publish, topic writes, state, will, refresh) per WebSocket session or per user over HTTP (bursts of twice that); beyond it, rate_limited",
     ),
     s(
         "EDGEWIRE_TRUST_PROXY",

@@ -132,6 +132,15 @@ fn client_addr(hub: &Hub, request: &Request) -> IpAddr {
 /// close is sent).
 async fn admission(State(hub): State<Hub>, mut request: Request, next: Next) -> Response {
     let address = client_addr(&hub, &request);
+    // Only a GET can be a WebSocket handshake; a write that carries upgrade
+    // headers is a confused client or a smuggling attempt, never a publish.
+    if request.method() != Method::GET && request.headers().contains_key(header::UPGRADE) {
+        return ApiError::BadRequest(format!(
+            "a {} request cannot carry Upgrade; a WebSocket handshake is a GET",
+            request.method()
+        ))
+        .into_response();
+    }
     let operational = matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics");
     if !operational && let Err(e) = hub.guard().check_address(address) {
         return e.into_response();
@@ -165,6 +174,25 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ValidRoom {
             .get("room")
             .ok_or_else(|| ApiError::BadRequest("no room in the path".into()))?;
         Ok(ValidRoom(RoomName::parse(raw)?))
+    }
+}
+
+/// The caller of a write route (message POST, topic PUT/POST/DELETE, state
+/// PUT, will PUT/DELETE, refresh): authenticated, then counted against the
+/// hub's one write-rate policy ([`Hub::admit_write`]) before the handler runs,
+/// so no write route can skip it.
+struct Writer(Principal);
+
+impl axum::extract::FromRequestParts<Hub> for Writer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        hub: &Hub,
+    ) -> Result<Self, ApiError> {
+        let principal = Principal::from_request_parts(parts, hub).await?;
+        hub.admit_write(&principal)?;
+        Ok(Writer(principal))
     }
 }
 
@@ -206,6 +234,39 @@ impl StreamQuery {
         };
         Ok(Some(Will::new(topic, data, self.will_after)?))
     }
+}
+
+/// A room or topic GET's method and headers, from which its transport is
+/// picked: `head` for a `HEAD` (which never opens a session).
+struct Asked {
+    head: bool,
+    headers: HeaderMap,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Asked {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Asked {
+            head: parts.method == Method::HEAD,
+            headers: parts.headers.clone(),
+        })
+    }
+}
+
+/// The answer to a `HEAD` on a room or topic path: the status and
+/// `Content-Type` a GET would get, checked against the caller's rights, with
+/// no session opened (so no peer ever sees a `join` for it).
+fn head_only(
+    principal: &Principal,
+    room: &RoomName,
+    content_type: &'static str,
+) -> Result<Response, ApiError> {
+    principal.require(room, crate::auth::Rights::READ)?;
+    Ok(([(header::CONTENT_TYPE, content_type)], Body::empty()).into_response())
 }
 
 /// True when the client asked for JSON and not for an event stream.
@@ -251,7 +312,7 @@ async fn room_get(
     ValidRoom(room): ValidRoom,
     WithRejection(Query(query), _): WithRejection<Query<StreamQuery>, ApiError>,
     upgrade: Upgrade,
-    headers: HeaderMap,
+    Asked { head, headers }: Asked,
     auth: Result<Principal, ApiError>,
 ) -> Response {
     if let Some(bad) = bad_upgrade(&hub, &headers, &upgrade) {
@@ -270,6 +331,14 @@ async fn room_get(
             ));
         }
         let principal = auth?;
+        if head {
+            let kind = if wants_json(&headers) {
+                "application/json"
+            } else {
+                "text/event-stream"
+            };
+            return head_only(&principal, &room, kind);
+        }
         if wants_json(&headers) {
             return http::snapshot(&hub, principal, room).await;
         }
@@ -290,10 +359,10 @@ async fn room_post(
     ValidRoom(room): ValidRoom,
     WithRejection(Query(query), _): WithRejection<Query<PublishQuery>, ApiError>,
     headers: HeaderMap,
-    auth: Result<Principal, ApiError>,
+    Writer(principal): Writer,
     body: Body,
 ) -> Response {
-    let result = async { http::publish(&hub, auth?, room, query, &headers, body).await };
+    let result = async { http::publish(&hub, principal, room, query, &headers, body).await };
     result.await.into_response()
 }
 
@@ -312,10 +381,9 @@ async fn refresh_post(
     WithRejection(Query(query), _): WithRejection<Query<RefreshQuery>, ApiError>,
     headers: HeaderMap,
     uri: axum::http::Uri,
-    auth: Result<Principal, ApiError>,
+    Writer(principal): Writer,
 ) -> Response {
     let result = async {
-        let principal = auth?;
         let token = crate::auth::token_from(&headers, &uri)?.ok_or(ApiError::TokenMissing)?;
         hub.refresh_session(&principal, &room, &query.conn, &token)
             .await?;
@@ -342,11 +410,10 @@ async fn state_put(
     ValidRoom(room): ValidRoom,
     WithRejection(Query(query), _): WithRejection<Query<PeerQuery>, ApiError>,
     headers: HeaderMap,
-    auth: Result<Principal, ApiError>,
+    Writer(principal): Writer,
     body: Body,
 ) -> Response {
     let result = async {
-        let principal = auth?;
         let state = http::read_payload(&headers, body, hub.config().max_message_bytes).await?;
         hub.set_peer_state(&principal, &room, &query.conn, state)
             .await?;
@@ -362,11 +429,10 @@ async fn will_put(
     ValidRoom(room): ValidRoom,
     WithRejection(Query(query), _): WithRejection<Query<PeerQuery>, ApiError>,
     headers: HeaderMap,
-    auth: Result<Principal, ApiError>,
+    Writer(principal): Writer,
     body: Body,
 ) -> Response {
     let result = async {
-        let principal = auth?;
         let topic = query
             .topic
             .as_deref()
@@ -385,10 +451,11 @@ async fn will_delete(
     State(hub): State<Hub>,
     ValidRoom(room): ValidRoom,
     WithRejection(Query(query), _): WithRejection<Query<PeerQuery>, ApiError>,
-    auth: Result<Principal, ApiError>,
+    Writer(principal): Writer,
 ) -> Response {
     let result = async {
-        hub.set_peer_will(&auth?, &room, &query.conn, None).await?;
+        hub.set_peer_will(&principal, &room, &query.conn, None)
+            .await?;
         Ok::<_, ApiError>(StatusCode::ACCEPTED.into_response())
     };
     result.await.into_response()
@@ -436,7 +503,7 @@ async fn topics_get(
     TopicRoute { room, topic }: TopicRoute,
     WithRejection(Query(query), _): WithRejection<Query<StreamQuery>, ApiError>,
     upgrade: Upgrade,
-    headers: HeaderMap,
+    Asked { head, headers }: Asked,
     auth: Result<Principal, ApiError>,
 ) -> Response {
     if let Some(bad) = bad_upgrade(&hub, &headers, &upgrade) {
@@ -456,8 +523,17 @@ async fn topics_get(
             ));
         }
         let principal = auth?;
+        let streams = accept(&headers).contains("text/event-stream");
+        if head {
+            let kind = if streams {
+                "text/event-stream"
+            } else {
+                "application/json"
+            };
+            return head_only(&principal, &room, kind);
+        }
         // A topic is a value: only an explicit event-stream request streams.
-        if !accept(&headers).contains("text/event-stream") {
+        if !streams {
             return http::get_topics(&hub, principal, room, &filter).await;
         }
         let mut session = hub.open_session(principal, Transport::Sse, address)?;
@@ -473,10 +549,11 @@ async fn topic_put(
     TopicRoute { room, topic }: TopicRoute,
     WithRejection(Query(query), _): WithRejection<Query<TopicQuery>, ApiError>,
     headers: HeaderMap,
-    auth: Result<Principal, ApiError>,
+    Writer(principal): Writer,
     body: Body,
 ) -> Response {
-    let result = async { http::put_topic(&hub, auth?, room, &topic, query, &headers, body).await };
+    let result =
+        async { http::put_topic(&hub, principal, room, &topic, query, &headers, body).await };
     result.await.into_response()
 }
 
@@ -484,9 +561,9 @@ async fn topic_delete(
     State(hub): State<Hub>,
     TopicRoute { room, topic }: TopicRoute,
     WithRejection(Query(query), _): WithRejection<Query<TopicQuery>, ApiError>,
-    auth: Result<Principal, ApiError>,
+    Writer(principal): Writer,
 ) -> Response {
-    let result = async { http::delete_topic(&hub, auth?, room, &topic, query).await };
+    let result = async { http::delete_topic(&hub, principal, room, &topic, query).await };
     result.await.into_response()
 }
 
@@ -495,10 +572,11 @@ async fn topic_post(
     TopicRoute { room, topic }: TopicRoute,
     WithRejection(Query(query), _): WithRejection<Query<TopicQuery>, ApiError>,
     headers: HeaderMap,
-    auth: Result<Principal, ApiError>,
+    Writer(principal): Writer,
     body: Body,
 ) -> Response {
-    let result = async { http::post_topic(&hub, auth?, room, &topic, query, &headers, body).await };
+    let result =
+        async { http::post_topic(&hub, principal, room, &topic, query, &headers, body).await };
     result.await.into_response()
 }
 

@@ -276,6 +276,15 @@ impl Hub {
         Ok(())
     }
 
+    /// The one write-rate policy of the HTTP routes (publish, topic PUT, POST
+    /// and DELETE, state, will, refresh): each caller (`sub`) has a bucket of
+    /// `EDGEWIRE_PUBLISH_RATE` per second with bursts of twice that; beyond it,
+    /// `429 rate_limited` with `Retry-After`. A WebSocket session has a bucket
+    /// of its own for its write ops.
+    pub fn admit_write(&self, principal: &Principal) -> Result<(), ApiError> {
+        self.guard().take_publish(&principal.sub)
+    }
+
     /// Sends a new token (already verified as `principal`) to the caller's own
     /// session `conn` in `room`, on whichever instance holds it.
     pub async fn refresh_session(

@@ -522,6 +522,7 @@ impl Session {
                 after,
             } => {
                 let room = room_of(room)?;
+                self.publishes.take()?;
                 match topic {
                     Some(topic) => {
                         let will = Will::new(&topic, data, after)?;
@@ -538,6 +539,7 @@ impl Session {
             }
             Op::State { room, state } => {
                 let room = room_of(room)?;
+                self.publishes.take()?;
                 self.principal.require(&room, Rights::WRITE)?;
                 if !self.present.contains(&room) {
                     return Err(ApiError::BadRequest(format!("not joined to room {room}")));
@@ -549,6 +551,8 @@ impl Session {
                 Ok(Answer::Done(None))
             }
             Op::Refresh { token } => {
+                // Verifying may fetch keys: refreshes share the write budget.
+                self.publishes.take()?;
                 self.refresh(&token).await?;
                 Ok(Answer::Done(None))
             }

@@ -10,6 +10,7 @@ mod deploy;
 mod guard;
 mod harness;
 mod hostile;
+mod http_edges;
 mod instances;
 mod liveness;
 mod load_smoke;

@@ -1,0 +1,193 @@
+//! HTTP edges as the contract says: HEAD opens no session, a write with
+//! upgrade headers is refused, and every write route shares one rate policy.
+
+use serde_json::{Value, json};
+
+use crate::harness::{Relay, Sse, TokenIn, Ws, http, token};
+
+#[tokio::test]
+async fn head_on_a_room_opens_no_session() {
+    let relay = Relay::start(&[]).await;
+    let tok = token("peeker", &["quiet=read,write"]);
+    let mut watcher = Sse::open(
+        &relay.http(&format!(
+            "/rooms/quiet?token={}",
+            token("w", &["quiet=read"])
+        )),
+        &[],
+    )
+    .await;
+    watcher.next_kind("welcome").await;
+    let head = http()
+        .head(relay.http("/rooms/quiet"))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-type"], "text/event-stream");
+    let head = http()
+        .head(relay.http("/rooms/quiet/topics/a/+"))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    // Rights are checked as for a GET.
+    let refused = http()
+        .head(relay.http("/rooms/other"))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    // The next thing the watcher sees is this message, not a join or leave.
+    let r = http()
+        .post(relay.http("/rooms/quiet"))
+        .bearer_auth(&tok)
+        .body("marker")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let next = watcher.next().await;
+    assert_eq!(
+        (next["kind"].as_str(), next["data"].as_str()),
+        (Some("message"), Some("marker")),
+        "{next}"
+    );
+    let snapshot: Value = http()
+        .get(relay.http("/rooms/quiet"))
+        .bearer_auth(&tok)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        snapshot["peers"].as_array().map(Vec::len),
+        Some(1),
+        "{snapshot}"
+    );
+}
+
+#[tokio::test]
+async fn a_post_with_upgrade_headers_is_refused_and_publishes_nothing() {
+    let relay = Relay::start(&[]).await;
+    let tok = token("u", &["smuggle=read,write"]);
+    for path in ["/rooms/smuggle", "/rooms/smuggle/topics/t"] {
+        let r = http()
+            .post(relay.http(path))
+            .bearer_auth(&tok)
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .body("hidden")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "bad_request");
+    }
+    let history: Value = http()
+        .get(relay.http("/rooms/smuggle/history"))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(history["events"], json!([]), "{history}");
+}
+
+/// Sends `request` until it is refused; returns how many passed and the refusal.
+async fn until_limited(
+    mut request: impl FnMut() -> reqwest::RequestBuilder,
+) -> (usize, reqwest::Response) {
+    let mut passed = 0;
+    loop {
+        let r = request().send().await.unwrap();
+        if r.status() != 429 {
+            passed += 1;
+            assert!(passed < 50, "never limited (last status {})", r.status());
+            continue;
+        }
+        return (passed, r);
+    }
+}
+
+#[tokio::test]
+async fn every_http_write_route_shares_the_write_rate_policy() {
+    let relay = Relay::start(&[("EDGEWIRE_PUBLISH_RATE", "1")]).await;
+    let grants = ["w=read,write,retain"];
+    // Each route with its own user, so each has a fresh bucket of 2 (twice the rate).
+    let routes: [(&str, &str, &str); 7] = [
+        ("POST", "/rooms/w/topics/a", "topic-post"),
+        ("PUT", "/rooms/w/topics/a", "topic-put"),
+        ("DELETE", "/rooms/w/topics/a", "topic-delete"),
+        ("PUT", "/rooms/w/state?conn=nobody.x", "state-put"),
+        ("PUT", "/rooms/w/will?conn=nobody.x&topic=a", "will-put"),
+        ("DELETE", "/rooms/w/will?conn=nobody.x", "will-delete"),
+        ("POST", "/rooms/w/refresh?conn=nobody.x", "refresh"),
+    ];
+    for (method, path, user) in routes {
+        let tok = token(user, &grants);
+        let url = relay.http(path);
+        let method: reqwest::Method = method.parse().unwrap();
+        let (passed, refused) = until_limited(|| {
+            http()
+                .request(method.clone(), &url)
+                .bearer_auth(&tok)
+                .body("v")
+        })
+        .await;
+        assert!(
+            passed <= 3,
+            "{method} {path}: {passed} passed a bucket of 2"
+        );
+        assert_eq!(refused.status(), 429, "{method} {path}");
+        assert!(refused.headers().contains_key("retry-after"));
+        let body: Value = refused.json().await.unwrap();
+        assert_eq!(body["error"], "rate_limited", "{method} {path}");
+    }
+}
+
+#[tokio::test]
+async fn websocket_write_ops_share_the_session_budget() {
+    let relay = Relay::start(&[("EDGEWIRE_PUBLISH_RATE", "1")]).await;
+    let mut ws = Ws::connect(
+        &relay,
+        "/rooms/s",
+        &token("u", &["s=read,write,retain"]),
+        TokenIn::Header,
+    )
+    .await;
+    ws.next_kind("welcome").await;
+    let mut limited = false;
+    for i in 0..10 {
+        ws.send(json!({"op": "state", "state": {"n": i}, "ref": i}))
+            .await;
+        loop {
+            let ev = ws.next().await;
+            if ev["ref"] == i {
+                if ev["kind"] == "error" {
+                    assert_eq!(ev["code"], "rate_limited", "{ev}");
+                    limited = true;
+                }
+                break;
+            }
+        }
+        if limited {
+            break;
+        }
+    }
+    assert!(limited, "state ops were never limited");
+    // The session goes on (a ping is not a write).
+    ws.send(json!({"op": "ping", "ref": "p"})).await;
+    ws.next_kind("pong").await;
+}
