@@ -36,6 +36,31 @@ cargo build --locked --release
 echo "== cargo test"
 cargo test --locked --workspace --all-targets
 
+# Known vulnerabilities in the dependency tree: cargo-deny against the RustSec
+# advisory database snapshot beside the checkout (../shared, a git repository;
+# the network to its home is closed here, so it is used offline and its age is
+# expected). The snapshot is unpacked into a temp folder, never committed.
+if ! command -v cargo-deny >/dev/null 2>&1; then
+  echo "== installing cargo-deny"
+  cargo install cargo-deny --locked --quiet
+fi
+echo "== cargo deny check advisories (offline)"
+advisories=../shared/advisory-db.tar.gz
+if [ ! -f "$advisories" ]; then
+  echo "missing $advisories (the RustSec snapshot beside the checkout)" >&2
+  exit 1
+fi
+dbs=$(mktemp -d)
+trap 'rm -rf "$dbs"' EXIT
+tar xzf "$advisories" -C "$dbs"
+# cargo-deny finds the default database under <db-path>/advisory-db-<hash of its URL>.
+mv "$dbs/advisory-db" "$dbs/advisory-db-3157b0e258782691"
+printf '[advisories]\ndb-path = "%s"\ndb-urls = ["https://github.com/rustsec/advisory-db"]\nmaximum-db-staleness = "P3650D"\n' \
+  "$dbs" > "$dbs/deny.toml"
+# Metadata for every target must resolve offline: fetch the locked crates first.
+cargo fetch --locked --quiet
+cargo deny --offline --config "$dbs/deny.toml" check advisories
+
 # The JS SDK: build, unit tests, and tests against the relay binary that
 # cargo test has just built (node and npm come with the machine).
 echo "== sdk-js"
