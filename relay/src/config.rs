@@ -145,7 +145,7 @@ pub const SETTINGS: &[Setting] = &[
         "EDGEWIRE_AUTH_FAILURE_LIMIT",
         "auth-failure-limit",
         Some("20"),
-        "failed authentications per client address per minute before it is refused with 429, before any token is parsed",
+        "failed authentications per client address per minute; then, for the rest of the minute, 429 for its requests without a token that verifies (valid tokens still pass)",
     ),
     s(
         "EDGEWIRE_PUBLISH_RATE",

@@ -138,9 +138,23 @@ pub struct Guard {
     per_address: Counts<IpAddr>,
     per_user: Counts<Arc<str>>,
     new_sessions: Mutex<Bucket>,
-    failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    failures: Mutex<HashMap<IpAddr, Failures>>,
     publishers: Mutex<HashMap<Arc<str>, PublishBucket>>,
 }
+
+/// One address's failed authentications in the current window, and how many
+/// uncached tokens it has had checked since it was locked out.
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    since: Instant,
+    failed: u32,
+    locked_checks: u32,
+}
+
+/// Uncached tokens a locked-out address may still have verified per window,
+/// against the keys the relay already holds (never a JWKS fetch): enough for
+/// an office of valid users behind one NAT, and a cheap ceiling for a flood.
+pub const LOCKED_CHECKS_PER_WINDOW: u32 = 100;
 
 /// A live session's place under the caps; released when dropped.
 pub struct SessionPermit {
@@ -176,13 +190,15 @@ impl Guard {
         })
     }
 
-    /// The cheap first check of every request: refuses an address that failed
-    /// authentication too often within the window.
+    /// The cheap first check of every request: says when an address that
+    /// failed authentication too often within the window is locked out, and
+    /// for how long (`LockedOut`). The caller decides what still passes: a
+    /// token that verifies is never refused (see [`Guard::take_locked_check`]).
     pub fn check_address(&self, address: IpAddr) -> Result<(), ApiError> {
         let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         match failures.get(&address) {
-            Some((since, n)) if *n >= self.limits.auth_failures => {
-                let left = AUTH_FAILURE_WINDOW.saturating_sub(since.elapsed());
+            Some(f) if f.failed >= self.limits.auth_failures => {
+                let left = AUTH_FAILURE_WINDOW.saturating_sub(f.since.elapsed());
                 if left.is_zero() {
                     Ok(())
                 } else {
@@ -193,17 +209,36 @@ impl Guard {
         }
     }
 
+    /// Takes one verification of an uncached token for a locked-out address,
+    /// if its budget for the window ([`LOCKED_CHECKS_PER_WINDOW`]) allows.
+    pub fn take_locked_check(&self, address: IpAddr) -> bool {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        match failures.get_mut(&address) {
+            Some(f) if f.locked_checks < LOCKED_CHECKS_PER_WINDOW => {
+                f.locked_checks += 1;
+                true
+            }
+            Some(_) => false,
+            None => true,
+        }
+    }
+
     /// Records a failed authentication from `address`.
     pub fn record_failure(&self, address: IpAddr) {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         if !failures.contains_key(&address) && failures.len() >= MAX_TRACKED {
             return;
         }
-        let entry = failures.entry(address).or_insert((Instant::now(), 0));
-        if entry.0.elapsed() >= AUTH_FAILURE_WINDOW {
-            *entry = (Instant::now(), 0);
+        let fresh = Failures {
+            since: Instant::now(),
+            failed: 0,
+            locked_checks: 0,
+        };
+        let entry = failures.entry(address).or_insert(fresh);
+        if entry.since.elapsed() >= AUTH_FAILURE_WINDOW {
+            *entry = fresh;
         }
-        entry.1 = entry.1.saturating_add(1);
+        entry.failed = entry.failed.saturating_add(1);
     }
 
     /// Admits a new session of `user` from `address`, or refuses it: `503
@@ -277,7 +312,7 @@ impl Guard {
         self.failures
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, (since, _)| since.elapsed() < AUTH_FAILURE_WINDOW);
+            .retain(|_, f| f.since.elapsed() < AUTH_FAILURE_WINDOW);
         let mut publishers = self.publishers.lock().unwrap_or_else(|p| p.into_inner());
         publishers.retain(|_, b| b.bucket.at.elapsed() < Duration::from_secs(10));
     }

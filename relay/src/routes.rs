@@ -142,8 +142,23 @@ async fn admission(State(hub): State<Hub>, mut request: Request, next: Next) -> 
         .into_response();
     }
     let operational = matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics");
-    if !operational && let Err(e) = hub.guard().check_address(address) {
-        return e.into_response();
+    // An address locked out for failed authentications is refused before any
+    // token is parsed, unless its request carries a token that verifies: one
+    // verified within the minute (free), or, within a small budget per
+    // address, one checked against the keys already held (never a JWKS fetch).
+    // So one bad client behind a NAT does not lock its office out.
+    if !operational && let Err(locked) = hub.guard().check_address(address) {
+        let token = crate::auth::token_from(request.headers(), request.uri());
+        match token {
+            Ok(Some(token))
+                if hub.auth().is_cached(&token) || hub.guard().take_locked_check(address) => {}
+            _ => return locked.into_response(),
+        }
+        if let ApiError::LockedOut(seconds) = locked {
+            request
+                .extensions_mut()
+                .insert(crate::auth::LockedOut { seconds });
+        }
     }
     request.extensions_mut().insert(ClientAddr(address));
     let response = next.run(request).await;

@@ -83,7 +83,8 @@ impl Jwks {
         self.lookup(kid, alg)
     }
 
-    fn lookup(&self, kid: Option<&str>, alg: Algorithm) -> Option<Arc<VerifyKey>> {
+    /// The key for a token's `kid` among the keys already held, never fetching.
+    pub fn lookup(&self, kid: Option<&str>, alg: Algorithm) -> Option<Arc<VerifyKey>> {
         let keys = self.keys.read().ok()?;
         match kid {
             Some(kid) => keys.by_kid.get(kid).cloned(),

@@ -171,19 +171,34 @@ impl Authenticator {
     /// Verifies a token and builds its principal; a token verified in the
     /// last minute is taken from the cache (its `exp` still checked).
     pub async fn verify(&self, token: &str) -> Result<Principal, ApiError> {
+        self.verify_with(token, KeyFetch::Allowed).await
+    }
+
+    /// True when `token` was verified within the last minute and has not
+    /// expired: checking it again costs a map lookup.
+    pub fn is_cached(&self, token: &str) -> bool {
+        let now = crate::protocol::now_ms() / 1000;
+        self.verified
+            .get(token, now, self.leeway.as_secs())
+            .is_some()
+    }
+
+    async fn verify_with(&self, token: &str, fetch: KeyFetch) -> Result<Principal, ApiError> {
         let now = crate::protocol::now_ms() / 1000;
         if let Some(principal) = self.verified.get(token, now, self.leeway.as_secs()) {
             return Ok(principal);
         }
-        let principal = self.verify_uncached(token).await?;
+        let principal = self.verify_uncached(token, fetch).await?;
         self.verified.put(token, &principal);
         Ok(principal)
     }
 
-    async fn verify_uncached(&self, token: &str) -> Result<Principal, ApiError> {
+    async fn verify_uncached(&self, token: &str, fetch: KeyFetch) -> Result<Principal, ApiError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| ApiError::TokenInvalid("malformed token".into()))?;
-        let key = self.key_for(header.alg, header.kid.as_deref()).await?;
+        let key = self
+            .key_for(header.alg, header.kid.as_deref(), fetch)
+            .await?;
         let mut validation = Validation::new(header.alg);
         validation.algorithms = key.algorithms.clone();
         validation.leeway = self.leeway.as_secs();
@@ -206,7 +221,12 @@ impl Authenticator {
         self.principal(data.claims)
     }
 
-    async fn key_for(&self, alg: Algorithm, kid: Option<&str>) -> Result<Arc<VerifyKey>, ApiError> {
+    async fn key_for(
+        &self,
+        alg: Algorithm,
+        kid: Option<&str>,
+        fetch: KeyFetch,
+    ) -> Result<Arc<VerifyKey>, ApiError> {
         let rejected = || ApiError::TokenInvalid(format!("algorithm {alg:?} is not accepted"));
         if let Some(k) = [&self.hmac, &self.public_key]
             .into_iter()
@@ -218,7 +238,11 @@ impl Authenticator {
         let Some(jwks) = &self.jwks else {
             return Err(rejected());
         };
-        match jwks.find(kid, alg).await {
+        let found = match fetch {
+            KeyFetch::Allowed => jwks.find(kid, alg).await,
+            KeyFetch::KnownKeysOnly => jwks.lookup(kid, alg),
+        };
+        match found {
             Some(k) if k.algorithms.contains(&alg) => Ok(k),
             Some(_) => Err(rejected()),
             None => Err(ApiError::TokenInvalid(
@@ -329,6 +353,23 @@ pub fn token_from(headers: &HeaderMap, uri: &Uri) -> Result<Option<String>, ApiE
     }
 }
 
+/// Whether verifying a token may fetch keys (a JWKS refetch on an unknown
+/// `kid`), the one expensive step of authentication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyFetch {
+    Allowed,
+    KnownKeysOnly,
+}
+
+/// Request extension set by admission for an address locked out for failed
+/// authentications: its token is checked against the keys already held, with
+/// no fetch, and an anonymous request is refused with `LockedOut`.
+#[derive(Debug, Clone, Copy)]
+pub struct LockedOut {
+    /// Seconds until the lockout ends.
+    pub seconds: u64,
+}
+
 /// Extractor result: the caller, already authenticated (anonymous without a token).
 impl<S> FromRequestParts<S> for Principal
 where
@@ -340,6 +381,10 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let auth = Arc::<Authenticator>::from_ref(state);
         let token = token_from(&parts.headers, &parts.uri)?;
-        auth.authenticate(token.as_deref()).await
+        match (parts.extensions.get::<LockedOut>(), token) {
+            (None, token) => auth.authenticate(token.as_deref()).await,
+            (Some(locked), None) => Err(ApiError::LockedOut(locked.seconds)),
+            (Some(_), Some(token)) => auth.verify_with(&token, KeyFetch::KnownKeysOnly).await,
+        }
     }
 }

@@ -64,6 +64,9 @@ pub fn upgrade(
             Ok(session) => Ok(session),
             Err(e) => return e.into_response(),
         },
+        // A locked-out address without a token that verifies is refused
+        // before the upgrade, as cheaply as admission would have.
+        Err(e @ ApiError::LockedOut(_)) => return e.into_response(),
         Err(e) => Err(e),
     };
     let guard = hub.tasks().token();
