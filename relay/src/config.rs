@@ -178,6 +178,18 @@ pub const SETTINGS: &[Setting] = &[
         "messages kept per room for resume",
     ),
     s(
+        "EDGEWIRE_HISTORY_BYTES",
+        "history-bytes",
+        Some("4MiB"),
+        "bytes of messages kept per room for resume (with HISTORY_SIZE and HISTORY_TTL: whichever bound is reached first drops the oldest)",
+    ),
+    s(
+        "EDGEWIRE_HISTORY_BYTES_TOTAL",
+        "history-bytes-total",
+        Some("128MiB"),
+        "bytes of history kept by this relay across all rooms (in-memory broker; with Redis, bound Redis with maxmemory)",
+    ),
+    s(
         "EDGEWIRE_HISTORY_TTL",
         "history-ttl",
         Some("10m"),
@@ -294,6 +306,10 @@ pub struct Config {
     pub history_size: usize,
     /// Age limit of kept messages.
     pub history_ttl: Duration,
+    /// Byte limit of one room's history.
+    pub history_bytes: usize,
+    /// Byte limit of all rooms' history together (memory broker).
+    pub history_bytes_total: usize,
     /// WebSocket ping period.
     pub ping_interval: Duration,
     /// WebSocket idle limit.
@@ -391,6 +407,8 @@ impl Config {
             }),
             history_size: reader.parsed("EDGEWIRE_HISTORY_SIZE", whole),
             history_ttl: reader.parsed("EDGEWIRE_HISTORY_TTL", parse_duration),
+            history_bytes: reader.parsed("EDGEWIRE_HISTORY_BYTES", parse_bytes),
+            history_bytes_total: reader.parsed("EDGEWIRE_HISTORY_BYTES_TOTAL", parse_bytes),
             ping_interval: reader.parsed("EDGEWIRE_PING_INTERVAL", positive_duration),
             idle_timeout: reader.parsed("EDGEWIRE_IDLE_TIMEOUT", positive_duration),
             sse_heartbeat: reader.parsed("EDGEWIRE_SSE_HEARTBEAT", positive_duration),
@@ -515,6 +533,24 @@ fn positive_duration(v: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// Parses a size in bytes: a whole number, or one with `KiB`, `MiB` or `GiB`
+/// (powers of 1024; `K`, `M`, `G`, `KB`, `MB`, `GB` read the same).
+pub fn parse_bytes(v: &str) -> Result<usize, String> {
+    let v = v.trim();
+    let digits = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (number, unit) = v.split_at(digits);
+    let bad = || "expected bytes such as 65536, 512KiB, 4MiB or 1GiB".to_owned();
+    let n: usize = number.parse().map_err(|_| bad())?;
+    let scale: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(scale).ok_or_else(bad)
+}
+
 /// Parses a duration, in the one format every setting and flag uses: whole
 /// seconds (`30`), or humantime's units (`500ms`, `30s`, `10m`, `1h`, `7d`,
 /// `1h 30m`), so `serve --history-ttl 1h` and `token --ttl 1h` read alike.
@@ -568,6 +604,16 @@ mod tests {
         assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
         assert!(parse_duration("-1").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_bytes("65536"), Ok(65_536));
+        assert_eq!(parse_bytes("4MiB"), Ok(4 << 20));
+        assert_eq!(parse_bytes("512 KiB"), Ok(512 << 10));
+        assert_eq!(parse_bytes("1G"), Ok(1 << 30));
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("4XB").is_err());
     }
 
     #[test]

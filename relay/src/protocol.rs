@@ -301,9 +301,16 @@ impl Event {
     ) -> Arc<Event> {
         // Serializing our own structs of strings and raw JSON cannot fail; fall back
         // to an error event rather than panic if it ever does.
-        let json = serde_json::to_string(body).unwrap_or_else(|_| {
+        let mut json = serde_json::to_string(body).unwrap_or_else(|_| {
             r#"{"kind":"error","code":"internal","message":"encoding failed"}"#.to_owned()
         });
+        // Growth while serializing can leave a large event with up to twice
+        // its length in capacity (a 60 KB payload reserved exactly, then
+        // doubled for the closing fields); history keeps events for minutes
+        // and counts their length, so give the slack back once.
+        if json.capacity() - json.len() > 1024 {
+            json.shrink_to_fit();
+        }
         Arc::new(Event {
             kind,
             id,

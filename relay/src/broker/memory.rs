@@ -3,6 +3,7 @@
 //! to the local fan-out under that lock, so every subscriber sees one order.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{
@@ -19,9 +20,10 @@ pub struct MemoryBroker {
     rooms: Mutex<HashMap<RoomName, Arc<Mutex<RoomState>>>>,
     fanout: Arc<Fanout>,
     limits: Limits,
+    /// Bytes of history held by every room together (the relay-wide cap).
+    history_total: Arc<AtomicUsize>,
 }
 
-#[derive(Default)]
 struct RoomState {
     last_id: Option<EventId>,
     /// Present peers with their join order.
@@ -30,6 +32,10 @@ struct RoomState {
     retained: BTreeMap<Topic, Retained>,
     /// Kept events (messages and topic updates), oldest first, with their time.
     history: VecDeque<(u64, Arc<Event>)>,
+    /// Bytes of the events in `history` (their JSON).
+    history_bytes: usize,
+    /// The broker's count of history bytes across rooms, shared.
+    history_total: Arc<AtomicUsize>,
     /// The newest id dropped from history: a resume from before it has a gap.
     dropped_through: Option<EventId>,
     /// Wills of present peers.
@@ -37,6 +43,20 @@ struct RoomState {
 }
 
 impl RoomState {
+    fn new(history_total: Arc<AtomicUsize>) -> RoomState {
+        RoomState {
+            last_id: None,
+            presence: HashMap::new(),
+            joins: 0,
+            retained: BTreeMap::new(),
+            history: VecDeque::new(),
+            history_bytes: 0,
+            history_total,
+            dropped_through: None,
+            wills: HashMap::new(),
+        }
+    }
+
     fn next_id(&mut self) -> EventId {
         let id = self.last_id.unwrap_or_default().next_after(now_ms());
         self.last_id = Some(id);
@@ -56,20 +76,37 @@ impl RoomState {
         }
     }
 
-    /// Keeps an event in history, dropping the oldest beyond the size limit.
+    /// Keeps an event in history, dropping the oldest beyond the room's count
+    /// and byte limits, then, while every room's history together is over the
+    /// relay-wide cap, this room's oldest (the new event last of all): the
+    /// room being written pays for the memory it asks for.
     fn remember(&mut self, ts: u64, event: Arc<Event>, limits: &Limits) {
         if limits.history_size == 0 {
             self.dropped_through = event.id();
             return;
         }
+        let size = event.json().len();
         self.history.push_back((ts, event));
-        while self.history.len() > limits.history_size {
+        self.history_bytes += size;
+        let total = self.history_total.fetch_add(size, Ordering::Relaxed) + size;
+        while self.history.len() > limits.history_size || self.history_bytes > limits.history_bytes
+        {
             self.drop_oldest();
+        }
+        if total > limits.history_bytes_total {
+            while !self.history.is_empty()
+                && self.history_total.load(Ordering::Relaxed) > limits.history_bytes_total
+            {
+                self.drop_oldest();
+            }
         }
     }
 
     fn drop_oldest(&mut self) {
         if let Some((_, old)) = self.history.pop_front() {
+            let size = old.json().len();
+            self.history_bytes -= size;
+            self.history_total.fetch_sub(size, Ordering::Relaxed);
             self.dropped_through = old.id().or(self.dropped_through);
         }
     }
@@ -115,12 +152,22 @@ impl MemoryBroker {
             rooms: Mutex::new(HashMap::new()),
             fanout,
             limits,
+            history_total: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// Bytes of history held across every room (bounded by
+    /// `EDGEWIRE_HISTORY_BYTES_TOTAL`).
+    pub fn history_bytes(&self) -> usize {
+        self.history_total.load(Ordering::Relaxed)
     }
 
     fn room(&self, room: &RoomName) -> Arc<Mutex<RoomState>> {
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        rooms.entry(room.clone()).or_default().clone()
+        rooms
+            .entry(room.clone())
+            .or_insert_with(|| Arc::new(Mutex::new(RoomState::new(self.history_total.clone()))))
+            .clone()
     }
 
     fn existing(&self, room: &RoomName) -> Option<Arc<Mutex<RoomState>>> {

@@ -48,6 +48,11 @@ pub struct Limits {
     pub history_size: usize,
     /// Age after which history events are dropped.
     pub history_ttl: Duration,
+    /// Bytes of events kept in one room's history (their JSON).
+    pub history_bytes: usize,
+    /// Bytes of history kept across every room of this relay (memory broker;
+    /// with Redis, history lives in Redis and its `maxmemory` bounds it).
+    pub history_bytes_total: usize,
     /// Retained topics per room.
     pub max_topics: usize,
 }

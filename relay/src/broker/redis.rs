@@ -95,13 +95,29 @@ struct Scripts {
 macro_rules! append_fn {
     () => {
         r#"
-local function append(stream, maxlen, p, s, ttl)
+local function entry_size(e) return #e[2][2] + #e[2][4] end
+local function append(stream, bytes, maxlen, p, s, ttl, maxbytes)
   local id = redis.call('XADD', stream, '*', 'p', p, 's', s)
+  local total = redis.call('INCRBY', bytes, #p + #s)
   local len = redis.call('XLEN', stream)
   if len > tonumber(maxlen) then
     local old = redis.call('XRANGE', stream, '-', '+', 'COUNT', len - tonumber(maxlen))
-    for _, e in ipairs(old) do redis.call('XDEL', stream, e[1]) end
+    for _, e in ipairs(old) do
+      total = total - entry_size(e)
+      redis.call('XDEL', stream, e[1])
+    end
   end
+  while total > tonumber(maxbytes) do
+    local old = redis.call('XRANGE', stream, '-', '+', 'COUNT', 16)
+    if #old == 0 then total = 0 break end
+    for _, e in ipairs(old) do
+      if total <= tonumber(maxbytes) then break end
+      total = total - entry_size(e)
+      redis.call('XDEL', stream, e[1])
+    end
+  end
+  if total < 0 then total = 0 end
+  redis.call('SET', bytes, total, 'PX', ttl)
   redis.call('PEXPIRE', stream, ttl)
   return id
 end
@@ -114,17 +130,25 @@ end
 const APPEND: &str = concat!(
     append_fn!(),
     r#"
-local id = append(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+local id = append(KEYS[1], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[7])
 redis.call('SADD', KEYS[2], ARGV[6])
 redis.call('PUBLISH', ARGV[5], ARGV[2] .. id .. ARGV[3])
 return id
 "#
 );
 
-/// Drops history older than the age limit (by XDEL, for gap detection).
+/// Drops history older than the age limit (by XDEL, for gap detection), and
+/// takes its bytes off the room's count.
 const TRIM_AGE: &str = r#"
 local old = redis.call('XRANGE', KEYS[1], '-', '(' .. ARGV[1] .. '-0', 'COUNT', 1000)
-for _, e in ipairs(old) do redis.call('XDEL', KEYS[1], e[1]) end
+local freed = 0
+for _, e in ipairs(old) do
+  freed = freed + #e[2][2] + #e[2][4]
+  redis.call('XDEL', KEYS[1], e[1])
+end
+if freed > 0 and redis.call('EXISTS', KEYS[2]) == 1 then
+  if redis.call('DECRBY', KEYS[2], freed) < 0 then redis.call('SET', KEYS[2], 0, 'KEEPTTL') end
+end
 return #old
 "#;
 
@@ -143,7 +167,7 @@ const SET_RETAINED: &str = concat!(
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[2]) then
   return redis.error_reply('too_many_topics')
 end
-local id = append(KEYS[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+local id = append(KEYS[2], KEYS[4], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[11])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[8] .. id .. ARGV[9])
 redis.call('SADD', KEYS[3], ARGV[10])
 redis.call('PUBLISH', ARGV[7], ARGV[4] .. id .. ARGV[5])
@@ -165,7 +189,7 @@ elseif rec.x ~= nil and rec.x ~= cjson.null and tonumber(rec.x) <= tonumber(ARGV
   return false
 end
 redis.call('HDEL', KEYS[1], ARGV[1])
-local id = append(KEYS[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+local id = append(KEYS[2], KEYS[3], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[9])
 redis.call('PUBLISH', ARGV[7], ARGV[4] .. id .. ARGV[5])
 return id
 "#
@@ -479,12 +503,14 @@ impl RedisBroker {
             .append
             .key(self.key(room, "stream"))
             .key(self.rooms_key())
+            .key(self.key(room, "history-bytes"))
             .arg(self.limits.history_size)
             .arg(&prefix)
             .arg(&suffix)
             .arg(self.ttl_ms())
             .arg(self.channel(room))
             .arg(room.as_str())
+            .arg(self.limits.history_bytes)
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -598,6 +624,7 @@ impl RedisBroker {
             .key(self.key(room, "retained"))
             .key(self.key(room, "stream"))
             .key(self.rooms_key())
+            .key(self.key(room, "history-bytes"))
             .arg(draft.topic.as_str())
             .arg(self.limits.max_topics)
             .arg(self.limits.history_size)
@@ -608,6 +635,7 @@ impl RedisBroker {
             .arg(record_prefix)
             .arg(record_suffix)
             .arg(room.as_str())
+            .arg(self.limits.history_bytes)
             .invoke_async(&mut self.conn())
             .await;
         match result {
@@ -637,6 +665,7 @@ impl RedisBroker {
             .clear_retained
             .key(self.key(room, "retained"))
             .key(self.key(room, "stream"))
+            .key(self.key(room, "history-bytes"))
             .arg(topic.as_str())
             .arg(expected.unwrap_or(""))
             .arg(self.limits.history_size)
@@ -645,6 +674,7 @@ impl RedisBroker {
             .arg(self.ttl_ms())
             .arg(self.channel(room))
             .arg(now_ms())
+            .arg(self.limits.history_bytes)
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -1118,6 +1148,7 @@ impl RedisBroker {
                 .scripts
                 .trim_age
                 .key(self.key(&room, "stream"))
+                .key(self.key(&room, "history-bytes"))
                 .arg(horizon)
                 .invoke_async(&mut self.conn())
                 .await

@@ -129,6 +129,8 @@ impl Hub {
         Limits {
             history_size: config.history_size,
             history_ttl: config.history_ttl,
+            history_bytes: config.history_bytes,
+            history_bytes_total: config.history_bytes_total,
             max_topics: config.max_topics,
         }
     }

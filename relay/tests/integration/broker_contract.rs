@@ -19,6 +19,8 @@ use crate::harness::DEADLINE;
 pub const LIMITS: Limits = Limits {
     history_size: 5,
     history_ttl: Duration::from_secs(60),
+    history_bytes: 4096,
+    history_bytes_total: 1 << 20,
     max_topics: 3,
 };
 
@@ -88,6 +90,7 @@ where
     };
     ids_order_and_history(make(LIMITS).await).await;
     history_gaps(make(LIMITS).await).await;
+    history_bytes_bound(make(LIMITS).await).await;
     retained_values(make(LIMITS).await).await;
     retained_expiry_and_limits(make(LIMITS).await).await;
     presence_and_direct(make(LIMITS).await).await;
@@ -159,6 +162,38 @@ async fn ids_order_and_history((broker, fanout): (Broker, Arc<Fanout>)) {
     );
     let snapshot = broker.snapshot(&r).await.unwrap();
     assert_eq!(snapshot.last_id, published_ids.last().copied());
+}
+
+/// History is bounded in bytes too: large messages push the oldest out
+/// before the count bound is reached, and a resume from them is a gap.
+async fn history_bytes_bound((broker, _fanout): (Broker, Arc<Fanout>)) {
+    let r = room("contract-bytes");
+    let big = "x".repeat(1000);
+    let mut published = Vec::new();
+    for _ in 0..5 {
+        published.push(broker.publish(&r, draft(&big)).await.unwrap().id().unwrap());
+    }
+    let kept = broker.history(&r, None, 100).await.unwrap();
+    let bytes: usize = kept.events.iter().map(|e| e.json().len()).sum();
+    assert!(
+        !kept.events.is_empty() && kept.events.len() < 5,
+        "{} of 5 messages of 1 KB kept under a 4 KiB bound",
+        kept.events.len()
+    );
+    assert!(
+        bytes <= LIMITS.history_bytes + 64 * kept.events.len(),
+        "{bytes} bytes kept"
+    );
+    assert_eq!(
+        ids(&kept.events),
+        published[5 - kept.events.len()..].to_vec(),
+        "the newest are kept"
+    );
+    let from_first = broker.history(&r, Some(published[0]), 100).await.unwrap();
+    assert!(
+        !from_first.complete,
+        "a resume from a dropped message is a gap"
+    );
 }
 
 async fn history_gaps((broker, _fanout): (Broker, Arc<Fanout>)) {
@@ -441,6 +476,31 @@ async fn presence_and_direct((broker, fanout): (Broker, Arc<Fanout>)) {
 #[tokio::test]
 async fn memory_broker_meets_the_contract() {
     contract(|fanout, limits| async move { Broker::memory(fanout, limits) }).await;
+}
+
+#[tokio::test]
+async fn memory_history_stays_under_the_relay_wide_cap() {
+    let limits = Limits {
+        history_bytes_total: 10_000,
+        ..LIMITS
+    };
+    let broker = Broker::memory(Arc::new(Fanout::new(64)), limits);
+    let Broker::Memory(memory) = &broker else {
+        panic!("a memory broker")
+    };
+    let big = "x".repeat(1000);
+    for i in 0..40 {
+        let r = room(&format!("capped-{}", i % 8));
+        broker.publish(&r, draft(&big)).await.unwrap();
+        assert!(
+            memory.history_bytes() <= limits.history_bytes_total,
+            "{} bytes after publish {i}",
+            memory.history_bytes()
+        );
+    }
+    // The room written last kept its newest message.
+    let last = broker.history(&room("capped-7"), None, 100).await.unwrap();
+    assert!(!last.events.is_empty());
 }
 
 #[tokio::test]
