@@ -37,6 +37,10 @@ pub enum ApiError {
     /// A body that is neither JSON nor UTF-8 text.
     #[error("{0}")]
     UnsupportedMedia(String),
+    /// A WebSocket handshake for a protocol version other than 13: `426`
+    /// with `Sec-WebSocket-Version: 13`, as RFC 6455 §4.4 asks.
+    #[error("this relay speaks WebSocket version 13 only")]
+    WebSocketVersion,
     /// A binary WebSocket frame.
     #[error("binary frames are not supported; send JSON text frames")]
     Unsupported,
@@ -94,7 +98,7 @@ impl ApiError {
     /// The contract's error code.
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::BadRequest(_) => "bad_request",
+            ApiError::BadRequest(_) | ApiError::WebSocketVersion => "bad_request",
             ApiError::TokenMissing => "token_missing",
             ApiError::TokenInvalid(_) => "token_invalid",
             ApiError::TokenExpired => "token_expired",
@@ -116,6 +120,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) | ApiError::Unsupported => StatusCode::BAD_REQUEST,
+            ApiError::WebSocketVersion => StatusCode::UPGRADE_REQUIRED,
             ApiError::TokenMissing | ApiError::TokenInvalid(_) | ApiError::TokenExpired => {
                 StatusCode::UNAUTHORIZED
             }
@@ -199,6 +204,12 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if matches!(self, ApiError::WebSocketVersion) {
+            response.headers_mut().insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
         }
         response
     }

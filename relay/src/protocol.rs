@@ -984,8 +984,13 @@ pub enum CloseCode {
     Normal,
     /// Relay going away (shutdown, deploy).
     GoingAway,
-    /// Protocol violation.
+    /// Policy violation: a session refused for a reason without a code of
+    /// its own.
     Protocol,
+    /// The client broke WebSocket framing (RFC 6455 protocol error).
+    ProtocolError,
+    /// A text message or close reason that is not UTF-8 (invalid payload data).
+    InvalidPayload,
     /// Message too big.
     TooBig,
     /// Internal error.
@@ -1006,9 +1011,11 @@ pub enum CloseCode {
 
 impl CloseCode {
     /// Every close code, for the shared fixture test.
-    pub const ALL: [CloseCode; 11] = [
+    pub const ALL: [CloseCode; 13] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
+        CloseCode::ProtocolError,
+        CloseCode::InvalidPayload,
         CloseCode::Protocol,
         CloseCode::TooBig,
         CloseCode::Internal,
@@ -1025,6 +1032,8 @@ impl CloseCode {
         match self {
             CloseCode::Normal => 1000,
             CloseCode::GoingAway => 1001,
+            CloseCode::ProtocolError => 1002,
+            CloseCode::InvalidPayload => 1007,
             CloseCode::Protocol => 1008,
             CloseCode::TooBig => 1009,
             CloseCode::Internal => 1011,
@@ -1042,6 +1051,8 @@ impl CloseCode {
         match self {
             CloseCode::Normal => "normal",
             CloseCode::GoingAway => "going_away",
+            CloseCode::ProtocolError => "protocol_error",
+            CloseCode::InvalidPayload => "invalid_payload",
             CloseCode::Protocol => "protocol_violation",
             CloseCode::TooBig => "message_too_big",
             CloseCode::Internal => "internal_error",

@@ -132,6 +132,13 @@ fn client_addr(hub: &Hub, request: &Request) -> IpAddr {
 /// close is sent).
 async fn admission(State(hub): State<Hub>, mut request: Request, next: Next) -> Response {
     let address = client_addr(&hub, &request);
+    // HTTP/1.1 requires Host (RFC 9112 §3.2); a request without one is 400.
+    if request.version() == axum::http::Version::HTTP_11
+        && !request.headers().contains_key(header::HOST)
+    {
+        return ApiError::BadRequest("an HTTP/1.1 request needs a Host header".into())
+            .into_response();
+    }
     // Only a GET can be a WebSocket handshake; a write that carries upgrade
     // headers is a confused client or a smuggling attempt, never a publish.
     if request.method() != Method::GET && request.headers().contains_key(header::UPGRADE) {
@@ -301,9 +308,9 @@ fn accept(headers: &HeaderMap) -> &str {
 /// that comes from a browser origin that is not allowed.
 fn bad_upgrade(hub: &Hub, headers: &HeaderMap, upgrade: &Upgrade) -> Option<Response> {
     match upgrade {
-        Err(rejection) if headers.contains_key(header::UPGRADE) => Some(
-            ApiError::BadRequest(format!("bad WebSocket handshake: {rejection}")).into_response(),
-        ),
+        Err(rejection) if headers.contains_key(header::UPGRADE) => {
+            Some(rejection.to_error().into_response())
+        }
         Ok(_) => check_origin(hub, headers)
             .err()
             .map(IntoResponse::into_response),

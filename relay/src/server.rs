@@ -19,6 +19,7 @@ use crate::auth::{Authenticator, KeyError};
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::routes::router;
+use crate::transport::head_deadline::HeadDeadline;
 use crate::transport::sse_direct::{self, Sniffed};
 
 /// Largest request head (request line, URL and headers), in bytes.
@@ -180,6 +181,8 @@ impl Acceptor {
             }
         };
         let _ = stream.set_nodelay(true);
+        // One deadline for the whole request head, from the accept on.
+        let head_deadline = tokio::time::Instant::now() + self.sniff_wait;
         let app = self.app.clone();
         let builder = self.builder.clone();
         let watcher = connections.watcher();
@@ -202,8 +205,10 @@ impl Acceptor {
                 Sniffed::Other => {}
             }
             Box::pin(async move {
+                let (stream, head_read) = HeadDeadline::new(stream, head_deadline);
                 let service = tower::service_fn(
                     move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                        head_read.done();
                         request.extensions_mut().insert(ConnectInfo(peer));
                         app.clone().call(request)
                     },

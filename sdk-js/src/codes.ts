@@ -5,6 +5,8 @@
 export const CLOSE_CODES = {
   normal: 1000,
   going_away: 1001,
+  protocol_error: 1002,
+  invalid_payload: 1007,
   protocol_violation: 1008,
   message_too_big: 1009,
   internal_error: 1011,
@@ -38,13 +40,15 @@ export const ERROR_CODES = {
 /** What the client does after a close. */
 export type ClosePolicy = "stop" | "reconnect" | "refresh-token" | "retry-after";
 
-/** The contract's policy for a close code: stop on 1000, 1008, 4403 and 4409;
+/** The contract's policy for a close code: stop on 1000, 1002, 1007, 1008, 4403 and 4409;
  * fetch a new token at once on 4401; obey `retry_after` on 4429; otherwise
  * (1001, 1006, 1009, 1011, 4408, 4508 and anything unknown) reconnect with
  * backoff. */
 export function closePolicy(code: number): ClosePolicy {
   switch (code) {
     case CLOSE_CODES.normal:
+    case CLOSE_CODES.protocol_error:
+    case CLOSE_CODES.invalid_payload:
     case CLOSE_CODES.protocol_violation:
     case CLOSE_CODES.forbidden:
     case CLOSE_CODES.replaced:

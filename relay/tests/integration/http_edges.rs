@@ -191,3 +191,91 @@ async fn websocket_write_ops_share_the_session_budget() {
     ws.send(json!({"op": "ping", "ref": "p"})).await;
     ws.next_kind("pong").await;
 }
+
+/// Sends a raw request head and returns the status line and headers.
+async fn raw_head(relay: &Relay, head: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(crate::harness::DEADLINE, stream.read(&mut chunk))
+            .await
+            .expect("an answer before the deadline")
+            .unwrap();
+        answer.extend_from_slice(&chunk[..n]);
+        if n == 0 || answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+fn handshake(tok: &str, host: bool, key: &str, version: &str) -> String {
+    format!(
+        "GET /rooms/hs?token={tok} HTTP/1.1\r\n{}Connection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: {version}\r\n{key}\r\n",
+        if host { "Host: relay\r\n" } else { "" },
+    )
+}
+
+#[tokio::test]
+async fn websocket_handshakes_are_checked_as_rfc_6455_says() {
+    let relay = Relay::start(&[]).await;
+    let tok = token("u", &["hs=read"]);
+    let good_key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let answer = raw_head(&relay, &handshake(&tok, true, good_key, "13")).await;
+    assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
+    for key in [
+        "Sec-WebSocket-Key: \r\n",
+        "Sec-WebSocket-Key: x\r\n",
+        "Sec-WebSocket-Key: not base64 at all!\r\n",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n",
+    ] {
+        let answer = raw_head(&relay, &handshake(&tok, true, key, "13")).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{key:?}: {answer}");
+    }
+    let answer = raw_head(&relay, &handshake(&tok, true, good_key, "8")).await;
+    assert!(answer.starts_with("HTTP/1.1 426"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("sec-websocket-version: 13"),
+        "{answer}"
+    );
+    let answer = raw_head(&relay, &handshake(&tok, false, good_key, "13")).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "no Host: {answer}");
+    let answer = raw_head(&relay, "GET /healthz HTTP/1.1\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "no Host: {answer}");
+}
+
+/// The handshake timeout is one deadline for the whole request head: a first
+/// byte sent late does not earn a second full timeout.
+#[tokio::test]
+async fn the_handshake_timeout_is_one_deadline_for_the_whole_head() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let relay = Relay::start(&[("EDGEWIRE_HANDSHAKE_TIMEOUT", "2s")]).await;
+    let started = std::time::Instant::now();
+    let mut stream = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    // A slow client: its first byte comes 1.5 s in, then nothing more.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    stream.write_all(b"G").await.unwrap();
+    let mut buf = [0u8; 256];
+    let closed = tokio::time::timeout(crate::harness::DEADLINE, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the connection was never closed");
+    let elapsed = started.elapsed();
+    // 2 s after the accept; a second timeout would have ended it at 3.5 s.
+    assert!(
+        elapsed < std::time::Duration::from_millis(3000),
+        "closed after {elapsed:?}"
+    );
+}

@@ -109,15 +109,31 @@ async fn pings_are_echoed_and_fragmented_ops_are_gathered() {
 }
 
 #[tokio::test]
-async fn frames_that_break_rfc_6455_close_1008() {
+async fn frames_that_break_rfc_6455_close_with_its_codes() {
     let relay = Relay::start(&[]).await;
     let tok = token("raw", &["r=read,write"]);
-    let cases: [(&str, Vec<u8>); 3] = [
-        ("unmasked", b"\x81\x02hi".to_vec()),
-        ("reserved bits", client_frame(0xC1, b"hi")),
-        ("bad UTF-8", client_frame(0x81, &[0xff, 0xfe])),
+    let cases: [(&str, Vec<u8>, u16); 7] = [
+        ("unmasked", b"\x81\x02hi".to_vec(), 1002),
+        ("reserved bits", client_frame(0xC1, b"hi"), 1002),
+        ("1-byte close", client_frame(0x88, &[0x03]), 1002),
+        (
+            "close code 1005",
+            client_frame(0x88, &1005u16.to_be_bytes()),
+            1002,
+        ),
+        ("bad UTF-8", client_frame(0x81, &[0xff, 0xfe]), 1007),
+        (
+            "bad UTF-8 in a first fragment",
+            client_frame(0x01, &[b'a', 0xff]),
+            1007,
+        ),
+        (
+            "bad close reason",
+            client_frame(0x88, &[0x03, 0xe8, 0xff]),
+            1007,
+        ),
     ];
-    for (what, wire) in cases {
+    for (what, wire, expected) in cases {
         let mut stream =
             raw_websocket(&relay.addr.to_string(), &format!("/rooms/r?token={tok}")).await;
         read_text_with(&mut stream, "welcome").await;
@@ -125,7 +141,26 @@ async fn frames_that_break_rfc_6455_close_1008() {
         let code = tokio::time::timeout(DEADLINE, read_until_close(&mut stream))
             .await
             .unwrap();
-        assert_eq!(code, 1008, "{what}");
+        assert_eq!(code, expected, "{what}");
+    }
+}
+
+#[tokio::test]
+async fn a_client_close_is_answered_with_its_own_code() {
+    let relay = Relay::start(&[]).await;
+    let tok = token("raw", &["r=read,write"]);
+    for code in [1000u16, 1001, 3000, 4999] {
+        let mut stream =
+            raw_websocket(&relay.addr.to_string(), &format!("/rooms/r?token={tok}")).await;
+        read_text_with(&mut stream, "welcome").await;
+        stream
+            .write_all(&client_frame(0x88, &code.to_be_bytes()))
+            .await
+            .unwrap();
+        let echoed = tokio::time::timeout(DEADLINE, read_until_close(&mut stream))
+            .await
+            .unwrap();
+        assert_eq!(echoed, code);
     }
 }
 

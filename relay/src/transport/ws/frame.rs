@@ -36,19 +36,31 @@ pub enum Incoming {
     Ping(Bytes),
     /// A pong (the answer to our ping).
     Pong,
-    /// The client's close frame.
-    Close,
+    /// The client's close frame, with its status code when it carried one
+    /// (already checked: a code a peer may send, and a UTF-8 reason).
+    Close(Option<u16>),
 }
 
 /// Why the client's frames cannot be read; each maps to a close code.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
-    /// The frames break RFC 6455 (close 1008, the contract's protocol violation).
+    /// The frames break RFC 6455's framing rules (close 1002).
     #[error("{0}")]
     Protocol(&'static str),
+    /// A text message or a close reason is not UTF-8 (close 1007), found at
+    /// the first invalid byte, across fragments too.
+    #[error("{0}")]
+    InvalidUtf8(&'static str),
     /// A frame or message is over the size limit (close 1009).
     #[error("frame over the message size limit")]
     TooLarge,
+}
+
+/// True for a status code a peer may send in a close frame (RFC 6455 §7.4:
+/// the defined codes minus the reserved 1004, 1005, 1006 and 1015; the IANA
+/// registered 1012 to 1014; and 3000 to 4999 for libraries and applications).
+pub fn valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 /// The header of a server frame (never masked) with `opcode` and `len` bytes
@@ -88,6 +100,11 @@ pub fn pong(payload: &[u8]) -> Bytes {
     frame(PONG, &payload[..payload.len().min(MAX_CONTROL)])
 }
 
+/// A close frame with no status code (the echo of a client's empty close).
+pub fn close_empty() -> Bytes {
+    Bytes::from_static(&[0x80 | CLOSE, 0])
+}
+
 /// A close frame with `code` and a reason cut to fit a control frame.
 pub fn close(code: u16, reason: &str) -> Bytes {
     let mut end = reason.len().min(MAX_CONTROL - 2);
@@ -109,6 +126,9 @@ pub struct Decoder {
     pending: Vec<u8>,
     /// A fragmented message being gathered: its opcode and the bytes so far.
     fragments: Option<(u8, Vec<u8>)>,
+    /// How many bytes of a fragmented text message are known to be UTF-8, so
+    /// each fragment is checked once, and a bad byte is caught when it arrives.
+    checked: usize,
 }
 
 /// One frame, parsed out of the pending bytes.
@@ -125,6 +145,7 @@ impl Decoder {
             max_message,
             pending: Vec::new(),
             fragments: None,
+            checked: 0,
         }
     }
 
@@ -193,11 +214,9 @@ impl Decoder {
         let mask = [mask[0], mask[1], mask[2], mask[3]];
         at += 4;
         debug_assert!(at <= MAX_HEADER);
+        // The buffer grows with the bytes that arrive, never with the length a
+        // header declares: a 14-byte header reserves nothing.
         let Some(masked) = buf.get(at..at + len) else {
-            if self.pending.capacity() < at + len {
-                // Reserve the whole frame at once instead of regrowing per read.
-                self.pending.reserve_exact(at + len - self.pending.len());
-            }
             return Ok(None);
         };
         let payload = masked
@@ -218,13 +237,17 @@ impl Decoder {
         match frame.opcode {
             PING => Ok(Some(Incoming::Ping(Bytes::from(frame.payload)))),
             PONG => Ok(Some(Incoming::Pong)),
-            CLOSE => Ok(Some(Incoming::Close)),
+            CLOSE => close_status(&frame.payload).map(|code| Some(Incoming::Close(code))),
             TEXT | BINARY => {
                 if self.fragments.is_some() {
                     return Err(FrameError::Protocol("new message inside a fragmented one"));
                 }
                 if frame.fin {
                     return finish(frame.opcode, frame.payload).map(Some);
+                }
+                self.checked = 0;
+                if frame.opcode == TEXT {
+                    self.checked = utf8_prefix(&frame.payload, 0)?;
                 }
                 self.fragments = Some((frame.opcode, frame.payload));
                 Ok(None)
@@ -240,6 +263,9 @@ impl Decoder {
                 if frame.fin {
                     return finish(opcode, gathered).map(Some);
                 }
+                if opcode == TEXT {
+                    self.checked = utf8_prefix(&gathered, self.checked)?;
+                }
                 self.fragments = Some((opcode, gathered));
                 Ok(None)
             }
@@ -254,7 +280,39 @@ fn finish(opcode: u8, payload: Vec<u8>) -> Result<Incoming, FrameError> {
     }
     String::from_utf8(payload)
         .map(Incoming::Text)
-        .map_err(|_| FrameError::Protocol("text frame is not UTF-8"))
+        .map_err(|_| FrameError::InvalidUtf8("text message is not UTF-8"))
+}
+
+/// Checks `bytes` from `from` on as UTF-8 that may stop inside a character
+/// (more fragments follow); returns how far it is known good, or fails at the
+/// first byte that no continuation can make valid.
+fn utf8_prefix(bytes: &[u8], from: usize) -> Result<usize, FrameError> {
+    match std::str::from_utf8(&bytes[from..]) {
+        Ok(_) => Ok(bytes.len()),
+        Err(e) if e.error_len().is_none() => Ok(from + e.valid_up_to()),
+        Err(_) => Err(FrameError::InvalidUtf8("text message is not UTF-8")),
+    }
+}
+
+/// The status code of a client's close frame: none for an empty payload;
+/// otherwise two bytes of a code a peer may send, then a UTF-8 reason.
+fn close_status(payload: &[u8]) -> Result<Option<u16>, FrameError> {
+    match payload {
+        [] => Ok(None),
+        [_] => Err(FrameError::Protocol("close frame with a 1-byte payload")),
+        [hi, lo, reason @ ..] => {
+            let code = u16::from_be_bytes([*hi, *lo]);
+            if !valid_close_code(code) {
+                return Err(FrameError::Protocol(
+                    "close frame with an invalid status code",
+                ));
+            }
+            if std::str::from_utf8(reason).is_err() {
+                return Err(FrameError::InvalidUtf8("close reason is not UTF-8"));
+            }
+            Ok(Some(code))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -362,7 +420,19 @@ mod tests {
             (client(0x83, b"x"), FrameError::Protocol("unknown opcode")),
             (
                 client(0x81, &[0xff, 0xfe]),
-                FrameError::Protocol("text frame is not UTF-8"),
+                FrameError::InvalidUtf8("text message is not UTF-8"),
+            ),
+            (
+                client(0x88, &[0x03]),
+                FrameError::Protocol("close frame with a 1-byte payload"),
+            ),
+            (
+                client(0x88, &1005u16.to_be_bytes()),
+                FrameError::Protocol("close frame with an invalid status code"),
+            ),
+            (
+                client(0x88, &[0x03, 0xe8, 0xff]),
+                FrameError::InvalidUtf8("close reason is not UTF-8"),
             ),
             (client(0x81, &[b'x'; 11]), FrameError::TooLarge),
             (
@@ -379,6 +449,62 @@ mod tests {
             d.feed(&wire);
             assert_eq!(all(&mut d), Err(error), "{wire:?}");
         }
+    }
+
+    #[test]
+    fn close_codes_are_checked_and_returned() {
+        for (code, ok) in [
+            (1000, true),
+            (1003, true),
+            (1004, false),
+            (1005, false),
+            (1006, false),
+            (1011, true),
+            (1015, false),
+            (999, false),
+            (2999, false),
+            (3000, true),
+            (4999, true),
+            (5000, false),
+        ] {
+            let mut d = Decoder::new(100);
+            d.feed(&client(0x88, &u16::to_be_bytes(code)));
+            let got = all(&mut d);
+            if ok {
+                assert_eq!(got, Ok(vec![Incoming::Close(Some(code))]), "{code}");
+            } else {
+                assert!(got.is_err(), "{code}");
+            }
+        }
+        let mut d = Decoder::new(100);
+        d.feed(&client(0x88, b""));
+        assert_eq!(all(&mut d), Ok(vec![Incoming::Close(None)]));
+    }
+
+    #[test]
+    fn invalid_utf8_fails_at_the_fragment_that_brings_it() {
+        let mut d = Decoder::new(100);
+        // A character split across fragments is fine.
+        d.feed(&client(0x01, &[b'a', 0xc3]));
+        assert_eq!(all(&mut d), Ok(vec![]));
+        d.feed(&client(0x00, &[0xa9, b'b']));
+        assert_eq!(all(&mut d), Ok(vec![]));
+        // A byte no continuation can fix fails now, before the final fragment.
+        d.feed(&client(0x00, &[0xff]));
+        assert_eq!(
+            all(&mut d),
+            Err(FrameError::InvalidUtf8("text message is not UTF-8"))
+        );
+    }
+
+    #[test]
+    fn a_declared_length_reserves_nothing_before_bytes_arrive() {
+        let mut d = Decoder::new(1 << 16);
+        let mut wire = client(0x81, &[b'x'; 60_000]);
+        wire.truncate(14 + 10);
+        d.feed(&wire);
+        assert_eq!(d.next(), Ok(None));
+        assert!(d.pending.capacity() < 1024, "{}", d.pending.capacity());
     }
 
     #[test]

@@ -29,10 +29,24 @@ pub struct WsUpgrade {
 #[error("{0}")]
 pub struct NotUpgrade(&'static str);
 
+/// The message of a handshake refused for its `Sec-WebSocket-Version`.
+const WRONG_VERSION: &str = "`Sec-WebSocket-Version` header must be `13`";
+
+impl NotUpgrade {
+    /// The answer to a request that asked to upgrade and could not: `426`
+    /// naming version 13 for another version, `400` for the rest.
+    pub fn to_error(&self) -> crate::error::ApiError {
+        if self.0 == WRONG_VERSION {
+            crate::error::ApiError::WebSocketVersion
+        } else {
+            crate::error::ApiError::BadRequest(format!("bad WebSocket handshake: {}", self.0))
+        }
+    }
+}
+
 impl axum::response::IntoResponse for NotUpgrade {
     fn into_response(self) -> Response {
-        crate::error::ApiError::BadRequest(format!("bad WebSocket handshake: {}", self.0))
-            .into_response()
+        self.to_error().into_response()
     }
 }
 
@@ -49,15 +63,28 @@ impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
         if !has_token(&parts.headers, header::UPGRADE, "websocket") {
             return Err(NotUpgrade("`Upgrade` header must be `websocket`"));
         }
+        if !parts.headers.contains_key(header::HOST) && parts.uri.authority().is_none() {
+            return Err(NotUpgrade("a WebSocket handshake needs a `Host` header"));
+        }
         if parts.headers.get(header::SEC_WEBSOCKET_VERSION) != Some(&HeaderValue::from_static("13"))
         {
-            return Err(NotUpgrade("`Sec-WebSocket-Version` header must be `13`"));
+            return Err(NotUpgrade(WRONG_VERSION));
         }
-        let key = parts
-            .headers
-            .get(header::SEC_WEBSOCKET_KEY)
-            .cloned()
-            .ok_or(NotUpgrade("`Sec-WebSocket-Key` header is missing"))?;
+        let mut keys = parts.headers.get_all(header::SEC_WEBSOCKET_KEY).iter();
+        let key = match (keys.next(), keys.next()) {
+            (Some(key), None) => key.clone(),
+            (None, _) => return Err(NotUpgrade("`Sec-WebSocket-Key` header is missing")),
+            (Some(_), Some(_)) => {
+                return Err(NotUpgrade("more than one `Sec-WebSocket-Key` header"));
+            }
+        };
+        // RFC 6455 §4.1: a random 16-byte value, base64-encoded (24 characters).
+        let decoded = base64::engine::general_purpose::STANDARD.decode(key.as_bytes());
+        if !decoded.is_ok_and(|k| k.len() == 16) {
+            return Err(NotUpgrade(
+                "`Sec-WebSocket-Key` must be 16 bytes, base64-encoded",
+            ));
+        }
         let on_upgrade = parts
             .extensions
             .remove::<OnUpgrade>()
@@ -129,6 +156,65 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::response::IntoResponse;
+
+    async fn parse(headers: &[(&str, &str)]) -> Result<WsUpgrade, NotUpgrade> {
+        let mut request = axum::http::Request::builder()
+            .method(Method::GET)
+            .uri("/rooms/r");
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let (mut parts, ()) = request.body(()).unwrap_or_default().into_parts();
+        // Any OnUpgrade will do: the checks come first.
+        parts
+            .extensions
+            .insert(hyper::upgrade::on(axum::http::Request::new(())));
+        WsUpgrade::from_request_parts(&mut parts, &()).await
+    }
+
+    const GOOD: [(&str, &str); 5] = [
+        ("host", "relay.example"),
+        ("connection", "Upgrade"),
+        ("upgrade", "websocket"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+
+    fn without(name: &str) -> Vec<(&'static str, &'static str)> {
+        GOOD.iter().copied().filter(|(k, _)| *k != name).collect()
+    }
+
+    #[tokio::test]
+    async fn handshakes_are_checked_as_rfc_6455_says() {
+        assert!(parse(&GOOD).await.is_ok());
+        let mut cases: Vec<(Vec<(&str, &str)>, &str)> = Vec::new();
+        for bad_key in ["", "x", "not base64!!", "dGhlIHNhbXBsZQ=="] {
+            let mut h = without("sec-websocket-key");
+            h.push(("sec-websocket-key", bad_key));
+            cases.push((h, "16 bytes"));
+        }
+        let mut two = GOOD.to_vec();
+        two.push(("sec-websocket-key", "AAAAAAAAAAAAAAAAAAAAAA=="));
+        cases.push((two, "more than one"));
+        cases.push((without("host"), "Host"));
+        let mut v8 = without("sec-websocket-version");
+        v8.push(("sec-websocket-version", "8"));
+        cases.push((v8, "13"));
+        for (headers, expected) in cases {
+            let err = parse(&headers).await.err();
+            assert!(
+                err.as_ref().is_some_and(|e| e.0.contains(expected)),
+                "{headers:?}: {err:?}"
+            );
+        }
+        let mut v8 = without("sec-websocket-version");
+        v8.push(("sec-websocket-version", "8"));
+        let response = parse(&v8).await.err().map(|e| e.into_response());
+        let response = response.unwrap_or_default();
+        assert_eq!(response.status(), StatusCode::UPGRADE_REQUIRED);
+        assert_eq!(response.headers()[header::SEC_WEBSOCKET_VERSION], "13");
+    }
 
     #[test]
     fn accept_key_matches_rfc_6455_example() {

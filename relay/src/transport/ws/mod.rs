@@ -249,9 +249,15 @@ impl Connection {
                             }
                         }
                         Some(Ok(Incoming::Pong)) => {}
-                        Some(Ok(Incoming::Close)) => {
-                            // Answer the client's close; its session ends normally.
-                            let _ = socket.send_one(frame::close(CloseCode::Normal.code(), "")).await;
+                        Some(Ok(Incoming::Close(code))) => {
+                            // Answer the client's close by echoing its code
+                            // (RFC 6455 §5.5.1); its session ends normally.
+                            let echo = match code {
+                                Some(code) => frame::close(code, ""),
+                                None => frame::close_empty(),
+                            };
+                            let _ = socket.send_one(echo).await;
+                            socket.shutdown().await;
                             return End::gone();
                         }
                     }
@@ -346,19 +352,24 @@ impl End {
         socket.shutdown().await;
     }
 
-    /// The client's frames broke the protocol: close 1008 (or 1009 for size).
+    /// The client's frames broke the protocol: close 1002 for framing, 1007
+    /// for a payload that is not UTF-8, 1009 for size.
     fn bad_frames(e: FrameError) -> End {
-        match e {
-            FrameError::TooLarge => End::error(
-                ApiError::TooLarge("frame over the message size limit".into()),
-                LeaveReason::Closed,
-            ),
-            FrameError::Protocol(why) => End {
-                code: Some(CloseCode::Protocol),
-                reason: why,
-                error: None,
-                leave_reason: LeaveReason::Closed,
-            },
+        let (code, reason) = match e {
+            FrameError::TooLarge => {
+                return End::error(
+                    ApiError::TooLarge("frame over the message size limit".into()),
+                    LeaveReason::Closed,
+                );
+            }
+            FrameError::Protocol(why) => (CloseCode::ProtocolError, why),
+            FrameError::InvalidUtf8(why) => (CloseCode::InvalidPayload, why),
+        };
+        End {
+            code: Some(code),
+            reason,
+            error: None,
+            leave_reason: LeaveReason::Closed,
         }
     }
 }
