@@ -36,6 +36,11 @@ cargo build --locked --release
 echo "== cargo test"
 cargo test --locked --workspace --all-targets
 
+# RFC 6455 conformance of the release binary: Autobahn|Testsuite's
+# fuzzingclient (Python 2.7 from pyenv; the script installs the suite).
+# Cases that expect an echo are informational; every other case must pass.
+relay/tests/autobahn/run.sh target/release/edgewire
+
 # Known vulnerabilities in the dependency tree: cargo-deny against the RustSec
 # advisory database snapshot beside the checkout (../shared, a git repository;
 # the network to its home is closed here, so it is used offline and its age is
