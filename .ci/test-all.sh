@@ -41,6 +41,10 @@ cargo test --locked --workspace --all-targets
 # Cases that expect an echo are informational; every other case must pass.
 relay/tests/autobahn/run.sh target/release/edgewire
 
+# The HTTP API against its OpenAPI document (relay/docs/openapi.json):
+# Schemathesis, 30 generated requests per operation, every check.
+relay/tests/schemathesis/run.sh target/release/edgewire 30
+
 # Known vulnerabilities in the dependency tree: cargo-deny against the RustSec
 # advisory database snapshot beside the checkout (../shared, a git repository;
 # the network to its home is closed here, so it is used offline and its age is

@@ -54,6 +54,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {
             (
@@ -148,7 +149,10 @@ async fn admission(State(hub): State<Hub>, mut request: Request, next: Next) -> 
         ))
         .into_response();
     }
-    let operational = matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics");
+    let operational = matches!(
+        request.uri().path(),
+        "/healthz" | "/readyz" | "/metrics" | "/openapi.json"
+    );
     // An address locked out for failed authentications is refused before any
     // token is parsed, unless its request carries a token that verifies: one
     // verified within the minute (free), or, within a small budget per
@@ -236,18 +240,33 @@ struct StreamQuery {
 impl StreamQuery {
     /// The resume point: the `Last-Event-ID` header, else `last_event_id`, else `since`.
     fn resume_point(&self, headers: &HeaderMap) -> Result<Option<EventId>, ApiError> {
-        let header = headers.get("last-event-id").and_then(|v| v.to_str().ok());
-        header
-            .or(self.last_event_id.as_deref())
-            .or(self.since.as_deref())
+        let header = headers
+            .get("last-event-id")
+            .map(|v| {
+                v.to_str()
+                    .map_err(|_| ApiError::BadRequest("Last-Event-ID is not an event id".into()))
+            })
+            .transpose()?;
+        // Every one given must be an event id (an empty one counts as not
+        // given); the first one given is the resume point.
+        let mut first = None;
+        for given in [header, self.last_event_id.as_deref(), self.since.as_deref()]
+            .into_iter()
+            .flatten()
             .filter(|s| !s.is_empty())
-            .map(str::parse::<EventId>)
-            .transpose()
-            .map_err(ApiError::from)
+        {
+            let id = given.parse::<EventId>().map_err(ApiError::from)?;
+            first = first.or(Some(id));
+        }
+        Ok(first)
     }
 
     fn will(&self) -> Result<Option<Will>, ApiError> {
         let Some(topic) = &self.will_topic else {
+            // No will without a topic, but a delay given is still checked.
+            if let Some(after) = self.will_after {
+                Will::new("t", crate::protocol::null_payload(), Some(after))?;
+            }
             return Ok(None);
         };
         let data = match self.will_data.as_deref() {
@@ -353,6 +372,8 @@ async fn room_get(
             ));
         }
         let principal = auth?;
+        // Every query parameter is checked, whichever answer it is for.
+        let will = query.will()?;
         if head {
             let kind = if wants_json(&headers) {
                 "application/json"
@@ -364,7 +385,6 @@ async fn room_get(
         if wants_json(&headers) {
             return http::snapshot(&hub, principal, room).await;
         }
-        let will = query.will()?;
         let mut session = hub.open_session(principal, Transport::Sse, address)?;
         session.set_home(room.clone());
         session.join(room.clone(), since).await?;
@@ -634,6 +654,14 @@ async fn readyz(State(hub): State<Hub>) -> Response {
         return ApiError::BackendUnavailable.into_response();
     }
     "ready".into_response()
+}
+
+/// The OpenAPI 3.1 description of every HTTP route (`relay/docs/openapi.json`,
+/// compiled in; a test checks it against this router).
+pub const OPENAPI: &str = include_str!("../docs/openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 async fn metrics(State(hub): State<Hub>) -> Response {

@@ -241,7 +241,7 @@ pub struct HistoryQuery {
     /// Events after this id (all kept without it).
     pub since: Option<String>,
     /// Most events returned (default 100, at most the history size).
-    pub limit: Option<usize>,
+    pub limit: Option<u32>,
 }
 
 /// `GET /rooms/{room}/history`: kept events, oldest first (after `since`, or
@@ -252,13 +252,15 @@ pub async fn history(
     room: RoomName,
     query: HistoryQuery,
 ) -> Result<Response, ApiError> {
+    // An empty `since` means none, as on the stream routes.
     let since = query
         .since
         .as_deref()
+        .filter(|s| !s.is_empty())
         .map(str::parse::<EventId>)
         .transpose()?;
     let max = hub.config().history_size.max(1);
-    let limit = query.limit.unwrap_or(100).clamp(1, max);
+    let limit = query.limit.map_or(100, |l| l as usize).clamp(1, max);
     let history = hub.history(&principal, &room, since, limit).await?;
     // The events are already serialized: splice their bytes in.
     let mut body = String::with_capacity(

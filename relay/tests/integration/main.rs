@@ -14,6 +14,7 @@ mod http_edges;
 mod instances;
 mod liveness;
 mod load_smoke;
+mod openapi;
 mod redis_server;
 mod rights;
 mod rooms;
