@@ -202,7 +202,7 @@ impl Guard {
                 if left.is_zero() {
                     Ok(())
                 } else {
-                    Err(ApiError::LockedOut(left.as_secs().max(1)))
+                    Err(ApiError::LockedOut(crate::shutdown::retry_after_secs(left)))
                 }
             }
             _ => Ok(()),

@@ -54,3 +54,24 @@ pub fn drain_plan(grace: std::time::Duration) -> (std::time::Duration, std::time
         );
     (close_after, reconnect_after)
 }
+
+/// A delay as the whole seconds of a `retry_after` or `Retry-After`, rounded
+/// up (at least 1): a client that waits what it is told is never early.
+pub fn retry_after_secs(delay: std::time::Duration) -> u64 {
+    u64::try_from(delay.as_millis().div_ceil(1000))
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn retry_after_rounds_up() {
+        assert_eq!(super::retry_after_secs(Duration::from_millis(1695)), 2);
+        assert_eq!(super::retry_after_secs(Duration::from_millis(2000)), 2);
+        assert_eq!(super::retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(super::retry_after_secs(Duration::ZERO), 1);
+    }
+}

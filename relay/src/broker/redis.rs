@@ -1367,7 +1367,9 @@ async fn pubsub_loop(broker: Arc<RedisBroker>, client: redis::Client, shutdown: 
                     }
                 }
                 _ = probe.tick() => {
-                    let pong: Result<Result<String, _>, _> = tokio::time::timeout(broker.settings.timeout, sink.ping()).await;
+                    // Any reply will do: on RESP2 a subscribed connection answers
+                    // PING with an array ["pong", ""], on RESP3 with "PONG".
+                    let pong: Result<Result<Value, _>, _> = tokio::time::timeout(broker.settings.timeout, sink.ping()).await;
                     if !matches!(pong, Ok(Ok(_))) {
                         tracing::warn!("redis pub/sub connection went silent; replacing it");
                         break;

@@ -174,7 +174,7 @@ impl Stream {
             "draining",
             &format!("the relay is shutting down; reconnect in {ms} ms"),
             None,
-            Some(self.reconnect_after.as_secs().max(1)),
+            Some(crate::shutdown::retry_after_secs(self.reconnect_after)),
         );
         self.done = true;
         self.session.set_leave_reason(LeaveReason::Closed);

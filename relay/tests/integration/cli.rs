@@ -83,6 +83,18 @@ async fn dev_mode_token_works_with_plain_curl_and_sigterm_exits_cleanly() {
     );
     let last = sse.next_kind("error").await;
     assert_eq!(last["code"], "draining");
+    // retry_after is the suggested delay rounded up, never down.
+    let ms: u64 = last["message"]
+        .as_str()
+        .and_then(|m| m.split("reconnect in ").nth(1))
+        .and_then(|m| m.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no delay in {last}"));
+    let secs = last["retry_after"].as_u64().unwrap();
+    assert!(
+        secs * 1000 >= ms && secs * 1000 < ms + 1000,
+        "{ms} ms as {secs} s"
+    );
     assert!(sse.next_event().await.is_none(), "the SSE stream ended");
     let (_, code) = ws.until_close().await;
     assert_eq!(code, Some(1001));

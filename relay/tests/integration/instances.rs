@@ -403,3 +403,32 @@ async fn a_redis_outage_is_survived() {
     on_b.send(json!({"op": "ping", "ref": 9})).await;
     assert_eq!(on_b.next_kind("pong").await["ref"], 9);
 }
+
+/// On a plain redis:// URL (RESP2) a healthy Redis keeps the same pub/sub
+/// connection: the health probe reads a subscribed PING's array reply as alive.
+#[tokio::test]
+async fn a_healthy_redis_keeps_one_pubsub_connection() {
+    let redis = RedisServer::start().await;
+    // A short timeout probes every 400 ms: several probes in two seconds.
+    let relay = relay_on(
+        &redis,
+        &unique_prefix(),
+        &[("EDGEWIRE_REDIS_TIMEOUT", "200ms")],
+    )
+    .await;
+    let tok = token("probe", &["p=read,write"]);
+    let mut sse = Sse::open(&relay.http(&format!("/rooms/p?token={tok}")), &[]).await;
+    sse.next_kind("welcome").await;
+    let before = redis.pubsub_client_ids().await;
+    assert_eq!(before.len(), 1, "one subscriber connection: {before:?}");
+    // Five probe periods pass; the connection must survive them.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(
+        redis.pubsub_client_ids().await,
+        before,
+        "replaced by the probe"
+    );
+    let (status, _) = crate::harness::post_text(&relay, "/rooms/p", &tok, "still here").await;
+    assert_eq!(status, 202);
+    assert_eq!(sse.next_kind("message").await["data"], "still here");
+}

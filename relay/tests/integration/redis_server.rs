@@ -72,6 +72,40 @@ impl RedisServer {
         matches!(stream.read(&mut buf).await, Ok(n) if buf[..n].starts_with(b"+PONG"))
     }
 
+    /// The ids of the connections in pub/sub mode (CLIENT LIST, flags P).
+    pub async fn pubsub_client_ids(&self) -> Vec<String> {
+        let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else {
+            return Vec::new();
+        };
+        if stream.write_all(b"CLIENT LIST\r\n").await.is_err() {
+            return Vec::new();
+        }
+        // A bulk string: `$<len>\r\n<text>\r\n`.
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => reply.extend_from_slice(&buf[..n]),
+            }
+            let text = String::from_utf8_lossy(&reply);
+            if let Some((len, rest)) = text.strip_prefix('$').and_then(|t| t.split_once("\r\n"))
+                && len.parse::<usize>().is_ok_and(|len| rest.len() >= len)
+            {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&reply)
+            .lines()
+            .filter(|l| {
+                l.split(' ')
+                    .any(|f| f.starts_with("flags=") && f.contains('P'))
+            })
+            .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+            .map(str::to_owned)
+            .collect()
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }

@@ -264,7 +264,7 @@ impl Connection {
                 }
                 _ = &mut timer => match clock.due(Instant::now()) {
                     Due::Drain => {
-                        let secs = reconnect_after.as_secs().max(1);
+                        let secs = crate::shutdown::retry_after_secs(reconnect_after);
                         let event = Event::error("draining", &format!("the relay is shutting down; reconnect in {} ms", reconnect_after.as_millis()), None, Some(secs));
                         return End { code: Some(CloseCode::GoingAway), reason: "draining; reconnect later", error: Some(event), leave_reason: LeaveReason::Closed };
                     }
