@@ -52,7 +52,12 @@ impl RoomState {
             history: VecDeque::new(),
             history_bytes: 0,
             history_total,
-            dropped_through: None,
+            // What came before this state was made (a restart, a forgotten
+            // room) cannot be vouched for: a resume from before now is a gap.
+            dropped_through: Some(EventId {
+                ms: now_ms(),
+                seq: 0,
+            }),
             wills: HashMap::new(),
         }
     }

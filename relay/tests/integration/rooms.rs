@@ -609,3 +609,49 @@ async fn a_pub_without_data_is_a_bad_request_and_publishes_nothing() {
         "{history}"
     );
 }
+
+/// A resume the relay cannot vouch for (it never held the room, or forgot
+/// it: a restart without Redis) gets `reset` first, on SSE and WebSocket.
+#[tokio::test]
+async fn a_resume_from_an_unknown_past_gets_reset_first() {
+    let relay = Relay::start(&[]).await;
+    let tok = token("late", &["fresh-*=read,write"]);
+    let past = "1700000000000-3";
+    let mut sse = Sse::open(
+        &relay.http(&format!("/rooms/fresh-sse?token={tok}")),
+        &[("last-event-id", past)],
+    )
+    .await;
+    assert_eq!(sse.next().await["kind"], "reset");
+    assert_eq!(sse.next().await["kind"], "welcome");
+    let mut ws = Ws::connect(
+        &relay,
+        &format!("/rooms/fresh-ws?since={past}"),
+        &tok,
+        TokenIn::Header,
+    )
+    .await;
+    assert_eq!(ws.next().await["kind"], "reset");
+    assert_eq!(ws.next().await["kind"], "welcome");
+    // /history agrees: the gap is reported there too.
+    let history: Value = http()
+        .get(relay.http(&format!("/rooms/fresh-sse/history?since={past}")))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(history["complete"], false, "{history}");
+    // A resume from an id the room did issue is complete: no reset.
+    let (status, body) = post_text(&relay, "/rooms/fresh-sse", &tok, "one").await;
+    assert_eq!(status, 202);
+    let id = body["id"].as_str().unwrap().to_owned();
+    let mut again = Sse::open(
+        &relay.http(&format!("/rooms/fresh-sse?token={tok}")),
+        &[("last-event-id", &id)],
+    )
+    .await;
+    assert_eq!(again.next().await["kind"], "welcome");
+}
