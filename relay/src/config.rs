@@ -166,6 +166,12 @@ pub const SETTINGS: &[Setting] = &[
         "longest time a client may take to send its request head (a WebSocket or SSE handshake included)",
     ),
     s(
+        "EDGEWIRE_WRITE_TIMEOUT",
+        "write-timeout",
+        Some("5s"),
+        "a client whose socket takes no bytes for this long is cut (its peer leaves with reason timeout, its will fires)",
+    ),
+    s(
         "EDGEWIRE_MAX_MESSAGE_BYTES",
         "max-message-bytes",
         Some("65536"),
@@ -300,6 +306,8 @@ pub struct Config {
     pub trust_proxy: bool,
     /// Longest time to receive a request head.
     pub handshake_timeout: Duration,
+    /// Longest a write may make no progress before the client is cut.
+    pub write_timeout: Duration,
     /// Largest frame or body, in bytes.
     pub max_message_bytes: usize,
     /// Messages kept per room.
@@ -398,6 +406,7 @@ impl Config {
                 _ => Err("expected true or false".into()),
             }),
             handshake_timeout: reader.parsed("EDGEWIRE_HANDSHAKE_TIMEOUT", positive_duration),
+            write_timeout: reader.parsed("EDGEWIRE_WRITE_TIMEOUT", positive_duration),
             max_message_bytes: reader.parsed("EDGEWIRE_MAX_MESSAGE_BYTES", |v| {
                 let n = positive(v)?;
                 if n < 256 {

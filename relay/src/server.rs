@@ -19,11 +19,15 @@ use crate::auth::{Authenticator, KeyError};
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::routes::router;
-use crate::transport::head_deadline::HeadDeadline;
+use crate::transport::conn_io::ConnIo;
 use crate::transport::sse_direct::{self, Sniffed};
 
 /// Largest request head (request line, URL and headers), in bytes.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// `SO_SNDBUF` of every accepted connection (Linux doubles it for its own
+/// bookkeeping): what a stalled client can hold in the kernel.
+pub const SEND_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Why the relay could not run.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +121,7 @@ async fn run(
         builder,
         tasks: hub.tasks().clone(),
         sniff_wait: config.handshake_timeout,
+        write_timeout: config.write_timeout,
     };
     loop {
         tokio::select! {
@@ -160,6 +165,7 @@ struct Acceptor {
     builder: Arc<Builder<TokioExecutor>>,
     tasks: tokio_util::task::TaskTracker,
     sniff_wait: Duration,
+    write_timeout: Duration,
 }
 
 impl Acceptor {
@@ -181,6 +187,9 @@ impl Acceptor {
             }
         };
         let _ = stream.set_nodelay(true);
+        // A modest send buffer: a client that stops reading holds KBs of
+        // kernel memory, not the MBs autotuning would give it.
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER_BYTES);
         // One deadline for the whole request head, from the accept on.
         let head_deadline = tokio::time::Instant::now() + self.sniff_wait;
         let app = self.app.clone();
@@ -188,6 +197,7 @@ impl Acceptor {
         let watcher = connections.watcher();
         let tasks = self.tasks.clone();
         let sniff_wait = self.sniff_wait;
+        let write_timeout = self.write_timeout;
         tokio::spawn(async move {
             // EventSource requests are answered without hyper's per-connection
             // buffers; everything else is hyper's (the bytes were only peeked).
@@ -197,7 +207,7 @@ impl Acceptor {
             match Box::pin(sse_direct::sniff(&stream, sniff_wait)).await {
                 Sniffed::EventStream(mut first) => {
                     first.request.extensions_mut().insert(ConnectInfo(peer));
-                    sse_direct::serve(stream, first, app, tasks.token()).await;
+                    sse_direct::serve(stream, first, app, tasks.token(), write_timeout).await;
                     return;
                 }
                 // No request head within the handshake timeout: dropped.
@@ -205,7 +215,7 @@ impl Acceptor {
                 Sniffed::Other => {}
             }
             Box::pin(async move {
-                let (stream, head_read) = HeadDeadline::new(stream, head_deadline);
+                let (stream, head_read) = ConnIo::new(stream, head_deadline, write_timeout);
                 let service = tower::service_fn(
                     move |mut request: axum::http::Request<hyper::body::Incoming>| {
                         head_read.done();

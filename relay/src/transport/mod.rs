@@ -2,7 +2,7 @@
 //! SSE frames or HTTP responses, and client input back to the hub.
 
 pub mod clock;
-pub mod head_deadline;
+pub mod conn_io;
 pub mod http;
 pub mod sse;
 pub mod sse_direct;

@@ -117,6 +117,7 @@ pub async fn serve<S>(
     first: Box<EventStreamRequest>,
     app: S,
     guard: TaskTrackerToken,
+    write_timeout: std::time::Duration,
 ) where
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
 {
@@ -139,7 +140,7 @@ pub async fn serve<S>(
         if stream.write_all(&head).await.is_ok() {
             tokio::spawn(async move {
                 let _guard = guard;
-                stream_chunks(&mut stream, body).await;
+                stream_chunks(&mut stream, body, write_timeout).await;
                 let _ = stream.shutdown().await;
             });
         }
@@ -180,7 +181,7 @@ fn response_head(status: StatusCode, headers: &axum::http::HeaderMap, framing: &
 /// Writes the body as HTTP/1.1 chunks until it ends or the client goes away.
 /// The frames ready at once go out as one chunk in one `writev`, each still
 /// the event's shared bytes.
-async fn stream_chunks(stream: &mut TcpStream, body: Body) {
+async fn stream_chunks(stream: &mut TcpStream, body: Body, write_timeout: std::time::Duration) {
     let mut body = body.into_data_stream();
     loop {
         let first = tokio::select! {
@@ -206,8 +207,11 @@ async fn stream_chunks(stream: &mut TcpStream, body: Body) {
         if ended {
             parts.push(Bytes::from_static(b"0\r\n\r\n"));
         }
-        if write_all_vectored(stream, &parts).await.is_err() || ended {
-            return;
+        // A client that takes no bytes for the write timeout is cut: the
+        // stream ends here, and so does its session (reason timeout).
+        match tokio::time::timeout(write_timeout, write_all_vectored(stream, &parts)).await {
+            Ok(Ok(())) if !ended => {}
+            _ => return,
         }
     }
 }

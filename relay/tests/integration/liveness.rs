@@ -235,6 +235,9 @@ async fn a_subscriber_that_never_reads_is_closed_with_4508() {
         ("EDGEWIRE_OUTBOUND_QUEUE", "64"),
         ("EDGEWIRE_PUBLISH_RATE", "1000000"),
         ("EDGEWIRE_HISTORY_SIZE", "10"),
+        // This test is about the lag bound (4508): the write timeout must
+        // not cut the stuck client first.
+        ("EDGEWIRE_WRITE_TIMEOUT", "60s"),
     ])
     .await;
     let tok = token("sub", &["flood=read,write"]);
@@ -307,4 +310,109 @@ async fn a_subscriber_that_never_reads_is_closed_with_4508() {
             .any(|l| l == "edgewire_slow_consumers_total 1"),
         "{metrics}"
     );
+}
+
+/// Floods `room` with large messages until the watcher sees `peer` leave;
+/// returns the leave event.
+async fn flood_until_leave(
+    relay: &Relay,
+    tok: &str,
+    room: &str,
+    watcher: &mut crate::harness::Sse,
+    peer: &str,
+) -> serde_json::Value {
+    let url = relay.http(&format!("/rooms/{room}"));
+    let tok = tok.to_owned();
+    let flood = tokio::spawn(async move {
+        let body = "x".repeat(60 * 1024);
+        for _ in 0..2000 {
+            let r = http()
+                .post(&url)
+                .bearer_auth(&tok)
+                .body(body.clone())
+                .send()
+                .await;
+            if !matches!(r, Ok(ref r) if r.status() == 202) {
+                return;
+            }
+        }
+    });
+    let leave = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let ev = watcher.next().await;
+            if ev["kind"] == "leave" && ev["peer"]["id"] == peer {
+                return ev;
+            }
+        }
+    })
+    .await
+    .expect("the stalled client was cut before the deadline");
+    flood.abort();
+    leave
+}
+
+/// A WebSocket client that stops reading is cut after the write timeout
+/// (its session no longer waits in a write forever); its peers see it leave
+/// with reason `timeout`.
+#[tokio::test]
+async fn a_websocket_client_that_stops_reading_is_cut_after_the_write_timeout() {
+    let relay = Relay::start(&[
+        ("EDGEWIRE_WRITE_TIMEOUT", "1s"),
+        ("EDGEWIRE_PUBLISH_RATE", "1000000"),
+        ("EDGEWIRE_HISTORY_SIZE", "10"),
+    ])
+    .await;
+    let tok = token("stall", &["stall=read,write"]);
+    let mut watcher = crate::harness::Sse::open(
+        &relay.http(&format!("/rooms/stall?token={tok}")),
+        &[("accept", "text/event-stream")],
+    )
+    .await;
+    watcher.next_kind("welcome").await;
+    let mut stuck = raw_websocket(
+        &relay.addr.to_string(),
+        &format!("/rooms/stall?token={tok}"),
+    )
+    .await;
+    let welcome = read_text_with(&mut stuck, "welcome").await;
+    let welcome: serde_json::Value = serde_json::from_str(&welcome).unwrap();
+    let peer = welcome["peer"]["id"].as_str().unwrap().to_owned();
+    watcher.next_kind("join").await;
+    // From here on the stuck client reads nothing.
+    let leave = flood_until_leave(&relay, &tok, "stall", &mut watcher, &peer).await;
+    assert_eq!(leave["reason"], "timeout", "{leave}");
+}
+
+/// The same for an SSE client on the relay's own stream writer.
+#[tokio::test]
+async fn an_sse_client_that_stops_reading_is_cut_after_the_write_timeout() {
+    let relay = Relay::start(&[
+        ("EDGEWIRE_WRITE_TIMEOUT", "1s"),
+        ("EDGEWIRE_PUBLISH_RATE", "1000000"),
+        ("EDGEWIRE_HISTORY_SIZE", "10"),
+    ])
+    .await;
+    let tok = token("stall", &["stall=read,write"]);
+    let mut watcher = crate::harness::Sse::open(
+        &relay.http(&format!("/rooms/stall?token={tok}")),
+        &[("accept", "text/event-stream")],
+    )
+    .await;
+    watcher.next_kind("welcome").await;
+    // A raw EventSource-like request whose reader then stops reading.
+    let mut stuck = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    stuck
+        .write_all(
+            format!(
+                "GET /rooms/stall?token={tok} HTTP/1.1\r\nHost: relay\r\nAccept: text/event-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let join = watcher.next_kind("join").await;
+    let peer = join["peer"]["id"].as_str().unwrap().to_owned();
+    let leave = flood_until_leave(&relay, &tok, "stall", &mut watcher, &peer).await;
+    assert_eq!(leave["peer"]["id"], peer.as_str());
+    drop(stuck);
 }

@@ -244,8 +244,8 @@ impl Connection {
                         },
                         Some(Ok(Incoming::Binary)) => session.push(ApiError::Unsupported.to_event(None)),
                         Some(Ok(Incoming::Ping(payload))) => {
-                            if socket.send_one(frame::pong(&payload)).await.is_err() {
-                                return End::gone();
+                            if let Err(e) = socket.send_one(frame::pong(&payload)).await {
+                                return End::write_failed(e);
                             }
                         }
                         Some(Ok(Incoming::Pong)) => {}
@@ -278,8 +278,8 @@ impl Connection {
                         }
                     }
                     Due::KeepAlive => {
-                        if socket.send_one(frame::ping()).await.is_err() {
-                            return End::gone();
+                        if let Err(e) = socket.send_one(frame::ping()).await {
+                            return End::write_failed(e);
                         }
                     }
                     Due::Nothing => {}
@@ -311,6 +311,21 @@ impl End {
             reason: "",
             error: None,
             leave_reason: LeaveReason::Closed,
+        }
+    }
+
+    /// A write failed: the client went away, or took no bytes for the write
+    /// timeout (then its peer leaves with reason `timeout`, as a silent one
+    /// does). No close frame: the socket cannot take one.
+    fn write_failed(e: std::io::Error) -> End {
+        let leave_reason = if e.kind() == std::io::ErrorKind::TimedOut {
+            LeaveReason::Timeout
+        } else {
+            LeaveReason::Closed
+        };
+        End {
+            leave_reason,
+            ..End::gone()
         }
     }
 
@@ -393,7 +408,7 @@ async fn write_batch(
             None => break,
         }
     }
-    socket.send(&frames).await.map_err(|_| End::gone())?;
+    socket.send(&frames).await.map_err(End::write_failed)?;
     session.count_out(frames.len() as u64);
     match closing {
         Some(e) => {
