@@ -1259,11 +1259,14 @@ async fn heartbeat(broker: Arc<RedisBroker>, shutdown: CancellationToken) {
     let every = (broker.settings.instance_ttl / 3).max(Duration::from_millis(100));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let drained = drained(&broker, &shutdown);
+    tokio::pin!(drained);
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => {
-                // A clean exit removes the heartbeat so peers elsewhere see this
-                // instance's sessions end (they get their own leaves as they close).
+            () = &mut drained => {
+                // The last session has closed (each sent its own leave): only
+                // now may the heartbeat go. Deleted earlier, other instances
+                // took the draining sessions for dead and fired their wills.
                 let _: Result<(), _> = broker.conn().del(broker.instance_key(&broker.instance)).await;
                 return;
             }
@@ -1273,6 +1276,17 @@ async fn heartbeat(broker: Arc<RedisBroker>, shutdown: CancellationToken) {
                 }
             }
         }
+    }
+}
+
+/// Resolves once shutdown has begun and this instance's last session has
+/// closed: the heartbeat and the pub/sub connection serve draining sessions
+/// until then. Checks every 50 ms, during the drain only.
+async fn drained(broker: &RedisBroker, shutdown: &CancellationToken) {
+    shutdown.cancelled().await;
+    let mut check = tokio::time::interval(Duration::from_millis(50));
+    while broker.fanout.peer_count() > 0 {
+        check.tick().await;
     }
 }
 
@@ -1301,8 +1315,11 @@ pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
 async fn pubsub_loop(broker: Arc<RedisBroker>, client: redis::Client, shutdown: CancellationToken) {
     let probe_every = Duration::from_secs(5).min(broker.settings.timeout * 2);
     let mut attempt = 0u32;
+    // Draining sessions keep receiving live events until their own close.
+    let drained = drained(&broker, &shutdown);
+    tokio::pin!(drained);
     loop {
-        if shutdown.is_cancelled() {
+        if shutdown.is_cancelled() && broker.fanout.peer_count() == 0 {
             return;
         }
         let connected =
@@ -1314,7 +1331,7 @@ async fn pubsub_loop(broker: Arc<RedisBroker>, client: redis::Client, shutdown: 
                 let wait = backoff(attempt, Duration::from_millis(100), Duration::from_secs(5));
                 attempt = attempt.saturating_add(1);
                 tokio::select! {
-                    _ = shutdown.cancelled() => return,
+                    () = &mut drained => return,
                     _ = tokio::time::sleep(wait) => continue,
                 }
             }
@@ -1356,7 +1373,7 @@ async fn pubsub_loop(broker: Arc<RedisBroker>, client: redis::Client, shutdown: 
         probe.tick().await;
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                () = &mut drained => return,
                 message = stream.next() => {
                     let Some(message) = message else { break };
                     let Some(room) = broker.room_of_channel(message.get_channel_name()) else { continue };

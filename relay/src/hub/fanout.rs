@@ -184,6 +184,11 @@ impl Fanout {
         peers.remove(id);
     }
 
+    /// Local peers (live sessions) on this instance.
+    pub fn peer_count(&self) -> usize {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     /// Rooms with at least one local subscriber.
     pub fn room_count(&self) -> usize {
         self.rooms.lock().unwrap_or_else(|p| p.into_inner()).len()

@@ -432,3 +432,70 @@ async fn a_healthy_redis_keeps_one_pubsub_connection() {
     assert_eq!(status, 202);
     assert_eq!(sse.next_kind("message").await["data"], "still here");
 }
+
+/// A draining instance keeps its heartbeat and its pub/sub connection until
+/// its last session has closed: its sessions still get live events from other
+/// instances, and their peers elsewhere see them leave `closed`, never
+/// `timeout` (which is what a dead instance's sessions get).
+#[tokio::test]
+async fn a_draining_instance_stays_alive_for_its_sessions() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    // Instance death is noticed within a second here, so a heartbeat deleted
+    // at SIGTERM would show as timeout leaves during the drain.
+    let fast = [
+        ("EDGEWIRE_INSTANCE_TTL", "1s"),
+        ("EDGEWIRE_SHUTDOWN_GRACE", "20s"),
+    ];
+    let mut a = relay_on(&redis, &prefix, &fast).await;
+    let b = relay_on(&redis, &prefix, &fast).await;
+    let tok = token("drain", &["d=read,write"]);
+    let mut watcher = Sse::open(&b.http(&format!("/rooms/d?token={tok}")), &[]).await;
+    watcher.next_kind("welcome").await;
+    let mut peers = Vec::new();
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let mut sse = Sse::open(&a.http(&format!("/rooms/d?token={tok}")), &[]).await;
+        let welcome = sse.next_kind("welcome").await;
+        ids.push(welcome["peer"]["id"].as_str().unwrap().to_owned());
+        watcher.next_kind("join").await;
+        peers.push(sse);
+    }
+    a.shutdown.cancel();
+    // Published on B during A's drain: every session of A still open gets it.
+    let (status, _) = crate::harness::post_text(&b, "/rooms/d", &tok, "during the drain").await;
+    assert_eq!(status, 202);
+    let mut got_it = 0;
+    for sse in &mut peers {
+        // Presence events of the other sessions come first; then the message,
+        // or the session's own draining error if it closed before it.
+        let ev = loop {
+            let ev = sse.next().await;
+            if ev["kind"] == "message" || ev["kind"] == "error" {
+                break ev;
+            }
+        };
+        if ev["kind"] == "message" {
+            assert_eq!(ev["data"], "during the drain");
+            got_it += 1;
+        } else {
+            assert_eq!(ev["code"], "draining", "{ev}");
+        }
+    }
+    assert!(got_it > 0, "no draining session got the live message");
+    // They go; their peers on B see each leave as closed.
+    drop(peers);
+    let mut left = std::collections::HashMap::new();
+    while left.len() < ids.len() {
+        let ev = watcher.next_kind("leave").await;
+        let id = ev["peer"]["id"].as_str().unwrap().to_owned();
+        if ids.contains(&id) {
+            left.insert(id, ev["reason"].as_str().unwrap_or("").to_owned());
+        }
+    }
+    assert!(
+        left.values().all(|r| r == "closed"),
+        "leaves of a draining instance: {left:?}"
+    );
+    a.stopped().await.unwrap();
+}
