@@ -63,6 +63,13 @@ pub enum ApiError {
     /// The shared backend (Redis) cannot be reached.
     #[error("the backend is unavailable; retry later")]
     BackendUnavailable,
+    /// A write got no answer from the backend in time: it may have been
+    /// stored or not, but it will not be applied after this answer.
+    #[error(
+        "the backend did not answer in time: the write may or may not be stored, and it will \
+         not be applied later; check the room's history before retrying"
+    )]
+    OutcomeUnknown,
     /// A bug or unexpected condition; the details stay in the relay's log.
     #[error("internal error")]
     Internal,
@@ -90,6 +97,7 @@ impl ApiError {
             ApiError::OverCapacity,
             ApiError::Draining,
             ApiError::BackendUnavailable,
+            ApiError::OutcomeUnknown,
             ApiError::Internal,
             ApiError::SlowConsumer,
         ]
@@ -111,6 +119,7 @@ impl ApiError {
             ApiError::OverCapacity => "over_capacity",
             ApiError::Draining => "draining",
             ApiError::BackendUnavailable => "backend_unavailable",
+            ApiError::OutcomeUnknown => "outcome_unknown",
             ApiError::Internal => "internal",
             ApiError::SlowConsumer => "slow_consumer",
         }
@@ -132,6 +141,7 @@ impl ApiError {
             ApiError::OverCapacity
             | ApiError::Draining
             | ApiError::BackendUnavailable
+            | ApiError::OutcomeUnknown
             | ApiError::SlowConsumer => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -141,7 +151,10 @@ impl ApiError {
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             ApiError::RateLimited(s) | ApiError::LockedOut(s) => Some(*s),
-            ApiError::OverCapacity | ApiError::Draining | ApiError::BackendUnavailable => Some(1),
+            ApiError::OverCapacity
+            | ApiError::Draining
+            | ApiError::BackendUnavailable
+            | ApiError::OutcomeUnknown => Some(1),
             _ => None,
         }
     }

@@ -33,6 +33,7 @@ export const ERROR_CODES = {
   over_capacity: 503,
   draining: 503,
   backend_unavailable: 503,
+  outcome_unknown: 503,
   internal: 500,
   slow_consumer: 503,
 } as const;

@@ -23,6 +23,10 @@ pub enum BrokerError {
     /// The shared backend cannot be reached.
     #[error("backend unavailable")]
     Unavailable,
+    /// A write got no answer in time: it may or may not have been stored
+    /// (but it is never applied after the relay answers).
+    #[error("the write's outcome is unknown")]
+    OutcomeUnknown,
     /// A direct message or `conn` named a peer that is not in the room.
     #[error("no peer {peer} in room {room}")]
     NoSuchPeer {

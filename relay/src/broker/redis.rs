@@ -16,7 +16,7 @@
 //!   Cluster could shard them by room.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -66,6 +66,8 @@ pub struct RedisBroker {
     commands_ok: Arc<AtomicBool>,
     pubsub_ok: Arc<AtomicBool>,
     direct_clock: Mutex<EventId>,
+    /// Redis's clock minus this relay's, in ms (measured with each heartbeat).
+    clock_offset_ms: AtomicI64,
     scripts: Scripts,
 }
 
@@ -95,6 +97,10 @@ struct Scripts {
 macro_rules! append_fn {
     () => {
         r#"
+local function late(deadline)
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(deadline)
+end
 local function entry_size(e) return #e[2][2] + #e[2][4] end
 local function append(stream, bytes, maxlen, p, s, ttl, maxbytes)
   local id = redis.call('XADD', stream, '*', 'p', p, 's', s)
@@ -130,6 +136,7 @@ end
 const APPEND: &str = concat!(
     append_fn!(),
     r#"
+if late(ARGV[8]) then return redis.error_reply('late') end
 local id = append(KEYS[1], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[7])
 redis.call('SADD', KEYS[2], ARGV[6])
 redis.call('PUBLISH', ARGV[5], ARGV[2] .. id .. ARGV[3])
@@ -164,6 +171,7 @@ return 1
 const SET_RETAINED: &str = concat!(
     append_fn!(),
     r#"
+if late(ARGV[12]) then return redis.error_reply('late') end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[2]) then
   return redis.error_reply('too_many_topics')
 end
@@ -180,6 +188,7 @@ return id
 const CLEAR_RETAINED: &str = concat!(
     append_fn!(),
     r#"
+if late(ARGV[10]) then return redis.error_reply('late') end
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if not cur then return false end
 local rec = cjson.decode(cur)
@@ -350,6 +359,17 @@ impl StartCause {
     }
 }
 
+/// A write that failed: with no answer in time, stored or not (the outcome is
+/// unknown, though never applied after the relay answered); refused as `late`
+/// or for any other reason, not stored.
+fn write_failed(e: redis::RedisError) -> BrokerError {
+    if e.is_timeout() {
+        tracing::debug!(error = %e, "redis write outcome unknown");
+        return BrokerError::OutcomeUnknown;
+    }
+    unavailable(e)
+}
+
 fn unavailable(e: redis::RedisError) -> BrokerError {
     tracing::debug!(error = %e, "redis call failed");
     BrokerError::Unavailable
@@ -420,6 +440,7 @@ impl RedisBroker {
             commands_ok: Arc::new(AtomicBool::new(true)),
             pubsub_ok: Arc::new(AtomicBool::new(false)),
             direct_clock: Mutex::new(EventId::default()),
+            clock_offset_ms: AtomicI64::new(0),
             scripts: Scripts {
                 append: Script::new(APPEND),
                 direct: Script::new(DIRECT),
@@ -481,7 +502,34 @@ impl RedisBroker {
         (self.limits.history_ttl.as_millis() as u64).max(1)
     }
 
+    /// The latest moment, on Redis's clock, at which a write sent now may
+    /// still be applied: the relay's own wait for the reply, less a tenth for
+    /// the way back. A write that reaches Redis later (a paused server, a
+    /// backlog) is refused by its script, so it is never applied after the
+    /// relay has answered that it failed.
+    fn write_deadline(&self) -> i64 {
+        let wait = self.settings.timeout.as_millis() as i64;
+        now_ms() as i64 + self.clock_offset_ms.load(Ordering::Relaxed) + wait - wait / 10
+    }
+
+    /// Measures Redis's clock against this relay's (`TIME`, midway through
+    /// the round trip), for [`RedisBroker::write_deadline`].
+    async fn measure_clock(&self) -> Result<(), BrokerError> {
+        let sent = now_ms() as i64;
+        let (secs, micros): (i64, i64) = redis::cmd("TIME")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let back = now_ms() as i64;
+        let redis_ms = secs * 1000 + micros / 1000;
+        self.clock_offset_ms
+            .store(redis_ms - (sent + back) / 2, Ordering::Relaxed);
+        Ok(())
+    }
+
     async fn beat(&self) -> Result<(), BrokerError> {
+        // The clock is measured with every heartbeat: skew drifts slowly.
+        let _ = self.measure_clock().await;
         let ttl = (self.settings.instance_ttl.as_millis() as u64).max(1);
         let result: Result<(), _> = self
             .conn()
@@ -511,9 +559,10 @@ impl RedisBroker {
             .arg(self.channel(room))
             .arg(room.as_str())
             .arg(self.limits.history_bytes)
+            .arg(self.write_deadline())
             .invoke_async(&mut self.conn())
             .await
-            .map_err(unavailable)?;
+            .map_err(write_failed)?;
         Event::from_json(format!("{prefix}{id}{suffix}")).ok_or_else(template_error)
     }
 
@@ -636,6 +685,7 @@ impl RedisBroker {
             .arg(record_suffix)
             .arg(room.as_str())
             .arg(self.limits.history_bytes)
+            .arg(self.write_deadline())
             .invoke_async(&mut self.conn())
             .await;
         match result {
@@ -646,7 +696,7 @@ impl RedisBroker {
                     limit: self.limits.max_topics,
                 })
             }
-            Err(e) => Err(unavailable(e)),
+            Err(e) => Err(write_failed(e)),
         }
     }
 
@@ -675,9 +725,10 @@ impl RedisBroker {
             .arg(self.channel(room))
             .arg(now_ms())
             .arg(self.limits.history_bytes)
+            .arg(self.write_deadline())
             .invoke_async(&mut self.conn())
             .await
-            .map_err(unavailable)?;
+            .map_err(write_failed)?;
         match id {
             Some(id) => Ok(Some(
                 Event::from_json(format!("{prefix}{id}{suffix}")).ok_or_else(template_error)?,

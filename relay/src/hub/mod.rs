@@ -75,6 +75,7 @@ impl From<BrokerError> for ApiError {
     fn from(e: BrokerError) -> Self {
         match e {
             BrokerError::Unavailable => ApiError::BackendUnavailable,
+            BrokerError::OutcomeUnknown => ApiError::OutcomeUnknown,
             BrokerError::NoSuchPeer { .. } => ApiError::NotFound(e.to_string()),
             BrokerError::TooManyTopics { .. } => ApiError::TooLarge(e.to_string()),
         }

@@ -499,3 +499,60 @@ async fn a_draining_instance_stays_alive_for_its_sessions() {
     );
     a.stopped().await.unwrap();
 }
+
+/// A publish Redis does not answer in time is `503 outcome_unknown`, and it
+/// is never applied after that answer: when the frozen Redis resumes, its
+/// script finds the write's deadline passed and refuses it, so no subscriber
+/// ever receives the message and history does not hold it.
+#[tokio::test]
+async fn a_write_answered_503_is_never_delivered_later() {
+    let redis = RedisServer::start().await;
+    let relay = relay_on(
+        &redis,
+        &unique_prefix(),
+        &[("EDGEWIRE_REDIS_TIMEOUT", "500ms")],
+    )
+    .await;
+    let tok = token("frozen", &["f=read,write"]);
+    let mut watcher = Sse::open(&relay.http(&format!("/rooms/f?token={tok}")), &[]).await;
+    watcher.next_kind("welcome").await;
+    redis.freeze();
+    let (status, body) = crate::harness::post_text(&relay, "/rooms/f", &tok, "lost in time").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "outcome_unknown", "{body}");
+    redis.thaw();
+    wait_ready(&relay.http("/readyz")).await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let (status, _) = crate::harness::post_text(&relay, "/rooms/f", &tok, "marker").await;
+        if status == 202 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Redis never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let message = watcher.next_kind("message").await;
+    assert_eq!(
+        message["data"], "marker",
+        "the 503'd message was delivered: {message}"
+    );
+    let history: Value = http()
+        .get(relay.http("/rooms/f/history"))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let data: Vec<&Value> = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["data"])
+        .collect();
+    assert!(!data.contains(&&json!("lost in time")), "{history}");
+}

@@ -110,6 +110,25 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open, nothing answers.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen server run again (SIGCONT); it then works through what
+    /// queued up meanwhile.
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, which: &str) {
+        if let Some(child) = &self.child {
+            let _ = std::process::Command::new("kill")
+                .args([which, &child.id().to_string()])
+                .status();
+        }
+    }
+
     /// Kills the server (an outage).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
