@@ -375,6 +375,19 @@ impl Sse {
     }
 }
 
+/// GETs `path` with a bearer token; returns the JSON answer.
+pub async fn get_json(relay: &Relay, path: &str, token: &str) -> Value {
+    http()
+        .get(relay.http(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("a JSON answer")
+}
+
 /// POSTs `body` as text to `path` with a bearer token.
 pub async fn post_text(relay: &Relay, path: &str, token: &str, body: &str) -> (u16, Value) {
     let response = http()

@@ -93,15 +93,7 @@ async fn a_post_with_upgrade_headers_is_refused_and_publishes_nothing() {
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["error"], "bad_request");
     }
-    let history: Value = http()
-        .get(relay.http("/rooms/smuggle/history"))
-        .bearer_auth(&tok)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history: Value = crate::harness::get_json(&relay, "/rooms/smuggle/history", &tok).await;
     assert_eq!(history["events"], json!([]), "{history}");
 }
 

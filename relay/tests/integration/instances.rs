@@ -539,15 +539,7 @@ async fn a_write_answered_503_is_never_delivered_later() {
         message["data"], "marker",
         "the 503'd message was delivered: {message}"
     );
-    let history: Value = http()
-        .get(relay.http("/rooms/f/history"))
-        .bearer_auth(&tok)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history: Value = crate::harness::get_json(&relay, "/rooms/f/history", &tok).await;
     let data: Vec<&Value> = history["events"]
         .as_array()
         .unwrap()

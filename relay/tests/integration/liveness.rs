@@ -312,6 +312,25 @@ async fn a_subscriber_that_never_reads_is_closed_with_4508() {
     );
 }
 
+/// A relay with a 1 s write timeout, a token for room `stall`, and a
+/// watcher of that room, welcomed.
+async fn stall_room() -> (Relay, String, crate::harness::Sse) {
+    let relay = Relay::start(&[
+        ("EDGEWIRE_WRITE_TIMEOUT", "1s"),
+        ("EDGEWIRE_PUBLISH_RATE", "1000000"),
+        ("EDGEWIRE_HISTORY_SIZE", "10"),
+    ])
+    .await;
+    let tok = token("stall", &["stall=read,write"]);
+    let mut watcher = crate::harness::Sse::open(
+        &relay.http(&format!("/rooms/stall?token={tok}")),
+        &[("accept", "text/event-stream")],
+    )
+    .await;
+    watcher.next_kind("welcome").await;
+    (relay, tok, watcher)
+}
+
 /// Floods `room` with large messages until the watcher sees `peer` leave;
 /// returns the leave event.
 async fn flood_until_leave(
@@ -356,19 +375,7 @@ async fn flood_until_leave(
 /// with reason `timeout`.
 #[tokio::test]
 async fn a_websocket_client_that_stops_reading_is_cut_after_the_write_timeout() {
-    let relay = Relay::start(&[
-        ("EDGEWIRE_WRITE_TIMEOUT", "1s"),
-        ("EDGEWIRE_PUBLISH_RATE", "1000000"),
-        ("EDGEWIRE_HISTORY_SIZE", "10"),
-    ])
-    .await;
-    let tok = token("stall", &["stall=read,write"]);
-    let mut watcher = crate::harness::Sse::open(
-        &relay.http(&format!("/rooms/stall?token={tok}")),
-        &[("accept", "text/event-stream")],
-    )
-    .await;
-    watcher.next_kind("welcome").await;
+    let (relay, tok, mut watcher) = stall_room().await;
     let mut stuck = raw_websocket(
         &relay.addr.to_string(),
         &format!("/rooms/stall?token={tok}"),
@@ -386,19 +393,7 @@ async fn a_websocket_client_that_stops_reading_is_cut_after_the_write_timeout() 
 /// The same for an SSE client on the relay's own stream writer.
 #[tokio::test]
 async fn an_sse_client_that_stops_reading_is_cut_after_the_write_timeout() {
-    let relay = Relay::start(&[
-        ("EDGEWIRE_WRITE_TIMEOUT", "1s"),
-        ("EDGEWIRE_PUBLISH_RATE", "1000000"),
-        ("EDGEWIRE_HISTORY_SIZE", "10"),
-    ])
-    .await;
-    let tok = token("stall", &["stall=read,write"]);
-    let mut watcher = crate::harness::Sse::open(
-        &relay.http(&format!("/rooms/stall?token={tok}")),
-        &[("accept", "text/event-stream")],
-    )
-    .await;
-    watcher.next_kind("welcome").await;
+    let (relay, tok, mut watcher) = stall_room().await;
     // A raw EventSource-like request whose reader then stops reading.
     let mut stuck = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
     stuck

@@ -211,15 +211,7 @@ async fn snapshot_and_room_list() {
 
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
-        let list: Value = http()
-            .get(relay.http("/rooms"))
-            .bearer_auth(&reader)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let list: Value = crate::harness::get_json(&relay, "/rooms", &reader).await;
         let rooms = list["rooms"].as_array().unwrap();
         assert!(
             rooms.iter().all(|r| r["room"] != "hidden"),
@@ -594,15 +586,7 @@ async fn a_pub_without_data_is_a_bad_request_and_publishes_nothing() {
     assert_eq!(ack["ref"], 2);
     let message = ws.next_kind("message").await;
     assert_eq!(message["data"], Value::Null);
-    let history: Value = http()
-        .get(relay.http("/rooms/nodata/history"))
-        .bearer_auth(&tok)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history: Value = crate::harness::get_json(&relay, "/rooms/nodata/history", &tok).await;
     assert_eq!(
         history["events"].as_array().map(Vec::len),
         Some(1),
@@ -634,15 +618,12 @@ async fn a_resume_from_an_unknown_past_gets_reset_first() {
     assert_eq!(ws.next().await["kind"], "reset");
     assert_eq!(ws.next().await["kind"], "welcome");
     // /history agrees: the gap is reported there too.
-    let history: Value = http()
-        .get(relay.http(&format!("/rooms/fresh-sse/history?since={past}")))
-        .bearer_auth(&tok)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history: Value = crate::harness::get_json(
+        &relay,
+        &format!("/rooms/fresh-sse/history?since={past}"),
+        &tok,
+    )
+    .await;
     assert_eq!(history["complete"], false, "{history}");
     // A resume from an id the room did issue is complete: no reset.
     let (status, body) = post_text(&relay, "/rooms/fresh-sse", &tok, "one").await;
