@@ -65,7 +65,6 @@ pub struct RedisBroker {
     delivered: Arc<Mutex<HashMap<RoomName, EventId>>>,
     commands_ok: Arc<AtomicBool>,
     pubsub_ok: Arc<AtomicBool>,
-    direct_clock: Mutex<EventId>,
     /// Redis's clock minus this relay's, in ms (measured with each heartbeat).
     clock_offset_ms: AtomicI64,
     scripts: Scripts,
@@ -80,6 +79,7 @@ struct PubSubState {
 struct Scripts {
     append: Script,
     direct: Script,
+    direct_message: Script,
     set_retained: Script,
     clear_retained: Script,
     join: Script,
@@ -159,7 +159,39 @@ end
 return #old
 "#;
 
-/// Publishes a direct message if its recipient is present.
+/// Publishes a direct message if its recipient is present, with an id taken
+/// from the room's own sequence: the stream's last id is moved on (XSETID, or
+/// an empty stream made with that id) without an entry, so the id is unique
+/// in the room and ordered with its broadcasts, whatever the relays' clocks.
+/// The event's JSON arrives in two halves around its id.
+const DIRECT_MESSAGE: &str = r#"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return false end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ms, seq = now, 0
+local exists = redis.call('EXISTS', KEYS[2]) == 1
+if exists then
+  local info = redis.call('XINFO', 'STREAM', KEYS[2])
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then
+      local lms, lseq = string.match(info[i + 1], '^(%d+)-(%d+)$')
+      lms, lseq = tonumber(lms), tonumber(lseq)
+      if lms >= now then ms, seq = lms, lseq + 1 end
+    end
+  end
+end
+local id = ms .. '-' .. seq
+if exists then
+  redis.call('XSETID', KEYS[2], id)
+else
+  redis.call('XADD', KEYS[2], 'MAXLEN', '0', id, 'p', '', 's', '')
+  redis.call('PEXPIRE', KEYS[2], ARGV[5])
+end
+redis.call('PUBLISH', ARGV[2], ARGV[3] .. id .. ARGV[4])
+return id
+"#;
+
+/// Publishes an internal event for one present peer (a token refresh).
 const DIRECT: &str = r#"
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('PUBLISH', ARGV[2], ARGV[3])
@@ -439,11 +471,11 @@ impl RedisBroker {
             delivered: Arc::new(Mutex::new(HashMap::new())),
             commands_ok: Arc::new(AtomicBool::new(true)),
             pubsub_ok: Arc::new(AtomicBool::new(false)),
-            direct_clock: Mutex::new(EventId::default()),
             clock_offset_ms: AtomicI64::new(0),
             scripts: Scripts {
                 append: Script::new(APPEND),
                 direct: Script::new(DIRECT),
+                direct_message: Script::new(DIRECT_MESSAGE),
                 set_retained: Script::new(SET_RETAINED),
                 clear_retained: Script::new(CLEAR_RETAINED),
                 join: Script::new(JOIN),
@@ -571,17 +603,9 @@ impl RedisBroker {
         room: &RoomName,
         draft: Draft,
     ) -> Result<Arc<Event>, BrokerError> {
-        let direct = draft.to.is_some();
-        let id = if direct {
-            let mut clock = self.direct_clock.lock().unwrap_or_else(|p| p.into_inner());
-            *clock = clock.next_after(now_ms());
-            *clock
-        } else {
-            EventId::default()
-        };
         let message = Message {
             room: room.clone(),
-            id,
+            id: EventId::default(),
             ts: now_ms(),
             from: draft.from,
             kind: draft.kind,
@@ -592,11 +616,37 @@ impl RedisBroker {
         let event = Event::message(&message);
         match &message.to {
             None => self.append(room, event.json()).await,
-            Some(to) => {
-                self.control(room, to, event.clone()).await?;
-                Ok(event)
-            }
+            Some(to) => self.direct_message(room, to, event.json()).await,
         }
+    }
+
+    /// Sends a direct message (JSON built with id `0-0`) to a present peer,
+    /// with an id from the room's sequence; returns the event as sent.
+    async fn direct_message(
+        &self,
+        room: &RoomName,
+        to: &Arc<str>,
+        template: &str,
+    ) -> Result<Arc<Event>, BrokerError> {
+        let (prefix, suffix) = split_at_id(template).ok_or_else(template_error)?;
+        let id: Option<String> = self
+            .scripts
+            .direct_message
+            .key(self.key(room, "presence"))
+            .key(self.key(room, "stream"))
+            .arg(&**to)
+            .arg(self.channel(room))
+            .arg(&prefix)
+            .arg(&suffix)
+            .arg(self.ttl_ms())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(write_failed)?;
+        let id = id.ok_or_else(|| BrokerError::NoSuchPeer {
+            room: room.to_string(),
+            peer: to.to_string(),
+        })?;
+        Event::from_json(format!("{prefix}{id}{suffix}")).ok_or_else(template_error)
     }
 
     /// Publishes an event for one present peer only (a direct message, or an

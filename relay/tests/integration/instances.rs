@@ -548,3 +548,60 @@ async fn a_write_answered_503_is_never_delivered_later() {
         .collect();
     assert!(!data.contains(&&json!("lost in time")), "{history}");
 }
+
+/// Direct-message ids come from the room's sequence: across two instances,
+/// broadcasts and direct messages interleaved get ids that are unique and grow
+/// in the order they were sent, even many in one millisecond. (A recipient may
+/// get a direct message ahead of a broadcast sent just before it: its own
+/// queue is read first; the ids still tell the order.)
+#[tokio::test]
+async fn direct_message_ids_share_the_rooms_sequence() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix();
+    let a = relay_on(&redis, &prefix, &[]).await;
+    let b = relay_on(&redis, &prefix, &[]).await;
+    let tok = token("seq", &["q=read,write"]);
+    let mut recipient = Ws::connect(&b, "/rooms/q", &tok, TokenIn::Header).await;
+    let me = recipient.next_kind("welcome").await["peer"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // From both instances in turn, over HTTP.
+    for i in 0..60 {
+        let relay = if i % 2 == 0 { &a } else { &b };
+        let path = if i % 3 == 0 {
+            format!("/rooms/q?to={me}")
+        } else {
+            "/rooms/q".to_owned()
+        };
+        let (status, body) = crate::harness::post_text(relay, &path, &tok, &format!("{i}")).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    // Many in the same millisecond: a WebSocket publisher sends without
+    // waiting, alternating direct messages and broadcasts.
+    let mut sender = Ws::connect(&a, "/rooms/q", &tok, TokenIn::Header).await;
+    sender.next_kind("welcome").await;
+    for i in 60..260 {
+        let mut op = json!({"op": "pub", "data": format!("{i}")});
+        if i % 2 == 0 {
+            op["to"] = json!(me);
+        }
+        sender.send(op).await;
+    }
+    let mut ids = std::collections::BTreeMap::new();
+    while ids.len() < 260 {
+        let message = recipient.next_kind("message").await;
+        let n: usize = message["data"].as_str().unwrap().parse().unwrap();
+        let (ms, seq) = message["id"].as_str().unwrap().split_once('-').unwrap();
+        let id = (ms.parse::<u64>().unwrap(), seq.parse::<u64>().unwrap());
+        assert!(ids.insert(n, id).is_none(), "message {n} twice");
+    }
+    let in_order: Vec<(u64, u64)> = ids.values().copied().collect();
+    for pair in in_order.windows(2) {
+        assert!(pair[1] > pair[0], "ids out of send order: {pair:?}");
+    }
+    // History, which keeps broadcasts only, still resumes cleanly.
+    let history: Value = crate::harness::get_json(&a, "/rooms/q/history?limit=1000", &tok).await;
+    assert_eq!(history["complete"], true);
+    assert_eq!(history["events"].as_array().map(Vec::len), Some(140));
+}
