@@ -1167,6 +1167,20 @@ impl RedisBroker {
             .await
             .map_err(|_| BrokerError::Unavailable)?
             .map_err(unavailable)?;
+        // Where this instance's delivery of the room starts: after a pub/sub
+        // reconnect, the catch-up reads the stream from here (or from the
+        // last event delivered), so a room that had delivered nothing yet is
+        // caught up too. Subscribed first, so nothing falls between.
+        let start = self
+            .stream_info(room)
+            .await?
+            .and_then(|info| info.last)
+            .unwrap_or_default();
+        self.delivered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(room.clone())
+            .or_insert(start);
         state.subscribed.insert(room.clone());
         Ok(())
     }
@@ -1287,8 +1301,10 @@ impl RedisBroker {
     }
 
     /// After a pub/sub reconnect: delivers what each watched room published
-    /// while the connection was down, from its stream.
-    async fn resync(&self) {
+    /// while the connection was down, from its stream. False when a room's
+    /// stream could not be read (the command connection may not be back yet):
+    /// the caller then reconnects and tries again, rather than go silent.
+    async fn resync(&self) -> bool {
         let rooms: Vec<(RoomName, EventId)> = self
             .delivered
             .lock()
@@ -1297,15 +1313,38 @@ impl RedisBroker {
             .map(|(r, id)| (r.clone(), *id))
             .collect();
         for (room, last) in rooms {
-            match self.history(&room, Some(last), usize::MAX).await {
+            // A room that was empty when first watched has no id to resume
+            // after: everything its stream holds is new to this instance, and
+            // only a stream cut to its size bound can have lost some.
+            let fetched = if last == EventId::default() {
+                self.history(&room, None, usize::MAX).await.map(|mut h| {
+                    h.complete = h.events.len() < self.limits.history_size;
+                    h
+                })
+            } else {
+                self.history(&room, Some(last), usize::MAX).await
+            };
+            match fetched {
                 Ok(history) => {
+                    if !history.complete {
+                        // Redis no longer holds all that was missed (a restart
+                        // without persistence, or more than history keeps): say
+                        // so rather than go silent.
+                        tracing::warn!(%room, "events were lost while pub/sub was down; announcing reset");
+                        self.fanout
+                            .deliver(&room, Event::reset(&room, "history_gap"));
+                    }
                     for event in history.events {
                         self.deliver(&room, event);
                     }
                 }
-                Err(e) => tracing::warn!(%room, error = %e, "resync after reconnect failed"),
+                Err(e) => {
+                    tracing::warn!(%room, error = %e, "resync after reconnect failed; retrying");
+                    return false;
+                }
             }
         }
+        true
     }
 }
 
@@ -1463,7 +1502,15 @@ async fn pubsub_loop(broker: Arc<RedisBroker>, client: redis::Client, shutdown: 
         if !resubscribed {
             continue;
         }
-        broker.resync().await;
+        if !broker.resync().await {
+            broker.pubsub.lock().await.sink = None;
+            let wait = backoff(attempt, Duration::from_millis(100), Duration::from_secs(5));
+            attempt = attempt.saturating_add(1);
+            tokio::select! {
+                () = &mut drained => return,
+                _ = tokio::time::sleep(wait) => continue,
+            }
+        }
         broker.pubsub_ok.store(true, Ordering::Relaxed);
         if attempt > 0 {
             tracing::info!("redis pub/sub reconnected");

@@ -605,3 +605,46 @@ async fn direct_message_ids_share_the_rooms_sequence() {
     assert_eq!(history["complete"], true);
     assert_eq!(history["events"].as_array().map(Vec::len), Some(140));
 }
+
+/// After Redis restarts with its data, every message stored from then on
+/// reaches a live subscriber on another instance, even when they were all
+/// published before that instance's pub/sub connection came back and its room
+/// had delivered nothing before: the catch-up starts where its delivery of the
+/// room began, and is retried until the stream can be read.
+#[tokio::test]
+async fn after_a_redis_restart_live_subscribers_miss_nothing_stored() {
+    let mut redis = RedisServer::start_persistent().await;
+    let prefix = unique_prefix();
+    let fast = [("EDGEWIRE_REDIS_TIMEOUT", "500ms")];
+    let a = relay_on(&redis, &prefix, &fast).await;
+    let b = relay_on(&redis, &prefix, &fast).await;
+    let tok = token("restart", &["r=read,write"]);
+    let mut watcher = Sse::open(&b.http(&format!("/rooms/r?token={tok}")), &[]).await;
+    watcher.next_kind("welcome").await;
+    // Down long enough for B's pub/sub reconnect backoff to grow, so A takes
+    // writes again before B is subscribed again.
+    redis.stop();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    redis.restart().await;
+    let mut stored = Vec::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while stored.len() < 5 {
+        let n = stored.len();
+        let (status, body) =
+            crate::harness::post_text(&a, "/rooms/r", &tok, &format!("m{n}")).await;
+        if status == 202 {
+            stored.push(body["id"].as_str().unwrap().to_owned());
+        } else {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "A never took writes"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    for (n, id) in stored.iter().enumerate() {
+        let event = watcher.next_event().await.expect("the stream stays open");
+        assert_eq!(event.data["data"], format!("m{n}"), "{:?}", event.data);
+        assert_eq!(event.id.as_deref(), Some(id.as_str()));
+    }
+}

@@ -11,6 +11,8 @@ use crate::harness::DEADLINE;
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
+    /// With persistence (`appendonly yes`), the folder its files go to.
+    dir: Option<std::path::PathBuf>,
 }
 
 fn free_port() -> u16 {
@@ -23,25 +25,44 @@ impl RedisServer {
         let mut server = RedisServer {
             child: None,
             port: free_port(),
+            dir: None,
+        };
+        server.spawn().await;
+        server
+    }
+
+    /// A server with `appendonly yes`: what was written survives a restart.
+    pub async fn start_persistent() -> RedisServer {
+        let dir = std::env::temp_dir().join(format!("edgewire-redis-{}", free_port()));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let mut server = RedisServer {
+            child: None,
+            port: free_port(),
+            dir: Some(dir),
         };
         server.spawn().await;
         server
     }
 
     async fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "no",
-            ])
+        let mut command = Command::new("redis-server");
+        command.args([
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--protected-mode",
+            "no",
+        ]);
+        match &self.dir {
+            Some(dir) => command
+                .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+                .arg(dir),
+            None => command.args(["--appendonly", "no"]),
+        };
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -147,6 +168,9 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
