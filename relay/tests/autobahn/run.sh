@@ -30,25 +30,12 @@ if ! "$py2" -c 'import autobahntestsuite' >/dev/null 2>&1; then
     autobahntestsuite==0.8.2 autobahn==0.10.9 Twisted==20.3.0 2>&1 | grep -v DEPRECATION || true
 fi
 
-work="$(mktemp -d)"
-cleanup() {
-  [ -n "${relay_pid:-}" ] && kill "$relay_pid" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-secret="autobahn-$(date +%s%N)"
-token="$(EDGEWIRE_JWT_SECRET="$secret" "$bin" token --sub autobahn --room '*=read,write')"
 # Large messages (Autobahn sends up to 16 MiB) and no publish limit: this run
 # checks framing, not the relay's policies. A topic watch sends no welcome.
-EDGEWIRE_JWT_SECRET="$secret" EDGEWIRE_LISTEN="127.0.0.1:$port" \
-  EDGEWIRE_MAX_MESSAGE_BYTES=16777216 EDGEWIRE_PUBLISH_RATE=1000000 \
-  EDGEWIRE_LOG=warn "$bin" serve >"$work/relay.log" 2>&1 &
-relay_pid=$!
-for _ in $(seq 1 200); do
-  if python3 -c "import socket; socket.create_connection(('127.0.0.1',$port),1)" 2>/dev/null; then break; fi
-  sleep 0.05
-done
+checker=autobahn rights=read,write
+# shellcheck source=../relay-for-checkers.sh
+source "$here/../relay-for-checkers.sh"
+start_relay EDGEWIRE_MAX_MESSAGE_BYTES=16777216 EDGEWIRE_PUBLISH_RATE=1000000
 cat >"$work/spec.json" <<JSON
 {"outdir": "$work/reports",
  "servers": [{"agent": "edgewire", "url": "ws://127.0.0.1:$port/rooms/autobahn/topics/nothing?token=$token"}],

@@ -20,23 +20,11 @@ if ! "$venv/bin/st" --version 2>/dev/null | grep -q "$version"; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$version"
 fi
 
-work="$(mktemp -d)"
-cleanup() {
-  [ -n "${relay_pid:-}" ] && kill "$relay_pid" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-secret="schemathesis-$(date +%s%N)"
-token="$(EDGEWIRE_JWT_SECRET="$secret" "$bin" token --sub schemathesis --room '*=read,write,retain')"
 # No publish limit: generated requests come fast from one user.
-EDGEWIRE_JWT_SECRET="$secret" EDGEWIRE_LISTEN="127.0.0.1:$port" EDGEWIRE_PUBLISH_RATE=1000000 \
-  EDGEWIRE_LOG=warn "$bin" serve >"$work/relay.log" 2>&1 &
-relay_pid=$!
-for _ in $(seq 1 200); do
-  if python3 -c "import socket; socket.create_connection(('127.0.0.1',$port),1)" 2>/dev/null; then break; fi
-  sleep 0.05
-done
+checker=schemathesis rights=read,write,retain
+# shellcheck source=../relay-for-checkers.sh
+source "$here/../relay-for-checkers.sh"
+start_relay EDGEWIRE_PUBLISH_RATE=1000000
 echo "== schemathesis ($examples examples per operation)"
 # Accept: application/json asks for the JSON answers: the event streams
 # (text/event-stream) never end, and are tested over real sockets elsewhere.
