@@ -18,21 +18,36 @@ pub fn query(query: &str) -> String {
         .join("&")
 }
 
+/// The parts of a URL around its userinfo password: scheme, user (if any),
+/// password, host and the rest. `None` when the URL carries no password.
+fn userinfo(url: &str) -> Option<(&str, Option<&str>, &str, &str, &str)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let (userinfo, host) = authority.rsplit_once('@')?;
+    Some(match userinfo.split_once(':') {
+        Some((user, password)) => (scheme, Some(user), password, host, tail),
+        // `redis://secret@host`: a lone userinfo is the password in Redis URLs.
+        None => (scheme, None, userinfo, host, tail),
+    })
+}
+
+/// The password of a URL's userinfo, if it has a non-empty one.
+pub fn password_of(url: &str) -> Option<&str> {
+    userinfo(url)
+        .map(|(_, _, password, _, _)| password)
+        .filter(|p| !p.is_empty())
+}
+
 /// A URL with the password of its userinfo (`scheme://user:password@host`)
 /// replaced by `REDACTED`, so a Redis URL can be named in an error.
 pub fn url_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let Some((userinfo, host)) = authority.rsplit_once('@') else {
-        return url.to_owned();
-    };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:REDACTED@{host}{tail}"),
-        // `redis://secret@host`: a lone userinfo is the password in Redis URLs.
-        None => format!("{scheme}://REDACTED@{host}{tail}"),
+    match userinfo(url) {
+        Some((scheme, Some(user), _, host, tail)) => {
+            format!("{scheme}://{user}:REDACTED@{host}{tail}")
+        }
+        Some((scheme, None, _, host, tail)) => format!("{scheme}://REDACTED@{host}{tail}"),
+        None => url.to_owned(),
     }
 }
 
@@ -53,6 +68,8 @@ mod tests {
             "redis://127.0.0.1:6379/"
         );
         assert_eq!(super::url_password("not a url"), "not a url");
+        assert_eq!(super::password_of("rediss://:p@ss@host:6380"), Some("p@ss"));
+        assert_eq!(super::password_of("redis://127.0.0.1:6379/"), None);
     }
 
     #[test]

@@ -265,7 +265,7 @@ impl StreamQuery {
         let Some(topic) = &self.will_topic else {
             // No will without a topic, but a delay given is still checked.
             if let Some(after) = self.will_after {
-                Will::new("t", crate::protocol::null_payload(), Some(after))?;
+                Will::delay(after)?;
             }
             return Ok(None);
         };

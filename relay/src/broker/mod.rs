@@ -136,18 +136,19 @@ impl Will {
     /// Builds a will from client input, checking the topic and the delay.
     pub fn new(topic: &str, data: Payload, after: Option<f64>) -> Result<Will, NameError> {
         let topic = Topic::parse(topic)?;
-        let after = match after {
-            None => None,
-            Some(a) if a.is_finite() && (0.0..=MAX_WILL_DELAY_SECS).contains(&a) => {
-                Some(Duration::from_secs_f64(a))
-            }
-            Some(_) => {
-                return Err(NameError(format!(
-                    "a will's delay must be 0 to {MAX_WILL_DELAY_SECS} seconds"
-                )));
-            }
-        };
+        let after = after.map(Will::delay).transpose()?;
         Ok(Will { topic, data, after })
+    }
+
+    /// Checks a will's delay in seconds (0 to `MAX_WILL_DELAY_SECS`).
+    pub fn delay(seconds: f64) -> Result<Duration, NameError> {
+        if seconds.is_finite() && (0.0..=MAX_WILL_DELAY_SECS).contains(&seconds) {
+            Ok(Duration::from_secs_f64(seconds))
+        } else {
+            Err(NameError(format!(
+                "a will's delay must be 0 to {MAX_WILL_DELAY_SECS} seconds"
+            )))
+        }
     }
 
     /// The retained publish this will makes, on behalf of the departed peer `from`.

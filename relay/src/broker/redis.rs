@@ -358,12 +358,7 @@ impl StartCause {
     /// password out of the text, `timeout` to say how long was waited.
     fn of(e: &redis::RedisError, url: &str, timeout: Duration) -> StartCause {
         let mut text = e.to_string();
-        if let Some(password) = url
-            .split_once("://")
-            .and_then(|(_, rest)| rest.split_once('@'))
-            .and_then(|(userinfo, _)| userinfo.rsplit(':').next())
-            .filter(|p| !p.is_empty())
-        {
+        if let Some(password) = crate::redact::password_of(url) {
             text = text.replace(password, "REDACTED");
         }
         let lower = text.to_ascii_lowercase();

@@ -375,11 +375,13 @@ impl Sse {
     }
 }
 
-/// GETs `path` with a bearer token; returns the JSON answer.
+/// GETs `path` as JSON (`Accept: application/json`) with a bearer token;
+/// returns the JSON answer.
 pub async fn get_json(relay: &Relay, path: &str, token: &str) -> Value {
     http()
         .get(relay.http(path))
         .bearer_auth(token)
+        .header("accept", "application/json")
         .send()
         .await
         .expect("get")

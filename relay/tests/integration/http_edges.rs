@@ -56,16 +56,7 @@ async fn head_on_a_room_opens_no_session() {
         (Some("message"), Some("marker")),
         "{next}"
     );
-    let snapshot: Value = http()
-        .get(relay.http("/rooms/quiet"))
-        .bearer_auth(&tok)
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let snapshot = crate::harness::get_json(&relay, "/rooms/quiet", &tok).await;
     assert_eq!(
         snapshot["peers"].as_array().map(Vec::len),
         Some(1),

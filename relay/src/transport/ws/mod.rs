@@ -257,7 +257,7 @@ impl Connection {
                                 None => frame::close_empty(),
                             };
                             let _ = socket.send_one(echo).await;
-                            socket.shutdown().await;
+                            // finish() shuts the socket down after this.
                             return End::gone();
                         }
                     }
