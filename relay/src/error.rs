@@ -34,6 +34,11 @@ pub enum ApiError {
     /// A body or frame over the configured limit.
     #[error("{0}")]
     TooLarge(String),
+    /// An idempotency key already named a different write.
+    #[error(
+        "this idempotency key was already used for a different write; use a new key for a new write"
+    )]
+    KeyReused,
     /// A body that is neither JSON nor UTF-8 text.
     #[error("{0}")]
     UnsupportedMedia(String),
@@ -91,6 +96,7 @@ impl ApiError {
             ApiError::NotFound(String::new()),
             ApiError::TooLarge(String::new()),
             ApiError::UnsupportedMedia(String::new()),
+            ApiError::KeyReused,
             ApiError::Unsupported,
             // LockedOut shares `rate_limited` and its status with RateLimited.
             ApiError::RateLimited(1),
@@ -114,6 +120,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::TooLarge(_) => "too_large",
             ApiError::UnsupportedMedia(_) => "unsupported_media",
+            ApiError::KeyReused => "key_reused",
             ApiError::Unsupported => "unsupported",
             ApiError::RateLimited(_) | ApiError::LockedOut(_) => "rate_limited",
             ApiError::OverCapacity => "over_capacity",
@@ -137,6 +144,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMedia(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited(_) | ApiError::LockedOut(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::OverCapacity
             | ApiError::Draining

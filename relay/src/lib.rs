@@ -9,6 +9,7 @@
 //! - [`topic`]: topic names and `+`/`*` filters.
 //! - [`guard`]: admission control: connection caps, auth-failure and publish limits.
 //! - [`error`]: the contract's error codes, statuses and close codes in one place.
+//! - [`idempotency`]: keys that make a retried write happen once.
 //! - [`hub`]: sessions, presence and rights over the broker; local fan-out.
 //! - [`broker`]: the seam shared by relay instances (memory today).
 //! - [`transport`]: WebSocket, SSE and HTTP adapters onto the hub.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod error;
 pub mod guard;
 pub mod hub;
+pub mod idempotency;
 pub mod metrics;
 pub mod protocol;
 pub mod redact;

@@ -828,6 +828,8 @@ pub struct RawOp {
     pub ttl: Option<u64>,
     /// Delay in seconds before a will fires.
     pub after: Option<f64>,
+    /// Names a `pub` so that a retry of it is done once (checked by the hub).
+    pub idempotency_key: Option<String>,
 }
 
 /// Deserializes a field that is present (even as `null`) into `Some`, so an
@@ -861,6 +863,8 @@ pub enum Op {
         retain: bool,
         /// Lifetime of a retained value, in seconds.
         ttl: Option<u64>,
+        /// Idempotency key, as sent (the hub checks it).
+        key: Option<String>,
     },
     /// Join a room, optionally resuming after an id.
     Join {
@@ -940,6 +944,7 @@ pub fn parse_op(text: &str) -> Result<(Op, Option<Box<RawValue>>), OpError> {
                 topic: raw.topic,
                 retain: raw.retain.unwrap_or(false),
                 ttl: raw.ttl,
+                key: raw.idempotency_key,
             }
         }
         "join" => Op::Join {

@@ -83,6 +83,7 @@ fn cors(config: &crate::config::Config) -> CorsLayer {
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             HeaderName::from_static("last-event-id"),
+            HeaderName::from_static("idempotency-key"),
         ])
         .expose_headers([header::RETRY_AFTER])
         .max_age(std::time::Duration::from_secs(600))
@@ -603,9 +604,10 @@ async fn topic_delete(
     State(hub): State<Hub>,
     TopicRoute { room, topic }: TopicRoute,
     WithRejection(Query(query), _): WithRejection<Query<TopicQuery>, ApiError>,
+    headers: HeaderMap,
     Writer(principal): Writer,
 ) -> Response {
-    let result = async { http::delete_topic(&hub, principal, room, &topic, query).await };
+    let result = async { http::delete_topic(&hub, principal, room, &topic, query, &headers).await };
     result.await.into_response()
 }
 

@@ -33,6 +33,16 @@ export interface EventSourceLike {
 }
 
 /** Event kinds a room's stream carries. */
+/** Answers after which a keyed write is retried: it was not done, or its outcome is unknown. */
+const RETRIABLE = new Set(["backend_unavailable", "outcome_unknown", "draining", "over_capacity"]);
+
+/** A fresh idempotency key. */
+function newKey(): string {
+  const c = (globalThis as { crypto?: { randomUUID?: () => string } }).crypto;
+  if (c?.randomUUID) return c.randomUUID();
+  return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}${Math.random().toString(36).slice(2)}`;
+}
+
 const STREAM_KINDS = ["welcome", "message", "status", "join", "leave", "state", "reset", "expiring", "error"];
 
 /** Options of an [[Edgewire]] client. */
@@ -109,6 +119,12 @@ export class Edgewire extends Emitter<ClientEvents> {
   private readonly rooms = new Map<string, Room>();
   private readonly waiting = new Map<number, Waiting>();
   private readonly queue: { text: string; ref: number }[] = [];
+  /** Publishes sent on the socket and not yet answered: on a lost connection
+   * they go back to the queue and are sent again with the same idempotency
+   * key, so the relay does each once. */
+  private readonly inflight = new Map<number, string>();
+  /** Retries made of each keyed publish the relay answered with a retriable error. */
+  private readonly retries = new Map<number, number>();
   private readonly streams = new Map<string, Stream>();
   private ws?: WebSocketLike;
   private welcomed = false;
@@ -156,16 +172,19 @@ export class Edgewire extends Emitter<ClientEvents> {
     this.failWaiting(new Error("the client was closed"));
   }
 
-  /** @internal Sends an op (queued while disconnected) and resolves with its `ack`. */
+  /** @internal Sends an op (queued while disconnected) and resolves with its
+   * `ack`. A publish gets an idempotency key, so that resending it after a
+   * lost connection (or retrying it over HTTP) never doubles it. */
   request(op: Record<string, unknown>): Promise<RelayEvent> {
     if (this.stopped) return Promise.reject(new Error("the client was closed"));
+    if (op.op === "pub" && op.idempotency_key === undefined) op = { ...op, idempotency_key: newKey() };
     if (this.transport === "sse") return this.viaHttp(op);
     const ref = this.nextRef++;
     const text = JSON.stringify({ ...op, ref });
     return new Promise((resolve, reject) => {
       if (this.isOpen()) {
         this.waiting.set(ref, { resolve, reject });
-        this.ws?.send(text);
+        this.sendNow(text, ref);
         return;
       }
       if (this.queue.length >= (this.options.maxQueue ?? 1000)) {
@@ -175,6 +194,12 @@ export class Edgewire extends Emitter<ClientEvents> {
       this.waiting.set(ref, { resolve, reject });
       this.queue.push({ text, ref });
     });
+  }
+
+  /** Writes an op to the open socket, remembering a publish until it is answered. */
+  private sendNow(text: string, ref: number): void {
+    if (text.includes('"idempotency_key"')) this.inflight.set(ref, text);
+    this.ws?.send(text);
   }
 
   private isOpen(): boolean {
@@ -241,11 +266,15 @@ export class Edgewire extends Emitter<ClientEvents> {
       this.openedAt = Date.now();
       this.setState("open");
       for (const room of this.rooms.values()) this.joinOnServer(room);
-      for (const { text } of this.queue.splice(0)) this.ws?.send(text);
+      for (const { text, ref } of this.queue.splice(0)) this.sendNow(text, ref);
       return;
     }
     if (event.kind === "ack" || (event.kind === "error" && event.ref !== undefined)) {
       const ref = Number(event.ref);
+      const sent = this.inflight.get(ref);
+      this.inflight.delete(ref);
+      if (event.kind === "error" && sent !== undefined && this.retryKeyed(ref, sent, event)) return;
+      this.retries.delete(ref);
       const waiting = this.waiting.get(ref);
       this.waiting.delete(ref);
       if (event.kind === "ack") waiting?.resolve(event);
@@ -290,6 +319,29 @@ export class Edgewire extends Emitter<ClientEvents> {
     }
   }
 
+  /** A keyed publish the relay could not do (or could not say whether it
+   * did): sent again after a backoff, with the same key, a few times. */
+  private retryKeyed(ref: number, text: string, error: RelayEvent): boolean {
+    const attempt = this.retries.get(ref) ?? 0;
+    if (!RETRIABLE.has(String(error.code)) || attempt >= 4 || this.stopped) return false;
+    this.retries.set(ref, attempt + 1);
+    const hint = typeof error.retry_after === "number" ? error.retry_after * 1000 : 0;
+    setTimeout(() => {
+      if (this.stopped || !this.waiting.has(ref)) return;
+      if (this.isOpen()) this.sendNow(text, ref);
+      else this.queue.push({ text, ref });
+    }, Math.max(hint, backoffDelay(attempt, this.options.backoff)));
+    return true;
+  }
+
+  /** Puts unanswered publishes back at the head of the queue, in the order sent. */
+  private requeueInflight(): void {
+    const sent = [...this.inflight.entries()].sort(([a], [b]) => a - b);
+    this.inflight.clear();
+    if (this.stopped) return;
+    this.queue.unshift(...sent.map(([ref, text]) => ({ text, ref })));
+  }
+
   private failWaiting(error: Error): void {
     const queued = new Set(this.queue.map((q) => q.ref));
     for (const [ref, waiting] of this.waiting) {
@@ -302,8 +354,10 @@ export class Edgewire extends Emitter<ClientEvents> {
   }
 
   private onClose(code: number): void {
-    // Ops sent on the lost connection may or may not have been applied: fail
-    // them so the app decides; queued ones wait for the next connection.
+    // Publishes sent on the lost connection go again on the next one, with
+    // their keys. Other ops may or may not have been applied: fail them so
+    // the app decides; queued ones wait for the next connection.
+    this.requeueInflight();
     this.failWaiting(new Error(`connection closed (${code})`));
     if (this.stopped) return;
     const policy = closePolicy(code);
@@ -481,8 +535,9 @@ export class Edgewire extends Emitter<ClientEvents> {
     return new Promise((resolve) => stream.waiters.push(resolve));
   }
 
-  private async http(method: string, path: string, body?: unknown): Promise<RelayEvent> {
+  private async http(method: string, path: string, body?: unknown, key?: string): Promise<RelayEvent> {
     const headers: Record<string, string> = { "content-type": "application/json" };
+    if (key) headers["idempotency-key"] = key;
     const token = this.currentToken ?? (await this.token());
     if (token) headers.authorization = `Bearer ${token}`;
     const res = await this.fetcher()(`${this.httpBase}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
@@ -498,6 +553,21 @@ export class Edgewire extends Emitter<ClientEvents> {
       throw new RelayError(String(json.error ?? res.status), String(json.message ?? res.statusText), retry);
     }
     return { kind: "ack", ...json };
+  }
+
+  /** Runs a keyed write, retrying (with the same key, so it is done once)
+   * while the relay is unreachable or answers 503: a few attempts with backoff. */
+  private async keyed(write: () => Promise<RelayEvent>): Promise<RelayEvent> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await write();
+      } catch (e) {
+        const retriable = e instanceof RelayError ? RETRIABLE.has(e.code) : (e as Error)?.name === "TypeError";
+        if (!retriable || attempt >= 4 || this.stopped) throw e;
+        const hint = e instanceof RelayError && e.retryAfter ? e.retryAfter * 1000 : 0;
+        await new Promise((r) => setTimeout(r, Math.max(hint, backoffDelay(attempt, this.options.backoff))));
+      }
+    }
   }
 
   /** An op over HTTP, as the room's own SSE peer (`conn`). */
@@ -536,12 +606,13 @@ export class Edgewire extends Emitter<ClientEvents> {
     };
     switch (op.op) {
       case "pub": {
+        const key = typeof op.idempotency_key === "string" ? op.idempotency_key : undefined;
         if (op.retain) {
           const path = `/rooms/${room}/topics/${String(op.topic).split("/").map(encodeURIComponent).join("/")}`;
-          if (op.data === null) return this.http("DELETE", path + query({}));
-          return this.http("PUT", path + query({ ttl: op.ttl }), op.data);
+          if (op.data === null) return this.keyed(() => this.http("DELETE", path + query({}), undefined, key));
+          return this.keyed(() => this.http("PUT", path + query({ ttl: op.ttl }), op.data, key));
         }
-        return this.http("POST", `/rooms/${room}` + query({ type: op.type, to: op.to, topic: op.topic }), op.data ?? null);
+        return this.keyed(() => this.http("POST", `/rooms/${room}` + query({ type: op.type, to: op.to, topic: op.topic }), op.data ?? null, key));
       }
       case "state":
         return this.http("PUT", `/rooms/${room}/state` + query({}), op.state ?? null);

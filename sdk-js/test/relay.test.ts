@@ -4,7 +4,7 @@ import WebSocket from "ws";
 
 import { Edgewire } from "../src/index.js";
 import type { Message, StatusEvent, WebSocketConstructor } from "../src/index.js";
-import { type RunningRelay, mint, startRedis, startRelay, until } from "./support.js";
+import { type RunningRelay, mint, startProxy, startRedis, startRelay, until } from "./support.js";
 
 const WS = WebSocket as unknown as WebSocketConstructor;
 let relay: RunningRelay;
@@ -158,6 +158,37 @@ test("a client resumes after the relay is killed and restarted: every message on
     reader.close();
     await first.stop();
     redis.stop();
+  }
+});
+
+test("publishes whose answers were lost go again with their keys: each delivered once, in order", async () => {
+  const proxy = await startProxy(relay.base);
+  const reader = client("reader", "read");
+  const writer = client("writer", "read,write", proxy.base);
+  try {
+    const inbox = reader.join("sdk-keys");
+    const outbox = writer.join("sdk-keys");
+    await Promise.all([inbox.ready, outbox.ready]);
+    const got: number[] = [];
+    inbox.on("message", (m) => got.push(Number(m.data)));
+    // The relay stores and delivers these, but its answers never arrive.
+    proxy.muted = true;
+    const sends: Promise<string>[] = [];
+    for (let i = 0; i < 10; i++) sends.push(outbox.send("n", i));
+    await until(() => got.length >= 10 || undefined);
+    // The connection drops; the SDK reconnects and sends them again.
+    proxy.cut();
+    proxy.muted = false;
+    for (let i = 10; i < 20; i++) sends.push(outbox.send("n", i));
+    const ids = await Promise.all(sends);
+    assert.equal(new Set(ids).size, 20, "each publish has its own id");
+    await outbox.send("n", -1);
+    await until(() => got.includes(-1) || undefined);
+    assert.deepEqual(got, [...Array.from({ length: 20 }, (_, i) => i), -1]);
+  } finally {
+    reader.close();
+    writer.close();
+    proxy.close();
   }
 });
 

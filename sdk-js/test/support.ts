@@ -2,7 +2,7 @@
  * `edgewire token`, and waiting on conditions with deadlines. */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { createServer } from "node:net";
+import { type Socket, connect, createServer } from "node:net";
 import path from "node:path";
 
 import { ROOT, relayBinary } from "./binary.js";
@@ -91,4 +91,53 @@ export async function until<T>(check: () => T | undefined | Promise<T | undefine
     if (Date.now() > deadline) throw new Error("condition not met before the deadline");
     await new Promise((r) => setTimeout(r, 10));
   }
+}
+
+/** A TCP proxy in front of a relay that can swallow the relay's replies and
+ * cut every connection: a write that was stored but never answered. */
+export interface Proxy {
+  base: string;
+  /** While true, bytes from the relay are dropped. */
+  muted: boolean;
+  /** Closes every proxied connection at once. */
+  cut(): void;
+  close(): void;
+}
+
+export async function startProxy(target: string): Promise<Proxy> {
+  const { hostname, port } = new URL(target);
+  const sockets = new Set<Socket>();
+  const proxy: Proxy = {
+    base: "",
+    muted: false,
+    cut: () => {
+      for (const s of sockets) s.destroy();
+      sockets.clear();
+    },
+    close: () => {
+      proxy.cut();
+      server.close();
+    },
+  };
+  const server = createServer((client) => {
+    const upstream = connect(Number(port), hostname);
+    sockets.add(client);
+    sockets.add(upstream);
+    client.on("data", (d) => upstream.write(d));
+    upstream.on("data", (d) => {
+      if (!proxy.muted) client.write(d);
+    });
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on("close", end);
+    upstream.on("close", end);
+    client.on("error", end);
+    upstream.on("error", end);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
+  const address = server.address();
+  proxy.base = `http://127.0.0.1:${typeof address === "object" && address ? address.port : 0}`;
+  return proxy;
 }

@@ -10,6 +10,7 @@ use super::{
     BrokerError, Draft, History, Limits, RetainDraft, Retained, RoomSnapshot, RoomSummary, Will,
 };
 use crate::hub::Fanout;
+use crate::idempotency::{Ledger, Once, Recall};
 use crate::protocol::{
     Event, EventId, LeaveReason, Message, Payload, PeerInfo, RoomName, Status, now_ms, null_payload,
 };
@@ -40,6 +41,8 @@ struct RoomState {
     dropped_through: Option<EventId>,
     /// Wills of present peers.
     wills: HashMap<Arc<str>, Will>,
+    /// Keyed writes done, for the history TTL.
+    once: Ledger,
 }
 
 impl RoomState {
@@ -59,6 +62,26 @@ impl RoomState {
                 seq: 0,
             }),
             wills: HashMap::new(),
+            once: Ledger::default(),
+        }
+    }
+
+    /// What is known of a keyed write: `Some(id)` when it was done (answer
+    /// with that id and do nothing), `None` when it is new (or unkeyed).
+    fn recall(&mut self, once: Option<&Once>) -> Result<Option<EventId>, BrokerError> {
+        let Some(once) = once else { return Ok(None) };
+        match self.once.recall(once, now_ms()) {
+            Recall::New => Ok(None),
+            Recall::Done(id) => Ok(Some(id)),
+            Recall::Reused => Err(BrokerError::KeyReused),
+        }
+    }
+
+    /// Records a keyed write as done.
+    fn remember_once(&mut self, once: Option<&Once>, id: Option<EventId>, limits: &Limits) {
+        if let (Some(once), Some(id)) = (once, id) {
+            let expires = now_ms().saturating_add(limits.history_ttl.as_millis() as u64);
+            self.once.remember(once, id, expires);
         }
     }
 
@@ -123,6 +146,7 @@ impl RoomState {
             && self.retained.is_empty()
             && self.history.is_empty()
             && self.wills.is_empty()
+            && self.once.is_empty()
             && self.last_id.is_none_or(|id| id.ms < now_ms())
     }
 
@@ -194,7 +218,9 @@ impl MemoryBroker {
         let state = self.room(room);
         let event = {
             let mut state = lock(&state);
-            if let Some(to) = &draft.to
+            let done = state.recall(draft.once.as_ref())?;
+            if done.is_none()
+                && let Some(to) = &draft.to
                 && !state.presence.contains_key(to)
             {
                 return Err(BrokerError::NoSuchPeer {
@@ -205,7 +231,7 @@ impl MemoryBroker {
             let ts = now_ms();
             let message = Message {
                 room: room.clone(),
-                id: state.next_id(),
+                id: done.unwrap_or_else(|| state.next_id()),
                 ts,
                 from: draft.from,
                 kind: draft.kind,
@@ -214,9 +240,14 @@ impl MemoryBroker {
                 topic: draft.topic.map(|t| t.as_arc().clone()),
             };
             let event = Event::message(&message);
+            if done.is_some() {
+                // A retry of a publish that was done: its id, and nothing more.
+                return Ok(event);
+            }
             if message.to.is_none() {
                 state.remember(ts, event.clone(), &self.limits);
             }
+            state.remember_once(draft.once.as_ref(), event.id(), &self.limits);
             self.fanout.deliver(room, event.clone());
             event
         };
@@ -231,6 +262,15 @@ impl MemoryBroker {
     ) -> Result<Arc<Event>, BrokerError> {
         let state = self.room(room);
         let mut state = lock(&state);
+        if let Some(id) = state.recall(draft.once.as_ref())? {
+            return Ok(Self::status_replay(
+                room,
+                id,
+                &draft.topic,
+                draft.data,
+                draft.from,
+            ));
+        }
         if !state.retained.contains_key(&draft.topic)
             && state.retained.len() >= self.limits.max_topics
         {
@@ -266,8 +306,29 @@ impl MemoryBroker {
             replay,
         };
         state.retained.insert(draft.topic, retained);
+        state.remember_once(draft.once.as_ref(), event.id(), &self.limits);
         self.fanout.deliver(room, event.clone());
         Ok(event)
+    }
+
+    /// The answer to a retried keyed topic write: its `status` event with the
+    /// first attempt's id, not stored and not delivered again.
+    fn status_replay(
+        room: &RoomName,
+        id: EventId,
+        topic: &Topic,
+        data: Payload,
+        from: Arc<str>,
+    ) -> Arc<Event> {
+        Event::status(&Status {
+            room: room.clone(),
+            id: Some(id),
+            topic: topic.as_arc().clone(),
+            data,
+            ts: now_ms(),
+            from,
+            retained: false,
+        })
     }
 
     pub(super) fn clear_retained(
@@ -275,22 +336,37 @@ impl MemoryBroker {
         room: &RoomName,
         topic: &Topic,
         from: Arc<str>,
-    ) -> Option<Arc<Event>> {
-        let state = self.existing(room)?;
+        once: Option<&Once>,
+    ) -> Result<Option<Arc<Event>>, BrokerError> {
+        let Some(state) = self.existing(room) else {
+            return Ok(None);
+        };
         let event = {
             let mut state = lock(&state);
-            let held = state.retained.remove(topic)?;
+            if let Some(id) = state.recall(once)? {
+                return Ok(Some(Self::status_replay(
+                    room,
+                    id,
+                    topic,
+                    null_payload(),
+                    from,
+                )));
+            }
+            let Some(held) = state.retained.remove(topic) else {
+                return Ok(None);
+            };
             if held.expires_at.is_some_and(|t| t <= now_ms()) {
                 // It had already lapsed; the sweep announces that.
                 state.retained.insert(topic.clone(), held);
-                return None;
+                return Ok(None);
             }
             let (_, event) = state.status_event(room, topic, null_payload(), from, &self.limits);
+            state.remember_once(once, event.id(), &self.limits);
             self.fanout.deliver(room, event.clone());
             event
         };
         self.collect(room);
-        Some(event)
+        Ok(Some(event))
     }
 
     pub(super) fn retained(&self, room: &RoomName, filter: Option<&TopicFilter>) -> Vec<Retained> {
@@ -491,6 +567,7 @@ impl MemoryBroker {
                 while state.history.front().is_some_and(|(ts, _)| *ts <= horizon) {
                     state.drop_oldest();
                 }
+                state.once.prune(now);
             }
             self.collect(&room);
         }

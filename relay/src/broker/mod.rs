@@ -14,6 +14,7 @@ pub use memory::MemoryBroker;
 pub use redis::{RedisBroker, RedisSettings, StartCause, StartError, backoff};
 
 use crate::hub::Fanout;
+use crate::idempotency::Once;
 use crate::protocol::{Event, EventId, LeaveReason, NameError, Payload, PeerInfo, RoomName};
 use crate::topic::{Topic, TopicFilter};
 
@@ -35,6 +36,9 @@ pub enum BrokerError {
         /// The missing peer id.
         peer: String,
     },
+    /// An idempotency key already named a different write.
+    #[error("this idempotency key was already used for a different write")]
+    KeyReused,
     /// The room already holds the most retained topics allowed.
     #[error("room {room} already holds {limit} retained topics, the most allowed")]
     TooManyTopics {
@@ -74,6 +78,8 @@ pub struct Draft {
     pub to: Option<Arc<str>>,
     /// Topic the message is published to (not retained).
     pub topic: Option<Topic>,
+    /// Makes a retry of this publish return the first id and deliver nothing.
+    pub once: Option<Once>,
 }
 
 /// A topic value to store, before the broker gives it an id and a time.
@@ -87,6 +93,8 @@ pub struct RetainDraft {
     pub from: Arc<str>,
     /// Lifetime; the value is cleared (with a `status` event) when it lapses.
     pub ttl: Option<Duration>,
+    /// Makes a retry of this write return the first id and deliver nothing.
+    pub once: Option<Once>,
 }
 
 /// A stored topic value.
@@ -158,6 +166,7 @@ impl Will {
             data: self.data,
             from,
             ttl: None,
+            once: None,
         }
     }
 }
@@ -211,6 +220,7 @@ impl Broker {
 
     /// Gives a message its id and time, keeps it in history (unless direct) and
     /// delivers it (a direct message only to its recipient, who must be present).
+    /// With `draft.once`, a retry returns the first attempt's id and does nothing.
     pub async fn publish(&self, room: &RoomName, draft: Draft) -> Result<Arc<Event>, BrokerError> {
         match self {
             Broker::Memory(b) => b.publish(room, draft),
@@ -245,16 +255,18 @@ impl Broker {
     }
 
     /// Clears a topic's retained value and delivers a `status` event with `data:
-    /// null`; `None` when the topic held no value.
+    /// null`; `None` when the topic held no value. With `once`, a retry of a
+    /// clear that was done returns its event again (with its id) and does nothing.
     pub async fn clear_retained(
         &self,
         room: &RoomName,
         topic: &Topic,
         from: Arc<str>,
+        once: Option<&Once>,
     ) -> Result<Option<Arc<Event>>, BrokerError> {
         match self {
-            Broker::Memory(b) => Ok(b.clear_retained(room, topic, from)),
-            Broker::Redis(b) => b.clear_retained(room, topic, from).await,
+            Broker::Memory(b) => b.clear_retained(room, topic, from, once),
+            Broker::Redis(b) => b.clear_retained(room, topic, from, once).await,
         }
     }
 

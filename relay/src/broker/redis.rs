@@ -33,6 +33,7 @@ use super::{
     Will,
 };
 use crate::hub::Fanout;
+use crate::idempotency::Once;
 use crate::protocol::{
     Event, EventId, LeaveReason, Message, Payload, PeerInfo, RoomName, Status, now_ms,
     null_payload, payload_from_raw,
@@ -90,17 +91,43 @@ struct Scripts {
     forget_room: Script,
 }
 
+/// Lua shared by the keyed writes: `recall` answers a retry with the first
+/// attempt's id (a key named `''` means the write carries none), or
+/// `key_reused` when the key named a different write; `remember` keeps the
+/// id and the write's fingerprint for the history TTL.
+macro_rules! once_fn {
+    () => {
+        r#"
+local function recall(k, fp)
+  if k == '' then return nil end
+  local v = redis.call('GET', k)
+  if not v then return nil end
+  local sp = string.find(v, ' ', 1, true)
+  if not sp or string.sub(v, sp + 1) ~= fp then return {err = 'key_reused'} end
+  return string.sub(v, 1, sp - 1)
+end
+local function remember(k, fp, id, ttl)
+  if k ~= '' then redis.call('SET', k, id .. ' ' .. fp, 'PX', ttl) end
+end
+"#
+    };
+}
+
 /// Lua shared by the scripts that append to a stream: XADD (which assigns the
 /// id), then trim to the size limit by XDEL, which (unlike MAXLEN) records the
 /// newest dropped id in `max-deleted-entry-id` for gap detection, then refresh
 /// the stream's idle expiry.
 macro_rules! append_fn {
     () => {
-        r#"
+        concat!(
+            r#"
 local function late(deadline)
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(deadline)
 end
+"#,
+            once_fn!(),
+            r#"
 local function entry_size(e) return #e[2][2] + #e[2][4] end
 local function append(stream, bytes, maxlen, p, s, ttl, maxbytes)
   local id = redis.call('XADD', stream, '*', 'p', p, 's', s)
@@ -128,6 +155,7 @@ local function append(stream, bytes, maxlen, p, s, ttl, maxbytes)
   return id
 end
 "#
+        )
     };
 }
 
@@ -136,10 +164,13 @@ end
 const APPEND: &str = concat!(
     append_fn!(),
     r#"
+local done = recall(KEYS[4], ARGV[9])
+if done then return done end
 if late(ARGV[8]) then return redis.error_reply('late') end
 local id = append(KEYS[1], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[7])
 redis.call('SADD', KEYS[2], ARGV[6])
 redis.call('PUBLISH', ARGV[5], ARGV[2] .. id .. ARGV[3])
+remember(KEYS[4], ARGV[9], id, ARGV[4])
 return id
 "#
 );
@@ -164,7 +195,11 @@ return #old
 /// an empty stream made with that id) without an entry, so the id is unique
 /// in the room and ordered with its broadcasts, whatever the relays' clocks.
 /// The event's JSON arrives in two halves around its id.
-const DIRECT_MESSAGE: &str = r#"
+const DIRECT_MESSAGE: &str = concat!(
+    once_fn!(),
+    r#"
+local done = recall(KEYS[3], ARGV[6])
+if done then return done end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return false end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -188,8 +223,10 @@ else
   redis.call('PEXPIRE', KEYS[2], ARGV[5])
 end
 redis.call('PUBLISH', ARGV[2], ARGV[3] .. id .. ARGV[4])
+remember(KEYS[3], ARGV[6], id, ARGV[5])
 return id
-"#;
+"#
+);
 
 /// Publishes an internal event for one present peer (a token refresh).
 const DIRECT: &str = r#"
@@ -203,6 +240,8 @@ return 1
 const SET_RETAINED: &str = concat!(
     append_fn!(),
     r#"
+local done = recall(KEYS[5], ARGV[13])
+if done then return done end
 if late(ARGV[12]) then return redis.error_reply('late') end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[2]) then
   return redis.error_reply('too_many_topics')
@@ -211,6 +250,7 @@ local id = append(KEYS[2], KEYS[4], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[11]
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[8] .. id .. ARGV[9])
 redis.call('SADD', KEYS[3], ARGV[10])
 redis.call('PUBLISH', ARGV[7], ARGV[4] .. id .. ARGV[5])
+remember(KEYS[5], ARGV[13], id, ARGV[6])
 return id
 "#
 );
@@ -220,6 +260,8 @@ return id
 const CLEAR_RETAINED: &str = concat!(
     append_fn!(),
     r#"
+local done = recall(KEYS[4], ARGV[11])
+if done then return done end
 if late(ARGV[10]) then return redis.error_reply('late') end
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if not cur then return false end
@@ -232,6 +274,7 @@ end
 redis.call('HDEL', KEYS[1], ARGV[1])
 local id = append(KEYS[2], KEYS[3], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[9])
 redis.call('PUBLISH', ARGV[7], ARGV[4] .. id .. ARGV[5])
+remember(KEYS[4], ARGV[11], id, ARGV[6])
 return id
 "#
 );
@@ -390,6 +433,9 @@ impl StartCause {
 /// unknown, though never applied after the relay answered); refused as `late`
 /// or for any other reason, not stored.
 fn write_failed(e: redis::RedisError) -> BrokerError {
+    if e.to_string().contains("key_reused") {
+        return BrokerError::KeyReused;
+    }
     if e.is_timeout() {
         tracing::debug!(error = %e, "redis write outcome unknown");
         return BrokerError::OutcomeUnknown;
@@ -501,6 +547,18 @@ impl RedisBroker {
         format!("{}:{{{}}}:{what}", self.settings.prefix, room)
     }
 
+    /// The key and fingerprint a keyed write's script remembers it by; an
+    /// empty key name for a write without one.
+    fn once_args<'a>(&self, room: &RoomName, once: Option<&'a Once>) -> (String, &'a str) {
+        match once {
+            Some(once) => (
+                self.key(room, &format!("once:{}", once.scope)),
+                &once.fingerprint,
+            ),
+            None => (String::new(), ""),
+        }
+    }
+
     fn channel(&self, room: &RoomName) -> String {
         self.key(room, "events")
     }
@@ -571,14 +629,21 @@ impl RedisBroker {
     }
 
     /// Appends an event (JSON built with id `0-0`) and publishes it; returns the event.
-    async fn append(&self, room: &RoomName, template: &str) -> Result<Arc<Event>, BrokerError> {
+    async fn append(
+        &self,
+        room: &RoomName,
+        template: &str,
+        once: Option<&Once>,
+    ) -> Result<Arc<Event>, BrokerError> {
         let (prefix, suffix) = split_at_id(template).ok_or_else(template_error)?;
+        let (once_key, fingerprint) = self.once_args(room, once);
         let id: String = self
             .scripts
             .append
             .key(self.key(room, "stream"))
             .key(self.rooms_key())
             .key(self.key(room, "history-bytes"))
+            .key(once_key)
             .arg(self.limits.history_size)
             .arg(&prefix)
             .arg(&suffix)
@@ -587,6 +652,7 @@ impl RedisBroker {
             .arg(room.as_str())
             .arg(self.limits.history_bytes)
             .arg(self.write_deadline())
+            .arg(fingerprint)
             .invoke_async(&mut self.conn())
             .await
             .map_err(write_failed)?;
@@ -609,9 +675,10 @@ impl RedisBroker {
             topic: draft.topic.map(|t| t.as_arc().clone()),
         };
         let event = Event::message(&message);
+        let once = draft.once.as_ref();
         match &message.to {
-            None => self.append(room, event.json()).await,
-            Some(to) => self.direct_message(room, to, event.json()).await,
+            None => self.append(room, event.json(), once).await,
+            Some(to) => self.direct_message(room, to, event.json(), once).await,
         }
     }
 
@@ -622,18 +689,22 @@ impl RedisBroker {
         room: &RoomName,
         to: &Arc<str>,
         template: &str,
+        once: Option<&Once>,
     ) -> Result<Arc<Event>, BrokerError> {
         let (prefix, suffix) = split_at_id(template).ok_or_else(template_error)?;
+        let (once_key, fingerprint) = self.once_args(room, once);
         let id: Option<String> = self
             .scripts
             .direct_message
             .key(self.key(room, "presence"))
             .key(self.key(room, "stream"))
+            .key(once_key)
             .arg(&**to)
             .arg(self.channel(room))
             .arg(&prefix)
             .arg(&suffix)
             .arg(self.ttl_ms())
+            .arg(fingerprint)
             .invoke_async(&mut self.conn())
             .await
             .map_err(write_failed)?;
@@ -712,6 +783,7 @@ impl RedisBroker {
         })
         .map_err(|_| template_error())?;
         let (record_prefix, record_suffix) = split_at_id(&record).ok_or_else(template_error)?;
+        let (once_key, fingerprint) = self.once_args(room, draft.once.as_ref());
         let result: Result<String, _> = self
             .scripts
             .set_retained
@@ -719,6 +791,7 @@ impl RedisBroker {
             .key(self.key(room, "stream"))
             .key(self.rooms_key())
             .key(self.key(room, "history-bytes"))
+            .key(once_key)
             .arg(draft.topic.as_str())
             .arg(self.limits.max_topics)
             .arg(self.limits.history_size)
@@ -731,6 +804,7 @@ impl RedisBroker {
             .arg(room.as_str())
             .arg(self.limits.history_bytes)
             .arg(self.write_deadline())
+            .arg(fingerprint)
             .invoke_async(&mut self.conn())
             .await;
         match result {
@@ -752,15 +826,18 @@ impl RedisBroker {
         topic: &Topic,
         from: Arc<str>,
         expected: Option<&str>,
+        once: Option<&Once>,
     ) -> Result<Option<Arc<Event>>, BrokerError> {
         let event = Self::status_template(room, topic, null_payload(), from, now_ms());
         let (prefix, suffix) = split_at_id(event.json()).ok_or_else(template_error)?;
+        let (once_key, fingerprint) = self.once_args(room, once);
         let id: Option<String> = self
             .scripts
             .clear_retained
             .key(self.key(room, "retained"))
             .key(self.key(room, "stream"))
             .key(self.key(room, "history-bytes"))
+            .key(once_key)
             .arg(topic.as_str())
             .arg(expected.unwrap_or(""))
             .arg(self.limits.history_size)
@@ -771,6 +848,7 @@ impl RedisBroker {
             .arg(now_ms())
             .arg(self.limits.history_bytes)
             .arg(self.write_deadline())
+            .arg(fingerprint)
             .invoke_async(&mut self.conn())
             .await
             .map_err(write_failed)?;
@@ -787,8 +865,9 @@ impl RedisBroker {
         room: &RoomName,
         topic: &Topic,
         from: Arc<str>,
+        once: Option<&Once>,
     ) -> Result<Option<Arc<Event>>, BrokerError> {
-        self.clear(room, topic, from, None).await
+        self.clear(room, topic, from, None, once).await
     }
 
     async fn retained_records(&self, room: &RoomName) -> Result<Vec<(Topic, String)>, BrokerError> {
@@ -1250,7 +1329,7 @@ impl RedisBroker {
                     .filter(|r| r.x.is_some_and(|x| x <= now))
                     .map(|r| (r.id.to_owned(), r.from.to_owned()));
                 if let Some((id, from)) = lapsed_id {
-                    self.clear(&room, &topic, Arc::from(from), Some(&id))
+                    self.clear(&room, &topic, Arc::from(from), Some(&id), None)
                         .await?;
                 }
             }

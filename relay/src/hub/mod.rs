@@ -22,6 +22,7 @@ use crate::broker::{
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::guard::{Guard, GuardLimits};
+use crate::idempotency::{IdempotencyKey, Once};
 use crate::metrics::{Metrics, Transport};
 use crate::protocol::{Event, EventId, Payload, PeerInfo, RoomName, check_message_type, now_ms};
 use crate::topic::{Topic, TopicFilter};
@@ -46,6 +47,8 @@ pub struct Publish {
     pub retain: bool,
     /// Lifetime of a retained value, in seconds.
     pub ttl: Option<u64>,
+    /// Makes a retry return the first attempt's id and deliver nothing.
+    pub key: Option<IdempotencyKey>,
 }
 
 /// The hub, cheap to clone; the axum state.
@@ -78,6 +81,7 @@ impl From<BrokerError> for ApiError {
             BrokerError::OutcomeUnknown => ApiError::OutcomeUnknown,
             BrokerError::NoSuchPeer { .. } => ApiError::NotFound(e.to_string()),
             BrokerError::TooManyTopics { .. } => ApiError::TooLarge(e.to_string()),
+            BrokerError::KeyReused => ApiError::KeyReused,
         }
     }
 }
@@ -327,10 +331,20 @@ impl Hub {
             }
             // As in MQTT, retaining nothing clears the topic.
             if req.data.get() == "null" {
-                return self.clear_retained(principal, room, topic, from).await;
+                return self
+                    .clear_retained(principal, room, topic, from, req.key.as_ref())
+                    .await;
             }
             return self
-                .set_retained(principal, room, topic, req.data, from, req.ttl)
+                .set_retained(
+                    principal,
+                    room,
+                    topic,
+                    req.data,
+                    from,
+                    req.ttl,
+                    req.key.as_ref(),
+                )
                 .await;
         }
         if req.ttl.is_some() {
@@ -340,19 +354,35 @@ impl Hub {
         }
         principal.require(room, Rights::WRITE)?;
         check_message_type(&req.kind)?;
+        let once = req.key.as_ref().map(|key| {
+            Once::new(
+                &principal.sub,
+                key,
+                &[
+                    "pub",
+                    &req.kind,
+                    req.to.as_deref().unwrap_or(""),
+                    topic.as_ref().map_or("", |t| t.as_str()),
+                    req.data.get(),
+                ],
+            )
+        });
         let draft = Draft {
             from,
             kind: Arc::from(req.kind),
             data: req.data,
             to: req.to.map(Arc::from),
             topic,
+            once,
         };
         let event = self.broker().publish(room, draft).await?;
         Metrics::add(&self.inner.metrics.messages_in, 1);
         Ok(event)
     }
 
-    /// Sets a topic's retained value (needs the `retain` right).
+    /// Sets a topic's retained value (needs the `retain` right); with `key`,
+    /// a retry returns the first attempt's id and does nothing.
+    #[allow(clippy::too_many_arguments)]
     pub async fn set_retained(
         &self,
         principal: &Principal,
@@ -361,6 +391,7 @@ impl Hub {
         data: Payload,
         from: Arc<str>,
         ttl: Option<u64>,
+        key: Option<&IdempotencyKey>,
     ) -> Result<Arc<Event>, ApiError> {
         principal.require(room, Rights::RETAIN)?;
         let ttl = match ttl {
@@ -372,27 +403,44 @@ impl Hub {
             }
             t => t.map(std::time::Duration::from_secs),
         };
+        let once = key.map(|key| {
+            let ttl = ttl.map(|t| t.as_secs().to_string()).unwrap_or_default();
+            Once::new(
+                &principal.sub,
+                key,
+                &["set", topic.as_str(), data.get(), &ttl],
+            )
+        });
         let draft = RetainDraft {
             topic,
             data,
             from,
             ttl,
+            once,
         };
         let event = self.broker().set_retained(room, draft).await?;
         Metrics::add(&self.inner.metrics.messages_in, 1);
         Ok(event)
     }
 
-    /// Clears a topic's retained value (needs the `retain` right); `404` when it held none.
+    /// Clears a topic's retained value (needs the `retain` right); `404` when
+    /// it held none. With `key`, a retry of a clear that was done returns its
+    /// id (not `404`) and does nothing.
     pub async fn clear_retained(
         &self,
         principal: &Principal,
         room: &RoomName,
         topic: Topic,
         from: Arc<str>,
+        key: Option<&IdempotencyKey>,
     ) -> Result<Arc<Event>, ApiError> {
         principal.require(room, Rights::RETAIN)?;
-        match self.broker().clear_retained(room, &topic, from).await? {
+        let once = key.map(|key| Once::new(&principal.sub, key, &["clear", topic.as_str()]));
+        match self
+            .broker()
+            .clear_retained(room, &topic, from, once.as_ref())
+            .await?
+        {
             Some(event) => Ok(event),
             None => Err(ApiError::NotFound(format!(
                 "topic {topic} holds no value in room {room}"

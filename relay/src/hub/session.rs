@@ -21,6 +21,7 @@ use crate::auth::{Principal, Rights};
 use crate::broker::{Retained, Will};
 use crate::error::ApiError;
 use crate::guard::{PublishBucket, SessionPermit};
+use crate::idempotency::IdempotencyKey;
 use crate::metrics::{Metrics, Transport};
 use crate::protocol::{
     Event, EventId, EventKind, LeaveReason, Op, PeerInfo, RoomName, null_payload,
@@ -492,8 +493,10 @@ impl Session {
                 topic,
                 retain,
                 ttl,
+                key,
             } => {
                 let room = room_of(room)?;
+                let key = key.as_deref().map(IdempotencyKey::parse).transpose()?;
                 self.publishes.take()?;
                 let req = Publish {
                     kind,
@@ -502,6 +505,7 @@ impl Session {
                     topic,
                     retain,
                     ttl,
+                    key,
                 };
                 let event = self
                     .hub
@@ -772,6 +776,7 @@ mod tests {
             topic: None,
             retain: false,
             ttl: None,
+            key: None,
         };
         match hub.publish(p, room, Arc::from("pub"), req).await {
             Ok(e) => e.id().unwrap_or_default(),

@@ -12,6 +12,7 @@ use crate::auth::Principal;
 use crate::broker::Retained;
 use crate::error::ApiError;
 use crate::hub::{Hub, Publish};
+use crate::idempotency::IdempotencyKey;
 use crate::protocol::{EventId, Payload, PeerInfo, RoomName, payload_from_json, payload_from_text};
 use crate::topic::{Topic, TopicFilter};
 
@@ -84,6 +85,18 @@ struct Published {
     id: String,
 }
 
+/// The `Idempotency-Key` header, checked: a retry carrying the same key as
+/// an earlier write gets that write's id and changes nothing.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let text = value.to_str().map_err(|_| {
+        ApiError::BadRequest("the Idempotency-Key header must be visible ASCII".into())
+    })?;
+    Ok(Some(IdempotencyKey::parse(text)?))
+}
+
 /// `POST /rooms/{room}`: publish the body; `202 {"id"}`.
 pub async fn publish(
     hub: &Hub,
@@ -93,6 +106,7 @@ pub async fn publish(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let key = idempotency_key(headers)?;
     let data = read_payload(headers, body, hub.config().max_message_bytes).await?;
     let from = sender(hub, &principal, &room, query.conn.as_deref()).await?;
     let req = Publish {
@@ -102,6 +116,7 @@ pub async fn publish(
         topic: query.topic,
         retain: parse_flag(query.retain.as_deref())?,
         ttl: query.ttl,
+        key,
     };
     let event = hub.publish(&principal, &room, from, req).await?;
     Ok(accepted(event.id()))
@@ -148,10 +163,19 @@ pub async fn put_topic(
     body: Body,
 ) -> Result<Response, ApiError> {
     let topic = Topic::parse(topic)?;
+    let key = idempotency_key(headers)?;
     let data = read_payload(headers, body, hub.config().max_message_bytes).await?;
     let from = sender(hub, &principal, &room, query.conn.as_deref()).await?;
     let event = hub
-        .set_retained(&principal, &room, topic, data, from, query.ttl)
+        .set_retained(
+            &principal,
+            &room,
+            topic,
+            data,
+            from,
+            query.ttl,
+            key.as_ref(),
+        )
         .await?;
     Ok(accepted(event.id()))
 }
@@ -163,10 +187,14 @@ pub async fn delete_topic(
     room: RoomName,
     topic: &str,
     query: TopicQuery,
+    headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let topic = Topic::parse(topic)?;
+    let key = idempotency_key(headers)?;
     let from = sender(hub, &principal, &room, query.conn.as_deref()).await?;
-    let event = hub.clear_retained(&principal, &room, topic, from).await?;
+    let event = hub
+        .clear_retained(&principal, &room, topic, from, key.as_ref())
+        .await?;
     Ok(accepted(event.id()))
 }
 
@@ -180,6 +208,7 @@ pub async fn post_topic(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let key = idempotency_key(headers)?;
     let data = read_payload(headers, body, hub.config().max_message_bytes).await?;
     let from = sender(hub, &principal, &room, query.conn.as_deref()).await?;
     let req = Publish {
@@ -189,6 +218,7 @@ pub async fn post_topic(
         topic: Some(topic.to_owned()),
         retain: false,
         ttl: None,
+        key,
     };
     let event = hub.publish(&principal, &room, from, req).await?;
     Ok(accepted(event.id()))

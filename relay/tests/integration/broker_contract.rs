@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use edgewire::broker::{Broker, BrokerError, Draft, Limits, RetainDraft};
 use edgewire::hub::{Fanout, RingReceiver};
+use edgewire::idempotency::{IdempotencyKey, Once};
 use edgewire::protocol::{
     Event, EventId, LeaveReason, PeerInfo, RoomName, now_ms, null_payload, payload_from_text,
 };
@@ -39,6 +40,7 @@ fn draft(text: &str) -> Draft {
         data: payload_from_text(text),
         to: None,
         topic: None,
+        once: None,
     }
 }
 
@@ -48,6 +50,7 @@ fn retain(name: &str, text: &str, ttl: Option<Duration>) -> RetainDraft {
         data: payload_from_text(text),
         from: Arc::from("device.1"),
         ttl,
+        once: None,
     }
 }
 
@@ -94,6 +97,7 @@ where
     retained_values(make(LIMITS).await).await;
     retained_expiry_and_limits(make(LIMITS).await).await;
     presence_and_direct(make(LIMITS).await).await;
+    keyed_writes_happen_once(make(LIMITS).await).await;
 }
 
 /// Subscribes locally and across instances, as a session does.
@@ -320,14 +324,14 @@ async fn retained_values((broker, fanout): (Broker, Arc<Fanout>)) {
     assert_eq!(history.events.len(), 4, "every topic update is in history");
 
     let cleared = broker
-        .clear_retained(&r, &topic("device/status/a"), Arc::from("x.1"))
+        .clear_retained(&r, &topic("device/status/a"), Arc::from("x.1"), None)
         .await
         .unwrap()
         .expect("held a value");
     assert_eq!(json(&cleared)["data"], Value::Null);
     assert!(
         broker
-            .clear_retained(&r, &topic("device/status/a"), Arc::from("x.1"))
+            .clear_retained(&r, &topic("device/status/a"), Arc::from("x.1"), None)
             .await
             .unwrap()
             .is_none(),
@@ -536,4 +540,93 @@ async fn redis_broker_meets_the_contract() {
     })
     .await;
     shutdown.cancel();
+}
+
+fn once(user: &str, key: &str, what: &str) -> Once {
+    Once::new(user, &IdempotencyKey::parse(key).unwrap(), &[what])
+}
+
+/// A keyed write retried returns the first attempt's id and delivers nothing
+/// more: publishes, direct messages, topic sets and clears. The same key for
+/// another write is refused; another user's same key is another write.
+async fn keyed_writes_happen_once((broker, fanout): (Broker, Arc<Fanout>)) {
+    let r = room("contract-once");
+    let mut rx = subscribe(&broker, &fanout, &r).await;
+    let mut first = draft("one");
+    first.once = Some(once("alice", "k1", "one"));
+    let a = broker.publish(&r, first.clone()).await.unwrap();
+    assert_eq!(next(&mut rx).await["data"], "one");
+    let b = broker.publish(&r, first.clone()).await.unwrap();
+    assert_eq!(a.id(), b.id(), "a retry answers with the first id");
+    assert_nothing_before_marker(&broker, &mut rx, &r, "a retry is not delivered").await;
+    assert_eq!(broker.history(&r, None, 100).await.unwrap().events.len(), 2);
+
+    let mut reused = draft("two");
+    reused.once = Some(once("alice", "k1", "two"));
+    assert_eq!(
+        broker.publish(&r, reused).await.err(),
+        Some(BrokerError::KeyReused)
+    );
+    let mut other_user = draft("one");
+    other_user.once = Some(once("bob", "k1", "one"));
+    let c = broker.publish(&r, other_user).await.unwrap();
+    assert_ne!(c.id(), a.id());
+    assert_eq!(next(&mut rx).await["data"], "one");
+
+    // A direct message: retried after its recipient left, it is still done.
+    broker.join(&r, peer("bob.1", "bob")).await.unwrap();
+    let _join = next(&mut rx).await;
+    let bob_direct = fanout.register_peer(Arc::from("bob.1"));
+    let mut direct = draft("psst");
+    direct.to = Some(Arc::from("bob.1"));
+    direct.once = Some(once("alice", "d1", "psst"));
+    let d = broker.publish(&r, direct.clone()).await.unwrap();
+    let _ = tokio::time::timeout(DEADLINE, bob_direct.recv())
+        .await
+        .unwrap();
+    broker
+        .leave(&r, &Arc::from("bob.1"), LeaveReason::Closed)
+        .await
+        .unwrap();
+    let _leave = next(&mut rx).await;
+    assert_eq!(broker.publish(&r, direct).await.unwrap().id(), d.id());
+
+    // A topic set and a clear, each retried.
+    let mut set = retain("t/a", "on", None);
+    set.once = Some(once("device", "s1", "on"));
+    let s1 = broker.set_retained(&r, set.clone()).await.unwrap();
+    assert_eq!(next(&mut rx).await["data"], "on");
+    broker
+        .set_retained(&r, retain("t/a", "later", None))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut rx).await["data"], "later");
+    let s2 = broker.set_retained(&r, set).await.unwrap();
+    assert_eq!(s1.id(), s2.id());
+    let held = broker.retained(&r, None).await.unwrap();
+    assert_eq!(
+        held[0].data.get(),
+        "\"later\"",
+        "a retry does not set the value back"
+    );
+    let clear = once("device", "c1", "clear");
+    let c1 = broker
+        .clear_retained(&r, &topic("t/a"), Arc::from("d.1"), Some(&clear))
+        .await
+        .unwrap()
+        .expect("cleared");
+    assert!(next(&mut rx).await["data"].is_null());
+    let c2 = broker
+        .clear_retained(&r, &topic("t/a"), Arc::from("d.1"), Some(&clear))
+        .await
+        .unwrap()
+        .expect("a retried clear answers with its first id");
+    assert_eq!(c1.id(), c2.id());
+    assert_nothing_before_marker(
+        &broker,
+        &mut rx,
+        &r,
+        "retried topic writes are not delivered",
+    )
+    .await;
 }

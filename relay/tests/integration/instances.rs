@@ -8,7 +8,7 @@ use crate::harness::{DEADLINE, Relay, RelayProcess, Sse, TokenIn, Ws, http, publ
 use crate::redis_server::{RedisServer, unique_prefix};
 
 /// A relay on `redis` with the key prefix `prefix`, once it reports ready.
-async fn relay_on(redis: &RedisServer, prefix: &str, extra: &[(&str, &str)]) -> Relay {
+pub async fn relay_on(redis: &RedisServer, prefix: &str, extra: &[(&str, &str)]) -> Relay {
     let url = redis.url();
     let mut settings = vec![
         ("EDGEWIRE_REDIS_URL", url.as_str()),

@@ -11,6 +11,7 @@ mod guard;
 mod harness;
 mod hostile;
 mod http_edges;
+mod idempotency;
 mod instances;
 mod liveness;
 mod load_smoke;
