@@ -7,6 +7,8 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -49,7 +51,30 @@ struct Stream {
     /// The rest of a batch, yielded one shared frame at a time (a batch is
     /// never copied into one buffer per subscriber).
     queued: Option<std::vec::IntoIter<Bytes>>,
+    /// Set by the stream writer when it cut a client that took no bytes.
+    cut: WriteCut,
     span: tracing::Span,
+}
+
+/// A flag the SSE writer raises when it cuts a client for the write timeout,
+/// so that the session's peers see it leave with reason `timeout` (not
+/// `closed`). Carried to the writer in the response's extensions.
+#[derive(Debug, Clone, Default)]
+pub struct WriteCut(Arc<AtomicBool>);
+
+impl WriteCut {
+    /// Records that the client was cut for taking no bytes.
+    pub fn raise(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if self.cut.0.load(Ordering::Relaxed) {
+            self.session.set_leave_reason(LeaveReason::Timeout);
+        }
+    }
 }
 
 /// The SSE response for a session that has joined its room.
@@ -65,6 +90,7 @@ pub fn response(
     let (close_after, reconnect_after) = crate::shutdown::drain_plan(grace);
     let span = tracing::debug_span!("session", transport = "sse", peer = %session.peer_id());
     span.in_scope(|| tracing::debug!("session opened"));
+    let cut = WriteCut::default();
     let stream = Stream {
         session,
         clock,
@@ -77,9 +103,11 @@ pub fn response(
         started: false,
         done: false,
         queued: None,
+        cut: cut.clone(),
         span,
     };
     let mut response = Body::new(stream).into_response();
+    response.extensions_mut().insert(cut);
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

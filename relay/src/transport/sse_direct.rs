@@ -22,6 +22,7 @@ use tokio::net::TcpStream;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use tower::{Service, ServiceExt};
 
+use super::sse::WriteCut;
 use super::write_all_vectored;
 
 /// Most bytes looked at for the first request head; a larger head (long
@@ -137,10 +138,15 @@ pub async fn serve<S>(
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
     if is_stream {
         let head = response_head(parts.status, &parts.headers, "transfer-encoding: chunked");
+        let cut = parts
+            .extensions
+            .get::<WriteCut>()
+            .cloned()
+            .unwrap_or_default();
         if stream.write_all(&head).await.is_ok() {
             tokio::spawn(async move {
                 let _guard = guard;
-                stream_chunks(&mut stream, body, write_timeout).await;
+                stream_chunks(&mut stream, body, write_timeout, &cut).await;
                 let _ = stream.shutdown().await;
             });
         }
@@ -181,7 +187,12 @@ fn response_head(status: StatusCode, headers: &axum::http::HeaderMap, framing: &
 /// Writes the body as HTTP/1.1 chunks until it ends or the client goes away.
 /// The frames ready at once go out as one chunk in one `writev`, each still
 /// the event's shared bytes.
-async fn stream_chunks(stream: &mut TcpStream, body: Body, write_timeout: std::time::Duration) {
+async fn stream_chunks(
+    stream: &mut TcpStream,
+    body: Body,
+    write_timeout: std::time::Duration,
+    cut: &WriteCut,
+) {
     let mut body = body.into_data_stream();
     loop {
         let first = tokio::select! {
@@ -211,6 +222,11 @@ async fn stream_chunks(stream: &mut TcpStream, body: Body, write_timeout: std::t
         // stream ends here, and so does its session (reason timeout).
         match tokio::time::timeout(write_timeout, write_all_vectored(stream, &parts)).await {
             Ok(Ok(())) if !ended => {}
+            Err(_) => {
+                tracing::debug!("SSE client took no bytes for the write timeout; cut");
+                cut.raise();
+                return;
+            }
             _ => return,
         }
     }

@@ -390,7 +390,8 @@ async fn a_websocket_client_that_stops_reading_is_cut_after_the_write_timeout() 
     assert_eq!(leave["reason"], "timeout", "{leave}");
 }
 
-/// The same for an SSE client on the relay's own stream writer.
+/// The same for an SSE client on the relay's own stream writer (the path
+/// every browser's EventSource takes): it leaves with reason `timeout` too.
 #[tokio::test]
 async fn an_sse_client_that_stops_reading_is_cut_after_the_write_timeout() {
     let (relay, tok, mut watcher) = stall_room().await;
@@ -409,5 +410,6 @@ async fn an_sse_client_that_stops_reading_is_cut_after_the_write_timeout() {
     let peer = join["peer"]["id"].as_str().unwrap().to_owned();
     let leave = flood_until_leave(&relay, &tok, "stall", &mut watcher, &peer).await;
     assert_eq!(leave["peer"]["id"], peer.as_str());
+    assert_eq!(leave["reason"], "timeout", "{leave}");
     drop(stuck);
 }
