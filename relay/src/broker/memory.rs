@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{
-    BrokerError, Draft, History, Limits, RetainDraft, Retained, RoomSnapshot, RoomSummary, Will,
+    BrokerError, DeferredWill, Draft, History, Limits, RetainDraft, Retained, RoomSnapshot,
+    RoomSummary, Will,
 };
 use crate::hub::Fanout;
 use crate::idempotency::{Ledger, Once, Recall};
@@ -23,6 +24,8 @@ pub struct MemoryBroker {
     limits: Limits,
     /// Bytes of history held by every room together (the relay-wide cap).
     history_total: Arc<AtomicUsize>,
+    /// Delayed wills waiting out their delay, with when each is due (ms).
+    deferred: Mutex<Vec<(u64, DeferredWill)>>,
 }
 
 struct RoomState {
@@ -182,6 +185,7 @@ impl MemoryBroker {
             fanout,
             limits,
             history_total: Arc::new(AtomicUsize::new(0)),
+            deferred: Mutex::new(Vec::new()),
         }
     }
 
@@ -539,6 +543,35 @@ impl MemoryBroker {
             .collect();
         out.sort_by(|a, b| a.room.cmp(&b.room));
         out
+    }
+
+    pub(super) fn defer_will(&self, room: &RoomName, peer: &Arc<str>, user: &Arc<str>, will: Will) {
+        let due = now_ms().saturating_add(will.after.map_or(0, |d| d.as_millis() as u64));
+        let deferred = DeferredWill {
+            room: room.clone(),
+            peer: peer.clone(),
+            user: user.clone(),
+            will,
+            id: format!("{due}:{room}:{peer}"),
+            handle: String::new(),
+        };
+        let mut list = self.deferred.lock().unwrap_or_else(|p| p.into_inner());
+        list.push((due, deferred));
+    }
+
+    /// Takes the wills that are due: in one process there is no one to
+    /// share them with, so claiming is taking.
+    pub(super) fn due_wills(&self) -> Vec<DeferredWill> {
+        let now = now_ms();
+        let mut list = self.deferred.lock().unwrap_or_else(|p| p.into_inner());
+        if list.is_empty() {
+            return Vec::new();
+        }
+        let (due, waiting): (Vec<_>, Vec<_>) = list.drain(..).partition(|(at, _)| *at <= now);
+        *list = waiting;
+        let mut due = due;
+        due.sort_by_key(|(at, _)| *at);
+        due.into_iter().map(|(_, w)| w).collect()
     }
 
     pub(super) fn sweep(&self, now: u64) {

@@ -171,18 +171,29 @@ impl Will {
     }
 }
 
-/// The will of a peer whose instance died, for the hub to fire.
+/// A will waiting out its delay. The broker keeps it (with Redis, in Redis)
+/// so that whichever instance is alive when it falls due fires it, once:
+/// a deploy or a crash of the instance that held the connection loses nothing.
 #[derive(Debug, Clone)]
-pub struct Orphan {
+pub struct DeferredWill {
     /// The room.
     pub room: RoomName,
     /// The departed peer.
     pub peer: Arc<str>,
-    /// Its user (a delayed will does not fire if the user is back).
+    /// Its user: the will does not fire if a session of this user is back.
     pub user: Arc<str>,
     /// The will.
     pub will: Will,
+    /// A unique id: the will's idempotency key, so it fires once.
+    pub id: String,
+    /// How the broker finds it again to settle it.
+    pub handle: String,
 }
+
+/// How long a claimed will stays hidden from other instances; if the one that
+/// claimed it dies before settling it, another fires it after this (its
+/// idempotency key keeps it from firing twice).
+pub const WILL_LEASE: Duration = Duration::from_secs(10);
 
 /// A room's presence and position, as a joining subscriber needs them.
 #[derive(Debug, Clone, Default)]
@@ -406,15 +417,51 @@ impl Broker {
         }
     }
 
+    /// Keeps a delayed will until it falls due (its delay counted from now,
+    /// the end of its connection), for any instance to fire.
+    pub async fn defer_will(
+        &self,
+        room: &RoomName,
+        peer: &Arc<str>,
+        user: &Arc<str>,
+        will: Will,
+    ) -> Result<(), BrokerError> {
+        match self {
+            Broker::Memory(b) => {
+                b.defer_will(room, peer, user, will);
+                Ok(())
+            }
+            Broker::Redis(b) => b.defer_will(room, peer, user, will).await,
+        }
+    }
+
+    /// Claims the deferred wills that are due (for `WILL_LEASE`), for the
+    /// caller to fire or drop, then `settle_will`.
+    pub async fn due_wills(&self) -> Result<Vec<DeferredWill>, BrokerError> {
+        match self {
+            Broker::Memory(b) => Ok(b.due_wills()),
+            Broker::Redis(b) => b.due_wills().await,
+        }
+    }
+
+    /// Forgets a claimed will: it fired, or its user was back.
+    pub async fn settle_will(&self, will: &DeferredWill) -> Result<(), BrokerError> {
+        match self {
+            Broker::Memory(_) => Ok(()),
+            Broker::Redis(b) => b.settle_will(will).await,
+        }
+    }
+
     /// Does the time-driven work as of `now_ms`: clears lapsed retained values
-    /// (with `status` events), drops history past its age, forgets empty rooms.
-    /// The hub calls it every second; tests call it with a chosen time. Returns
-    /// the wills of peers whose instance died, for the hub to fire.
-    pub async fn sweep(&self, now_ms: u64) -> Result<Vec<Orphan>, BrokerError> {
+    /// (with `status` events), drops history past its age, forgets empty rooms,
+    /// and (with Redis) removes the peers of dead instances, firing or
+    /// deferring their wills. The hub calls it every second; tests call it
+    /// with a chosen time.
+    pub async fn sweep(&self, now_ms: u64) -> Result<(), BrokerError> {
         match self {
             Broker::Memory(b) => {
                 b.sweep(now_ms);
-                Ok(Vec::new())
+                Ok(())
             }
             Broker::Redis(b) => b.sweep(now_ms).await,
         }

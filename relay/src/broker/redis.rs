@@ -16,7 +16,7 @@
 //!   Cluster could shard them by room.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,8 +29,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{
-    BrokerError, Draft, History, Limits, Orphan, RetainDraft, Retained, RoomSnapshot, RoomSummary,
-    Will,
+    BrokerError, DeferredWill, Draft, History, Limits, RetainDraft, Retained, RoomSnapshot,
+    RoomSummary, WILL_LEASE, Will,
 };
 use crate::hub::Fanout;
 use crate::idempotency::Once;
@@ -68,7 +68,26 @@ pub struct RedisBroker {
     pubsub_ok: Arc<AtomicBool>,
     /// Redis's clock minus this relay's, in ms (measured with each heartbeat).
     clock_offset_ms: AtomicI64,
+    /// This instance's own peers and their wills, as it last told Redis: what
+    /// it re-asserts when Redis has lost them.
+    local: Mutex<HashMap<(RoomName, Arc<str>), LocalPeer>>,
+    /// Since when (ms) this instance has reached Redis without a break and
+    /// with its heartbeat in place. Other instances are judged dead only
+    /// after this has lasted an instance TTL: after an outage they need one
+    /// heartbeat to show they are alive.
+    connected_since: AtomicU64,
+    /// True once the first heartbeat was written.
+    beaten: AtomicBool,
+    /// Set when Redis has lost this instance's state; cleared once re-asserted.
+    reassert_due: AtomicBool,
     scripts: Scripts,
+}
+
+/// One of this instance's peers as Redis should hold it.
+struct LocalPeer {
+    info: PeerInfo,
+    /// The stored will record, if the peer has a will.
+    will: Option<String>,
 }
 
 #[derive(Default)]
@@ -89,6 +108,9 @@ struct Scripts {
     take_will: Script,
     trim_age: Script,
     forget_room: Script,
+    defer_will: Script,
+    claim_wills: Script,
+    reassert: Script,
 }
 
 /// Lua shared by the keyed writes: `recall` answers a retry with the first
@@ -324,6 +346,53 @@ end
 return 0
 "#;
 
+/// Keeps a delayed will in the deployment's set of pending wills, due after
+/// its delay on Redis's clock (one clock for every instance).
+const DEFER_WILL: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+return 1
+"#;
+
+/// Claims the pending wills that are due: each is pushed back by the lease,
+/// so no other instance takes it unless this one fails to settle it in time.
+const CLAIM_WILLS: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+for _, m in ipairs(due) do redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), m) end
+return due
+"#;
+
+/// Puts back a live peer (and its will) that Redis lost, announcing it with
+/// `join` so that subscribers who joined meanwhile see it again. A peer still
+/// present is left alone.
+const REASSERT: &str = r#"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
+  local order = redis.call('INCR', KEYS[2])
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '\t' .. order .. '\t' .. ARGV[3])
+  redis.call('SADD', KEYS[3], ARGV[6])
+  redis.call('PUBLISH', ARGV[5], ARGV[4])
+end
+if ARGV[7] ~= '' then redis.call('HSETNX', KEYS[4], ARGV[1], ARGV[7]) end
+return 1
+"#;
+
+/// Stored form of a pending (deferred) will: the will with its room, peer and
+/// user, and a random id that names it for its once-only firing.
+#[derive(Serialize, Deserialize)]
+struct DeferredRecord<'a> {
+    id: &'a str,
+    room: &'a str,
+    peer: &'a str,
+    user: &'a str,
+    topic: &'a str,
+    #[serde(borrow)]
+    data: &'a RawValue,
+    after: Option<f64>,
+}
+
 /// Stored form of a retained value.
 #[derive(Serialize, Deserialize)]
 struct RetainedRecord<'a> {
@@ -513,6 +582,10 @@ impl RedisBroker {
             commands_ok: Arc::new(AtomicBool::new(true)),
             pubsub_ok: Arc::new(AtomicBool::new(false)),
             clock_offset_ms: AtomicI64::new(0),
+            local: Mutex::new(HashMap::new()),
+            connected_since: AtomicU64::new(now_ms()),
+            beaten: AtomicBool::new(false),
+            reassert_due: AtomicBool::new(false),
             scripts: Scripts {
                 append: Script::new(APPEND),
                 direct: Script::new(DIRECT),
@@ -525,6 +598,9 @@ impl RedisBroker {
                 take_will: Script::new(TAKE_WILL),
                 trim_age: Script::new(TRIM_AGE),
                 forget_room: Script::new(FORGET_ROOM),
+                defer_will: Script::new(DEFER_WILL),
+                claim_wills: Script::new(CLAIM_WILLS),
+                reassert: Script::new(REASSERT),
             },
         });
         broker.beat().await.map_err(|_| timed_out())?;
@@ -616,16 +692,132 @@ impl RedisBroker {
         // The clock is measured with every heartbeat: skew drifts slowly.
         let _ = self.measure_clock().await;
         let ttl = (self.settings.instance_ttl.as_millis() as u64).max(1);
-        let result: Result<(), _> = self
+        let result: Result<Option<String>, _> = self
             .conn()
             .set_options(
                 self.instance_key(&self.instance),
                 1,
-                redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(ttl)),
+                redis::SetOptions::default()
+                    .with_expiration(redis::SetExpiry::PX(ttl))
+                    .get(true),
             )
             .await;
-        self.commands_ok.store(result.is_ok(), Ordering::Relaxed);
-        result.map_err(unavailable)
+        let previous = match result {
+            Ok(previous) => previous,
+            Err(e) => {
+                self.commands_ok.store(false, Ordering::Relaxed);
+                return Err(unavailable(e));
+            }
+        };
+        if !self.commands_ok.swap(true, Ordering::Relaxed) {
+            // Back after a break: other instances may not have beaten yet.
+            self.connected_since.store(now_ms(), Ordering::Relaxed);
+        }
+        if previous.is_none() && self.beaten.swap(true, Ordering::Relaxed) {
+            // Our heartbeat had lapsed: Redis lost its data, or we were cut
+            // off for longer than the TTL (and may have been swept as dead).
+            tracing::warn!("this instance's heartbeat had lapsed in Redis; re-asserting its peers");
+            self.connected_since.store(now_ms(), Ordering::Relaxed);
+            self.reassert_due.store(true, Ordering::Relaxed);
+        }
+        if self.reassert_due.load(Ordering::Relaxed) {
+            let count = self.reassert().await?;
+            self.reassert_due.store(false, Ordering::Relaxed);
+            tracing::info!(peers = count, "re-asserted this instance's peers and wills");
+        }
+        Ok(())
+    }
+
+    /// True once this instance has reached Redis, heartbeat in place, for an
+    /// instance TTL: any live instance has beaten since, so a missing
+    /// heartbeat now means a dead instance.
+    fn may_judge_others(&self) -> bool {
+        let since = self.connected_since.load(Ordering::Relaxed);
+        self.commands_ok.load(Ordering::Relaxed)
+            && !self.reassert_due.load(Ordering::Relaxed)
+            && now_ms().saturating_sub(since) >= self.settings.instance_ttl.as_millis() as u64
+    }
+
+    fn wills_due_key(&self) -> String {
+        format!("{}:wills-due", self.settings.prefix)
+    }
+
+    pub(super) async fn defer_will(
+        &self,
+        room: &RoomName,
+        peer: &Arc<str>,
+        user: &Arc<str>,
+        will: Will,
+    ) -> Result<(), BrokerError> {
+        let id = crate::hub::random_id(12);
+        let record = serde_json::to_string(&DeferredRecord {
+            id: &id,
+            room: room.as_str(),
+            peer,
+            user,
+            topic: will.topic.as_str(),
+            data: &will.data,
+            after: will.after.map(|d| d.as_secs_f64()),
+        })
+        .map_err(|_| template_error())?;
+        let delay = will.after.map_or(0, |d| d.as_millis() as u64);
+        let _: i64 = self
+            .scripts
+            .defer_will
+            .key(self.wills_due_key())
+            .arg(record)
+            .arg(delay)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    pub(super) async fn due_wills(&self) -> Result<Vec<DeferredWill>, BrokerError> {
+        let claimed: Vec<String> = self
+            .scripts
+            .claim_wills
+            .key(self.wills_due_key())
+            .arg(100)
+            .arg(WILL_LEASE.as_millis() as u64)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let mut out = Vec::with_capacity(claimed.len());
+        for record in claimed {
+            let parsed = serde_json::from_str::<DeferredRecord<'_>>(&record)
+                .ok()
+                .and_then(|r| {
+                    Some(DeferredWill {
+                        room: RoomName::parse(r.room).ok()?,
+                        peer: Arc::from(r.peer),
+                        user: Arc::from(r.user),
+                        will: Will::new(r.topic, payload_from_raw(r.data), r.after).ok()?,
+                        id: r.id.to_owned(),
+                        handle: String::new(),
+                    })
+                });
+            match parsed {
+                Some(mut will) => {
+                    will.handle = record;
+                    out.push(will);
+                }
+                None => {
+                    tracing::warn!("dropping an unreadable pending will");
+                    let _: Result<i64, _> = self.conn().zrem(self.wills_due_key(), &record).await;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn settle_will(&self, will: &DeferredWill) -> Result<(), BrokerError> {
+        let _: i64 = self
+            .conn()
+            .zrem(self.wills_due_key(), &will.handle)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     /// Appends an event (JSON built with id `0-0`) and publishes it; returns the event.
@@ -1041,6 +1233,13 @@ impl RedisBroker {
     ) -> Result<RoomSnapshot, BrokerError> {
         let peer_json = serde_json::to_string(&peer).map_err(|_| template_error())?;
         let event = Event::join(room, &peer);
+        self.local_peers().insert(
+            (room.clone(), peer.id.clone()),
+            LocalPeer {
+                info: peer.clone(),
+                will: None,
+            },
+        );
         let _: i64 = self
             .scripts
             .join
@@ -1089,7 +1288,45 @@ impl RedisBroker {
         peer: &Arc<str>,
         reason: LeaveReason,
     ) -> Result<(), BrokerError> {
+        self.local_peers().remove(&(room.clone(), peer.clone()));
         self.leave_as(room, peer, reason, "").await.map(|_| ())
+    }
+
+    /// This instance's own peers, as it last told Redis.
+    fn local_peers(&self) -> std::sync::MutexGuard<'_, HashMap<(RoomName, Arc<str>), LocalPeer>> {
+        self.local.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Puts back every local peer (and will) that Redis no longer holds:
+    /// after Redis lost its data, or this instance was unreachable for longer
+    /// than the instance TTL and another took its peers for dead.
+    async fn reassert(&self) -> Result<usize, BrokerError> {
+        let peers: Vec<(RoomName, PeerInfo, Option<String>)> = self
+            .local_peers()
+            .iter()
+            .map(|((room, _), p)| (room.clone(), p.info.clone(), p.will.clone()))
+            .collect();
+        for (room, info, will) in &peers {
+            let peer_json = serde_json::to_string(info).map_err(|_| template_error())?;
+            let _: i64 = self
+                .scripts
+                .reassert
+                .key(self.key(room, "presence"))
+                .key(self.key(room, "order"))
+                .key(self.rooms_key())
+                .key(self.key(room, "wills"))
+                .arg(&*info.id)
+                .arg(&*self.instance)
+                .arg(peer_json)
+                .arg(Event::join(room, info).json())
+                .arg(self.channel(room))
+                .arg(room.as_str())
+                .arg(will.as_deref().unwrap_or(""))
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(peers.len())
     }
 
     pub(super) async fn set_state(
@@ -1128,6 +1365,9 @@ impl RedisBroker {
                 .await
                 .map_err(unavailable)?;
             if done == 1 {
+                if let Some(local) = self.local_peers().get_mut(&(room.clone(), peer.clone())) {
+                    local.info.state = state;
+                }
                 return Ok(());
             }
         }
@@ -1205,9 +1445,12 @@ impl RedisBroker {
         .map_err(|_| template_error())?;
         let _: () = self
             .conn()
-            .hset(self.key(room, "wills"), &**peer, record)
+            .hset(self.key(room, "wills"), &**peer, &record)
             .await
             .map_err(unavailable)?;
+        if let Some(local) = self.local_peers().get_mut(&(room.clone(), peer.clone())) {
+            local.will = Some(record);
+        }
         Ok(())
     }
 
@@ -1216,6 +1459,9 @@ impl RedisBroker {
         room: &RoomName,
         peer: &Arc<str>,
     ) -> Result<Option<Will>, BrokerError> {
+        if let Some(local) = self.local_peers().get_mut(&(room.clone(), peer.clone())) {
+            local.will = None;
+        }
         let record: Option<String> = self
             .scripts
             .take_will
@@ -1277,16 +1523,22 @@ impl RedisBroker {
         Ok(())
     }
 
-    /// Removes the peers (and fires the wills, through the returned orphans) of
-    /// dead instances, clears lapsed values, trims history by age, and forgets
-    /// empty rooms. Every instance sweeps; the scripts make each step happen once.
-    pub(super) async fn sweep(&self, now: u64) -> Result<Vec<Orphan>, BrokerError> {
-        let mut orphans = Vec::new();
+    /// Removes the peers of dead instances (firing their wills, or deferring
+    /// the delayed ones), clears lapsed values, trims history by age, and
+    /// forgets empty rooms. Every instance sweeps; the scripts make each step
+    /// happen once.
+    pub(super) async fn sweep(&self, now: u64) -> Result<(), BrokerError> {
         let mut alive: HashMap<String, bool> = HashMap::new();
         alive.insert(self.instance.to_string(), true);
         let horizon = now.saturating_sub(self.ttl_ms());
+        let judge = self.may_judge_others();
         for room in self.indexed_rooms().await? {
-            for (instance, _, peer) in self.presence(&room).await? {
+            let peers = if judge {
+                self.presence(&room).await?
+            } else {
+                Vec::new()
+            };
+            for (instance, _, peer) in peers {
                 let is_alive = match alive.get(&instance) {
                     Some(a) => *a,
                     None => {
@@ -1303,8 +1555,8 @@ impl RedisBroker {
                     continue;
                 }
                 // As for a local close: an immediate will goes out before the
-                // leave; a delayed one goes back to the hub to wait. Taking the
-                // will is atomic, so only one sweeping instance fires it.
+                // leave; a delayed one waits in Redis. Taking the will is
+                // atomic, so only one sweeping instance handles it.
                 if let Some(will) = self.take_will(&room, &peer.id).await? {
                     if will.after.is_none() {
                         let draft = will.into_draft(peer.id.clone());
@@ -1312,12 +1564,7 @@ impl RedisBroker {
                             tracing::warn!(%room, error = %e, "will of a dead instance's peer not fired");
                         }
                     } else {
-                        orphans.push(Orphan {
-                            room: room.clone(),
-                            peer: peer.id.clone(),
-                            user: peer.user.clone(),
-                            will,
-                        });
+                        self.defer_will(&room, &peer.id, &peer.user, will).await?;
                     }
                 }
                 self.leave_as(&room, &peer.id, LeaveReason::Timeout, &instance)
@@ -1354,7 +1601,7 @@ impl RedisBroker {
                 .await
                 .map_err(unavailable)?;
         }
-        Ok(orphans)
+        Ok(())
     }
 
     /// Hands an event that arrived on the room's channel to local subscribers,

@@ -489,22 +489,51 @@ impl Hub {
         });
     }
 
-    /// One broker sweep; fires the wills of peers whose instance died.
+    /// One broker sweep, then the deferred wills that fell due.
     async fn sweep_broker(&self) {
-        match self.broker().sweep(now_ms()).await {
-            Ok(orphans) => {
-                for orphan in orphans {
-                    tracing::info!(room = %orphan.room, peer = %orphan.peer, "firing the will of a peer whose instance died");
-                    tokio::spawn(session::fire_will(
-                        self.clone(),
-                        orphan.room,
-                        orphan.will,
-                        orphan.peer,
-                        orphan.user,
-                    ));
-                }
+        if let Err(e) = self.broker().sweep(now_ms()).await {
+            tracing::warn!(error = %e, "sweep failed");
+        }
+        self.fire_due_wills().await;
+    }
+
+    /// Fires each deferred will that is due, unless a session of its user is
+    /// back in its room (a reload, a reconnect to another instance). The
+    /// will's idempotency key makes it fire once even if two instances reach
+    /// it (an instance died after firing and before settling it).
+    async fn fire_due_wills(&self) {
+        let due = match self.broker().due_wills().await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the pending wills failed");
+                return;
             }
-            Err(e) => tracing::warn!(error = %e, "sweep failed"),
+        };
+        for deferred in due {
+            let room = &deferred.room;
+            let user_back = match self.broker().snapshot(room).await {
+                Ok(snapshot) => snapshot.peers.iter().any(|p| p.user == deferred.user),
+                Err(e) => {
+                    // Left claimed: it is tried again when its lease ends.
+                    tracing::warn!(%room, error = %e, "will not fired yet: presence unknown");
+                    continue;
+                }
+            };
+            if !user_back {
+                let mut draft = deferred.will.clone().into_draft(deferred.peer.clone());
+                draft.once = Some(Once {
+                    scope: format!("will:{}", deferred.id),
+                    fingerprint: "will".into(),
+                });
+                if let Err(e) = self.broker().set_retained(room, draft).await {
+                    tracing::warn!(%room, error = %e, "will not fired yet");
+                    continue;
+                }
+                tracing::info!(%room, peer = %deferred.peer, "fired a delayed will");
+            }
+            if let Err(e) = self.broker().settle_will(&deferred).await {
+                tracing::warn!(%room, error = %e, "settling a will failed");
+            }
         }
     }
 

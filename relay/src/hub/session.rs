@@ -601,16 +601,15 @@ impl Drop for Session {
                 // will's value before the peer disappears; delayed ones wait apart.
                 match broker.take_will(room, &id).await {
                     Ok(Some(will)) if will.after.is_none() => {
-                        fire_will(hub.clone(), room.clone(), will, id.clone(), user.clone()).await;
+                        fire_will(&hub, room, will, id.clone()).await;
                     }
                     Ok(Some(will)) => {
-                        tokio::spawn(fire_will(
-                            hub.clone(),
-                            room.clone(),
-                            will,
-                            id.clone(),
-                            user.clone(),
-                        ));
+                        // Its delay counts from now, and it waits in the
+                        // broker, so any instance alive when it falls due
+                        // fires it (see `Hub::fire_due_wills`).
+                        if let Err(e) = broker.defer_will(room, &id, &user, will).await {
+                            tracing::warn!(%room, error = %e, "delayed will lost: could not store it");
+                        }
                     }
                     Ok(None) => {}
                     Err(e) => tracing::warn!(%room, error = %e, "will lookup after close failed"),
@@ -646,34 +645,10 @@ fn release_room(hub: &Hub, room: &RoomName) {
     }
 }
 
-/// Makes a will's retained publish, after its delay unless the same user is
-/// back in the room by then (a page reload should not flash "offline").
-pub(crate) async fn fire_will(
-    hub: Hub,
-    room: RoomName,
-    will: Will,
-    from: Arc<str>,
-    user: Arc<str>,
-) {
-    if let Some(delay) = will.after {
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = hub.shutdown().cancelled() => return,
-        }
-        match hub.broker().snapshot(&room).await {
-            Ok(snapshot) if snapshot.peers.iter().any(|p| p.user == user) => return,
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(%room, error = %e, "will not fired: presence unknown");
-                return;
-            }
-        }
-    }
-    if let Err(e) = hub
-        .broker()
-        .set_retained(&room, will.into_draft(from))
-        .await
-    {
+/// Makes a will's retained publish now (an immediate will at its
+/// connection's end).
+async fn fire_will(hub: &Hub, room: &RoomName, will: Will, from: Arc<str>) {
+    if let Err(e) = hub.broker().set_retained(room, will.into_draft(from)).await {
         tracing::warn!(%room, error = %e, "will not fired");
     }
 }

@@ -21,3 +21,4 @@ mod rights;
 mod rooms;
 mod topics;
 mod transcripts;
+mod wills;
