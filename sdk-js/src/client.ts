@@ -2,7 +2,7 @@ import { backoffDelay } from "./backoff.js";
 import { closePolicy } from "./codes.js";
 import { Emitter } from "./emitter.js";
 import type { RelayEvent } from "./protocol.js";
-import { Room } from "./room.js";
+import { Room, type RoomSnapshot } from "./room.js";
 import { readSse } from "./sse.js";
 
 /** The connection's state. */
@@ -152,7 +152,7 @@ export class Edgewire extends Emitter<ClientEvents> {
   join(name: string, options: { state?: unknown } = {}): Room {
     let room = this.rooms.get(name);
     if (room) return room;
-    room = new Room(name, { request: (op) => this.request(op) }, (r) => this.rooms.delete(r.name));
+    room = new Room(name, { request: (op) => this.request(op), snapshot: (r) => this.snapshot(r) }, (r) => this.rooms.delete(r.name));
     room.initialState = options.state;
     this.rooms.set(name, room);
     if (this.transport === "sse") this.openStream(room);
@@ -553,6 +553,16 @@ export class Edgewire extends Emitter<ClientEvents> {
       throw new RelayError(String(json.error ?? res.status), String(json.message ?? res.statusText), retry);
     }
     return { kind: "ack", ...json };
+  }
+
+  /** A room's presence and retained values, read over HTTP. */
+  private async snapshot(room: string): Promise<RoomSnapshot> {
+    const headers: Record<string, string> = { accept: "application/json" };
+    const token = this.currentToken ?? (await this.token());
+    if (token) headers.authorization = `Bearer ${token}`;
+    const res = await this.fetcher()(`${this.httpBase}/rooms/${encodeURIComponent(room)}`, { headers });
+    if (!res.ok) throw new RelayError(String(res.status), res.statusText);
+    return (await res.json()) as RoomSnapshot;
   }
 
   /** Runs a keyed write, retrying (with the same key, so it is done once)

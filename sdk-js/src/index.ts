@@ -8,4 +8,4 @@ export type { ClosePolicy } from "./codes.js";
 export { topicMatches } from "./filter.js";
 export type { Message, PeerInfo, RelayEvent, StatusEvent } from "./protocol.js";
 export { Room } from "./room.js";
-export type { RequestOptions, RoomEvents } from "./room.js";
+export type { RequestOptions, RoomEvents, RoomSnapshot } from "./room.js";

@@ -26,6 +26,14 @@ export type RoomEvents = {
 export interface RoomLink {
   /** Sends an op and resolves with its `ack`. */
   request(op: Record<string, unknown>): Promise<RelayEvent>;
+  /** Reads the room's presence and retained values over HTTP (`GET /rooms/{room}`). */
+  snapshot(room: string): Promise<RoomSnapshot>;
+}
+
+/** A room as `GET /rooms/{room}` answers it. */
+export interface RoomSnapshot {
+  peers: PeerInfo[];
+  topics: Record<string, { topic: string; data: unknown; ts: number; from: string }>;
 }
 
 /** Options of a request to a peer. */
@@ -151,6 +159,9 @@ export class Room extends Emitter<RoomEvents> {
         this.topics.clear();
         this.lastId = undefined;
         this.emit("reset");
+        // Mid-stream, the relay lost events and no welcome follows: rebuild
+        // presence and topics from a fresh snapshot.
+        if (event.reason === "events_lost") void this.resync();
         return;
       case "welcome": {
         this.self = event.peer as PeerInfo;
@@ -211,6 +222,28 @@ export class Room extends Emitter<RoomEvents> {
         this.emit("message", message);
         return;
       }
+    }
+  }
+
+  /** Replaces presence and topics with the room as the relay now holds it. */
+  private async resync(): Promise<void> {
+    let snapshot: RoomSnapshot;
+    try {
+      snapshot = await this.link.snapshot(this.name);
+    } catch {
+      return; // The next reconnect's welcome rebuilds presence.
+    }
+    if (this.left) return;
+    for (const peer of snapshot.peers) {
+      if (peer.id === this.self?.id || this.peers.has(peer.id)) continue;
+      this.peers.set(peer.id, peer);
+      this.emit("join", peer);
+    }
+    for (const value of Object.values(snapshot.topics)) {
+      if (this.topics.has(value.topic)) continue;
+      const status = { kind: "status", room: this.name, retained: true, ...value } as unknown as StatusEvent;
+      this.topics.set(value.topic, status);
+      this.emit("status", status);
     }
   }
 

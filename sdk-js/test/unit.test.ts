@@ -179,3 +179,40 @@ test("queued sends go out after the welcome, in order", async () => {
   assert.equal(await sending, "5-0");
   client.close();
 });
+
+test("a reset mid-stream (events lost) rebuilds presence and topics from the room's snapshot", async () => {
+  Scripted.made = [];
+  const asked: string[] = [];
+  const fetchStub = (async (url: string) => {
+    asked.push(url);
+    const body = {
+      room: "r",
+      peers: [{ id: "b.1", user: "b", meta: null, state: null }],
+      topics: { "t/x": { topic: "t/x", data: "on", ts: 1, from: "b.1" } },
+    };
+    return new Response(JSON.stringify(body), { status: 200, headers: { "content-type": "application/json" } });
+  }) as unknown as typeof fetch;
+  const client = new Edgewire("http://relay.test", { token: "t", WebSocket: Scripted, fallback: false, fetch: fetchStub });
+  await flush();
+  const room = client.join("r");
+  const ws = Scripted.made[0];
+  ws?.welcome();
+  const join = JSON.parse(ws?.sent[0] ?? "{}") as { ref: number };
+  ws?.event({ kind: "ack", ref: join.ref });
+  ws?.event({ kind: "welcome", room: "r", peer: { id: "u.1", user: "u", meta: null }, peers: [{ id: "b.1", user: "b", meta: null }], last_id: "1-0" });
+  await room.ready;
+  const seen: string[] = [];
+  room.on("reset", () => seen.push("reset"));
+  room.on("join", (p) => seen.push(`join ${p.id}`));
+  room.on("status", (s) => seen.push(`status ${s.topic}`));
+  ws?.event({ kind: "reset", room: "r", reason: "events_lost" });
+  for (let i = 0; i < 10 && seen.length < 3; i++) await flush();
+  assert.deepEqual(seen, ["reset", "join b.1", "status t/x"]);
+  assert.deepEqual(asked, ["http://relay.test/rooms/r"]);
+  assert.ok(room.peers.has("b.1"));
+  // A reset before a resume's welcome needs no snapshot: the welcome follows.
+  ws?.event({ kind: "reset", room: "r", reason: "history_gap" });
+  await flush();
+  assert.equal(asked.length, 1);
+  client.close();
+});

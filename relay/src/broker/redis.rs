@@ -1653,7 +1653,7 @@ impl RedisBroker {
                         // so rather than go silent.
                         tracing::warn!(%room, "events were lost while pub/sub was down; announcing reset");
                         self.fanout
-                            .deliver(&room, Event::reset(&room, "history_gap"));
+                            .deliver(&room, Event::reset(&room, "events_lost"));
                     }
                     for event in history.events {
                         self.deliver(&room, event);

@@ -441,6 +441,11 @@ impl RelayProcess {
             .local_addr()
             .expect("addr")
             .port();
+        RelayProcess::start_on(port, env).await
+    }
+
+    /// Starts it on `port` (a restart where the last one ran), once ready.
+    pub async fn start_on(port: u16, env: &[(&str, &str)]) -> RelayProcess {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_edgewire"));
         command
             .arg("serve")
@@ -476,6 +481,37 @@ impl RelayProcess {
             .args(["-KILL", &self.child.id().to_string()])
             .status();
         let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM (a drain) and waits for the process to exit.
+    pub async fn terminate(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = tokio::time::Instant::now() + DEADLINE * 2;
+        while !matches!(self.child.try_wait(), Ok(Some(_))) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the relay did not exit after SIGTERM"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.base
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Its open file descriptors.
+    pub fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .map(|d| d.count())
+            .unwrap_or(0)
     }
 
     /// Its resident memory, in KiB.

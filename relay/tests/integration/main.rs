@@ -7,6 +7,7 @@ mod browser;
 mod cli;
 mod codes;
 mod deploy;
+mod faults;
 mod guard;
 mod harness;
 mod hostile;

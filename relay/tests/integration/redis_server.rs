@@ -93,6 +93,25 @@ impl RedisServer {
         matches!(stream.read(&mut buf).await, Ok(n) if buf[..n].starts_with(b"+PONG"))
     }
 
+    /// Sends one command (words, inline) and returns the raw first reply.
+    pub async fn command(&self, line: &str) -> String {
+        let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else {
+            return String::new();
+        };
+        if stream
+            .write_all(format!("{line}\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            return String::new();
+        }
+        let mut buf = [0u8; 1024];
+        match tokio::time::timeout(DEADLINE, stream.read(&mut buf)).await {
+            Ok(Ok(n)) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+            _ => String::new(),
+        }
+    }
+
     /// The ids of the connections in pub/sub mode (CLIENT LIST, flags P).
     pub async fn pubsub_client_ids(&self) -> Vec<String> {
         let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else {
