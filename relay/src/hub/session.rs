@@ -70,6 +70,8 @@ pub struct Session {
     /// session; other rooms (joined by op) are left one by one.
     home: Option<RoomName>,
     leave_reason: LeaveReason,
+    /// Set when `push` found the queue full: the client is not reading.
+    overflowed: bool,
     publishes: PublishBucket,
     /// Holds the session's place under the connection caps until it drops.
     _permit: Option<SessionPermit>,
@@ -106,6 +108,7 @@ impl Session {
             present: Vec::new(),
             home: None,
             leave_reason: LeaveReason::Closed,
+            overflowed: false,
             publishes: hub_bucket,
             _permit: Some(permit),
         }
@@ -466,9 +469,17 @@ impl Session {
         }
     }
 
-    /// Queues an event for this session alone (an error for a frame, say).
+    /// True when the session's own queue (answers to ops, warnings) is full:
+    /// its client is not reading.
+    pub fn is_backlogged(&self) -> bool {
+        self.overflowed
+    }
+
+    /// Queues an event for this session alone (an error for a frame, say);
+    /// past `MAX_PENDING` the session is closed as a slow consumer.
     pub fn push(&mut self, event: Arc<Event>) {
         if self.pending.len() >= MAX_PENDING {
+            self.overflowed = true;
             self.direct.close(ApiError::SlowConsumer);
             return;
         }

@@ -27,45 +27,62 @@ pub async fn write_all_vectored<W: AsyncWrite + Unpin>(
     io: &mut W,
     bufs: &[Bytes],
 ) -> io::Result<()> {
-    let (mut index, mut offset) = (0, 0);
-    poll_fn(|cx| {
-        loop {
-            // Empty buffers (and finished ones) are stepped over first.
-            while index < bufs.len() && bufs[index].len() == offset {
-                index += 1;
-                offset = 0;
-            }
-            if index == bufs.len() {
-                break;
-            }
-            // Built per poll, on the stack: nothing is kept between writes.
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let mut count = 0;
-            for (slot, buf) in slices.iter_mut().zip(&bufs[index..]) {
-                let skip = if count == 0 { offset } else { 0 };
-                *slot = IoSlice::new(&buf[skip..]);
-                count += 1;
-            }
-            let mut written = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]))?;
-            if written == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            // Step over what went out: whole buffers, then part of one.
-            while written > 0 && index < bufs.len() {
-                let left = bufs[index].len() - offset;
-                if written >= left {
-                    written -= left;
-                    index += 1;
-                    offset = 0;
-                } else {
-                    offset += written;
-                    written = 0;
-                }
+    let mut progress = WriteProgress::default();
+    poll_fn(|cx| poll_write_all(&mut *io, cx, bufs, &mut progress)).await
+}
+
+/// How far a series of buffers has been written: the buffer, and the bytes
+/// of it already out.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WriteProgress {
+    index: usize,
+    offset: usize,
+}
+
+/// Polls the writing of `bufs` from `progress` on: ready once all are out
+/// and flushed, pending (with `progress` kept) while the socket is full.
+pub fn poll_write_all<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    cx: &mut std::task::Context<'_>,
+    bufs: &[Bytes],
+    progress: &mut WriteProgress,
+) -> Poll<io::Result<()>> {
+    let WriteProgress { index, offset } = progress;
+    loop {
+        // Empty buffers (and finished ones) are stepped over first.
+        while *index < bufs.len() && bufs[*index].len() == *offset {
+            *index += 1;
+            *offset = 0;
+        }
+        if *index == bufs.len() {
+            break;
+        }
+        // Built per poll, on the stack: nothing is kept between writes.
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let mut count = 0;
+        for (slot, buf) in slices.iter_mut().zip(&bufs[*index..]) {
+            let skip = if count == 0 { *offset } else { 0 };
+            *slot = IoSlice::new(&buf[skip..]);
+            count += 1;
+        }
+        let mut written = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]))?;
+        if written == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        // Step over what went out: whole buffers, then part of one.
+        while written > 0 && *index < bufs.len() {
+            let left = bufs[*index].len() - *offset;
+            if written >= left {
+                written -= left;
+                *index += 1;
+                *offset = 0;
+            } else {
+                *offset += written;
+                written = 0;
             }
         }
-        Pin::new(&mut *io).poll_flush(cx)
-    })
-    .await
+    }
+    Pin::new(&mut *io).poll_flush(cx)
 }
 
 /// The instant at which a token expiring at `exp` (Unix seconds) stops being

@@ -413,3 +413,110 @@ async fn an_sse_client_that_stops_reading_is_cut_after_the_write_timeout() {
     assert_eq!(leave["reason"], "timeout", "{leave}");
     drop(stuck);
 }
+
+/// While a write to a client that stopped reading is pending, the session's
+/// timers still run: its token expires on time and its peers see it leave
+/// (`expired`), long before the write timeout (60 s here) would cut it.
+#[tokio::test]
+async fn a_stalled_websocket_still_expires_on_time() {
+    let relay = Relay::start(&[
+        ("EDGEWIRE_WRITE_TIMEOUT", "60s"),
+        ("EDGEWIRE_JWT_LEEWAY", "0"),
+        ("EDGEWIRE_PUBLISH_RATE", "1000000"),
+        ("EDGEWIRE_HISTORY_SIZE", "10"),
+        ("EDGEWIRE_OUTBOUND_QUEUE", "64"),
+    ])
+    .await;
+    let tok = token("stall", &["stall=read,write"]);
+    let short = crate::harness::token_with(
+        "stall",
+        &["stall=read,write"],
+        std::time::Duration::from_secs(4),
+        None,
+    );
+    let mut watcher = crate::harness::Sse::open(
+        &relay.http(&format!("/rooms/stall?token={tok}")),
+        &[("accept", "text/event-stream")],
+    )
+    .await;
+    watcher.next_kind("welcome").await;
+    let mut stuck = raw_websocket(
+        &relay.addr.to_string(),
+        &format!("/rooms/stall?token={short}"),
+    )
+    .await;
+    let welcome = read_text_with(&mut stuck, "welcome").await;
+    let welcome: serde_json::Value = serde_json::from_str(&welcome).unwrap();
+    let peer = welcome["peer"]["id"].as_str().unwrap().to_owned();
+    watcher.next_kind("join").await;
+    let leave = flood_until_leave(&relay, &tok, "stall", &mut watcher, &peer).await;
+    assert_eq!(leave["reason"], "expired", "{leave}");
+}
+
+/// A client frame: text, masked (with a zero key, which leaves the bytes as
+/// they are).
+fn masked_text(text: &str) -> Vec<u8> {
+    let payload = text.as_bytes();
+    let mut frame = vec![0x81];
+    match payload.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// A client that publishes without reading its socket is cut as a slow
+/// consumer once its answers pile up; it never deadlocks with the relay
+/// (both sides blocked writing), even with a long write timeout.
+#[tokio::test]
+async fn a_client_that_publishes_without_reading_is_cut() {
+    let relay = Relay::start(&[
+        ("EDGEWIRE_WRITE_TIMEOUT", "60s"),
+        ("EDGEWIRE_PUBLISH_RATE", "1000000"),
+        ("EDGEWIRE_HISTORY_SIZE", "10"),
+    ])
+    .await;
+    let tok = token("stall", &["stall=read,write"]);
+    let mut watcher = crate::harness::Sse::open(
+        &relay.http(&format!("/rooms/stall?token={tok}")),
+        &[("accept", "text/event-stream")],
+    )
+    .await;
+    watcher.next_kind("welcome").await;
+    let stuck = raw_websocket(
+        &relay.addr.to_string(),
+        &format!("/rooms/stall?token={tok}"),
+    )
+    .await;
+    let peer = watcher.next_kind("join").await["peer"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_reader, mut writer) = stuck.into_split();
+    let body = "y".repeat(4000);
+    let publisher = tokio::spawn(async move {
+        for i in 0..1_000_000u64 {
+            let op = format!(r#"{{"op":"pub","ref":{i},"data":"{body}"}}"#);
+            if writer.write_all(&masked_text(&op)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let leave = tokio::time::timeout(DEADLINE * 2, async {
+        loop {
+            let ev = watcher.next().await;
+            if ev["kind"] == "leave" && ev["peer"]["id"] == peer.as_str() {
+                return ev;
+            }
+        }
+    })
+    .await
+    .expect("the client that does not read was cut");
+    publisher.abort();
+    assert_eq!(leave["reason"], "closed", "{leave}");
+}

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use self::frame::{FrameError, Incoming};
-use self::socket::Socket;
+use self::socket::{Socket, SocketIo};
 use super::clock::{Due, SessionClock};
 use super::expiring_event;
 use crate::auth::{Principal, SUBPROTOCOL};
@@ -122,7 +122,29 @@ async fn serve(handover: Handover, mut connection: Box<Connection>, target: Targ
         Ok(()) => connection.drive().instrument(span.clone()).await,
         Err(e) => End::refused(e, &connection.hub),
     };
-    connection.finish(end).instrument(span).await;
+    let Connection {
+        socket,
+        session,
+        _guard,
+        ..
+    } = *connection;
+    finish(session, socket, end).instrument(span).await;
+}
+
+/// Ends a session: the peer leaves its rooms at once (its `leave` and wills
+/// go out without waiting for the client), then the staged events, the last
+/// `error` event and the close frame go out, as far as the client takes them
+/// within the write timeout, and the socket is shut.
+async fn finish(mut session: Session, socket: Option<Socket>, end: End) {
+    let code = end.code.map(CloseCode::code);
+    // 0 in the span: the client went away before the relay sent a close frame.
+    tracing::Span::current().record("close_code", code.unwrap_or(0));
+    tracing::debug!(close_code = code, reason = end.reason, "session closed");
+    session.set_leave_reason(end.leave_reason);
+    drop(session);
+    if let Some(mut socket) = socket {
+        end.send(&mut socket).await;
+    }
 }
 
 /// One accepted WebSocket session: its socket, its hub session and the room
@@ -168,18 +190,6 @@ impl Connection {
         started
     }
 
-    /// Sends the last `error` event and close frame, if any, and hangs up.
-    async fn finish(&mut self, end: End) {
-        let code = end.code.map(CloseCode::code);
-        // 0 in the span: the client went away before the relay sent a close frame.
-        tracing::Span::current().record("close_code", code.unwrap_or(0));
-        tracing::debug!(close_code = code, reason = end.reason, "session closed");
-        self.session.set_leave_reason(end.leave_reason);
-        if let Some(socket) = self.socket.as_mut() {
-            end.send(socket).await;
-        }
-    }
-
     /// The session loop: events out, ops in, one timer for the rest.
     async fn drive(&mut self) -> End {
         let Connection {
@@ -212,15 +222,19 @@ impl Connection {
         let (close_after, reconnect_after) = crate::shutdown::drain_plan(config.shutdown_grace);
         loop {
             // Not biased: reading the client (ops, pongs) must not starve behind a
-            // busy room, or a live client would look idle.
+            // busy room, or a live client would look idle. While a write is
+            // pending, the session's events wait in its bounded queues (a
+            // client that stays behind is cut: write timeout, slow consumer)
+            // and everything else goes on: reads, timers, the drain.
+            let writing = socket.is_writing();
             tokio::select! {
                 _ = &mut cancelled, if !draining => {
                     draining = true;
                     clock.start_drain(close_after);
                 }
-                next = session.next() => match next {
+                next = session.next(), if !writing => match next {
                     Next::Event(event) => {
-                        if let Err(end) = write_batch(socket, session, event).await {
+                        if let Err(end) = stage_batch(socket, session, event) {
                             return end;
                         }
                     }
@@ -231,37 +245,44 @@ impl Connection {
                         return End::error(e, LeaveReason::Closed);
                     }
                 },
-                incoming = socket.recv() => {
-                    clock.heard_from_client();
-                    match incoming {
-                        None => return End::gone(),
-                        Some(Err(e)) => return End::bad_frames(e),
-                        Some(Ok(Incoming::Text(text))) => match parse_op(&text) {
-                            Ok((op, reference)) => {
-                                Box::pin(session.handle(op, reference, room)).await;
-                            }
-                            Err(e) => session.push(ApiError::BadRequest(e.message).to_event(e.reference.as_deref())),
-                        },
-                        Some(Ok(Incoming::Binary)) => session.push(ApiError::Unsupported.to_event(None)),
-                        Some(Ok(Incoming::Ping(payload))) => {
-                            if let Err(e) = socket.send_one(frame::pong(&payload)).await {
-                                return End::write_failed(e);
+                io = socket.next() => match io {
+                    SocketIo::Flushed => {}
+                    SocketIo::WriteFailed(e) => return End::write_failed(e),
+                    SocketIo::Closed => return End::gone(),
+                    SocketIo::Message(incoming) => {
+                        clock.heard_from_client();
+                        match incoming {
+                            Err(e) => return End::bad_frames(e),
+                            Ok(Incoming::Text(text)) => match parse_op(&text) {
+                                Ok((op, reference)) => {
+                                    Box::pin(session.handle(op, reference, room)).await;
+                                }
+                                Err(e) => session.push(ApiError::BadRequest(e.message).to_event(e.reference.as_deref())),
+                            },
+                            Ok(Incoming::Binary) => session.push(ApiError::Unsupported.to_event(None)),
+                            Ok(Incoming::Ping(payload)) => socket.stage([frame::pong(&payload)]),
+                            Ok(Incoming::Pong) => {}
+                            Ok(Incoming::Close(code)) => {
+                                // Answer the client's close by echoing its code
+                                // (RFC 6455 §5.5.1); its session ends normally.
+                                let echo = match code {
+                                    Some(code) => frame::close(code, ""),
+                                    None => frame::close_empty(),
+                                };
+                                let _ = socket.flush_then_send(std::slice::from_ref(&echo)).await;
+                                // finish() shuts the socket down after this.
+                                return End::gone();
                             }
                         }
-                        Some(Ok(Incoming::Pong)) => {}
-                        Some(Ok(Incoming::Close(code))) => {
-                            // Answer the client's close by echoing its code
-                            // (RFC 6455 §5.5.1); its session ends normally.
-                            let echo = match code {
-                                Some(code) => frame::close(code, ""),
-                                None => frame::close_empty(),
-                            };
-                            let _ = socket.send_one(echo).await;
-                            // finish() shuts the socket down after this.
-                            return End::gone();
+                        // A client that sends ops but does not read their
+                        // answers fills its queue: cut it as a slow consumer
+                        // rather than read on while it is behind.
+                        if session.is_backlogged() {
+                            Metrics::add(&hub.metrics().slow_consumers, 1);
+                            return End::error(ApiError::SlowConsumer, LeaveReason::Closed);
                         }
                     }
-                }
+                },
                 _ = &mut timer => match clock.due(Instant::now()) {
                     Due::Drain => {
                         let secs = crate::shutdown::retry_after_secs(reconnect_after);
@@ -277,11 +298,7 @@ impl Connection {
                             session.push(event);
                         }
                     }
-                    Due::KeepAlive => {
-                        if let Err(e) = socket.send_one(frame::ping()).await {
-                            return End::write_failed(e);
-                        }
-                    }
+                    Due::KeepAlive => socket.stage([frame::ping()]),
                     Due::Nothing => {}
                 }
             }
@@ -361,9 +378,9 @@ impl End {
         if let Some(code) = self.code {
             last.push(frame::close(code.code(), self.reason));
         }
-        if !last.is_empty() {
-            let _ = socket.send(&last).await;
-        }
+        // What was staged goes first (the events before the end), then the
+        // last words; a client that takes nothing is cut by the write timeout.
+        let _ = socket.flush_then_send(&last).await;
         socket.shutdown().await;
     }
 
@@ -389,12 +406,9 @@ impl End {
     }
 }
 
-/// Writes `first` and whatever else is ready (up to a batch) in one `writev`.
-async fn write_batch(
-    socket: &mut Socket,
-    session: &mut Session,
-    first: Arc<Event>,
-) -> Result<(), End> {
+/// Stages `first` and whatever else is ready (up to a batch) to go out in
+/// one `writev`; a close found among them ends the session after them.
+fn stage_batch(socket: &mut Socket, session: &mut Session, first: Arc<Event>) -> Result<(), End> {
     let mut frames: Vec<Bytes> = Vec::with_capacity(8);
     frames.push(first.ws_frame());
     let mut closing = None;
@@ -408,8 +422,8 @@ async fn write_batch(
             None => break,
         }
     }
-    socket.send(&frames).await.map_err(End::write_failed)?;
     session.count_out(frames.len() as u64);
+    socket.stage(frames);
     match closing {
         Some(e) => {
             if e == ApiError::SlowConsumer {

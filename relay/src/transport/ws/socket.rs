@@ -1,7 +1,12 @@
 //! An upgraded WebSocket connection: reads client frames through a
 //! [`Decoder`] and writes shared, pre-built frames with vectored writes. It
-//! keeps no write buffer, and its read buffer lives on the stack of each poll,
-//! so an idle socket holds only the decoder's leftovers.
+//! copies no bytes into a write buffer (frames wait as shared `Bytes`), and
+//! its read buffer lives on the stack of each poll, so an idle socket holds
+//! only the decoder's leftovers.
+//!
+//! Writes are staged and progress in the same poll as reads
+//! ([`Socket::next`]): a session keeps reading, and its timers keep running,
+//! while a client is slow to take its bytes.
 
 use std::future::poll_fn;
 use std::io;
@@ -13,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::frame::{Decoder, FrameError, Incoming};
 use super::handshake::Upgraded;
-use crate::transport::write_all_vectored;
+use crate::transport::{WriteProgress, poll_write_all, write_all_vectored};
 
 /// Bytes read from the socket per poll (on the stack, not kept).
 const READ_CHUNK: usize = 4096;
@@ -22,6 +27,23 @@ const READ_CHUNK: usize = 4096;
 pub struct Socket {
     io: Upgraded,
     decoder: Decoder,
+    /// Frames staged for writing, and how far they went out (empty, with no
+    /// allocation, while nothing waits).
+    outbox: Vec<Bytes>,
+    progress: WriteProgress,
+}
+
+/// What happened on the socket.
+pub enum SocketIo {
+    /// A message from the client (or why its frames broke the protocol).
+    Message(Result<Incoming, FrameError>),
+    /// The client closed the connection, or it broke.
+    Closed,
+    /// Every staged frame is out.
+    Flushed,
+    /// A staged write failed: the client went away, or took no bytes for
+    /// the write timeout (`TimedOut`).
+    WriteFailed(io::Error),
 }
 
 impl Socket {
@@ -30,40 +52,81 @@ impl Socket {
         Socket {
             io,
             decoder: Decoder::new(max_message),
+            outbox: Vec::new(),
+            progress: WriteProgress::default(),
         }
     }
 
-    /// The next message from the client; `None` once the connection is closed
-    /// or broken. Cancel-safe: bytes read are kept by the decoder.
-    pub async fn recv(&mut self) -> Option<Result<Incoming, FrameError>> {
-        let Socket { io, decoder } = self;
+    /// Queues frames to go out after those already staged; [`Socket::next`]
+    /// writes them.
+    pub fn stage(&mut self, frames: impl IntoIterator<Item = Bytes>) {
+        self.outbox.extend(frames);
+    }
+
+    /// True while staged frames wait to go out.
+    pub fn is_writing(&self) -> bool {
+        !self.outbox.is_empty()
+    }
+
+    /// Writes staged frames as the socket takes them and reads the client,
+    /// whichever comes first. Cancel-safe: what was written or read is kept.
+    pub async fn next(&mut self) -> SocketIo {
+        let Socket {
+            io,
+            decoder,
+            outbox,
+            progress,
+        } = self;
         poll_fn(|cx| {
+            if !outbox.is_empty() {
+                match poll_write_all(&mut *io, cx, outbox, progress) {
+                    Poll::Ready(Ok(())) => {
+                        // Freed, not kept: an idle socket holds no outbox.
+                        *outbox = Vec::new();
+                        *progress = WriteProgress::default();
+                        return Poll::Ready(SocketIo::Flushed);
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(SocketIo::WriteFailed(e)),
+                    Poll::Pending => {}
+                }
+            }
             loop {
                 match decoder.next() {
-                    Ok(Some(message)) => return Poll::Ready(Some(Ok(message))),
-                    Err(e) => return Poll::Ready(Some(Err(e))),
+                    Ok(Some(message)) => return Poll::Ready(SocketIo::Message(Ok(message))),
+                    Err(e) => return Poll::Ready(SocketIo::Message(Err(e))),
                     Ok(None) => {}
                 }
                 let mut chunk = [0u8; READ_CHUNK];
                 let mut buf = ReadBuf::new(&mut chunk);
                 match ready!(Pin::new(&mut *io).poll_read(cx, &mut buf)) {
-                    Ok(()) if buf.filled().is_empty() => return Poll::Ready(None),
+                    Ok(()) if buf.filled().is_empty() => return Poll::Ready(SocketIo::Closed),
                     Ok(()) => decoder.feed(buf.filled()),
-                    Err(_) => return Poll::Ready(None),
+                    Err(_) => return Poll::Ready(SocketIo::Closed),
                 }
             }
         })
         .await
     }
 
+    /// Writes whatever is staged, then `frames` (at the end of a session).
+    pub async fn flush_then_send(&mut self, frames: &[Bytes]) -> io::Result<()> {
+        if !self.outbox.is_empty() {
+            let Socket {
+                io,
+                outbox,
+                progress,
+                ..
+            } = self;
+            poll_fn(|cx| poll_write_all(&mut *io, cx, outbox, progress)).await?;
+            self.outbox = Vec::new();
+            self.progress = WriteProgress::default();
+        }
+        self.send(frames).await
+    }
+
     /// Writes whole frames, in order, with as few `writev` calls as the socket allows.
     pub async fn send(&mut self, frames: &[Bytes]) -> io::Result<()> {
         write_all_vectored(&mut self.io, frames).await
-    }
-
-    /// Writes one frame.
-    pub async fn send_one(&mut self, frame: Bytes) -> io::Result<()> {
-        self.send(std::slice::from_ref(&frame)).await
     }
 
     /// Shuts the write side down (after a close frame).
