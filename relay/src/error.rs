@@ -144,7 +144,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMedia(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::KeyReused => StatusCode::CONFLICT,
             ApiError::RateLimited(_) | ApiError::LockedOut(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::OverCapacity
             | ApiError::Draining

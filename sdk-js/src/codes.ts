@@ -28,7 +28,7 @@ export const ERROR_CODES = {
   not_found: 404,
   too_large: 413,
   unsupported_media: 415,
-  key_reused: 422,
+  key_reused: 409,
   unsupported: 400,
   rate_limited: 429,
   over_capacity: 503,

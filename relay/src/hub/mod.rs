@@ -354,12 +354,24 @@ impl Hub {
         }
         principal.require(room, Rights::WRITE)?;
         check_message_type(&req.kind)?;
+        if req.to.as_deref() == Some("") {
+            return Err(ApiError::BadRequest("to must name a peer".into()));
+        }
         let once = req.key.as_ref().map(|key| {
+            // Whether `to` and `topic` are set is part of the write, not
+            // only their text.
+            let flags = match (req.to.is_some(), topic.is_some()) {
+                (false, false) => "--",
+                (true, false) => "t-",
+                (false, true) => "-t",
+                (true, true) => "tt",
+            };
             Once::new(
                 &principal.sub,
                 key,
                 &[
                     "pub",
+                    flags,
                     &req.kind,
                     req.to.as_deref().unwrap_or(""),
                     topic.as_ref().map_or("", |t| t.as_str()),

@@ -61,7 +61,7 @@ async fn retries_over_http_are_done_once(relay: &Relay) {
     let (status, body) = post(relay, "/rooms/i", &tok, Some("order-1"), "two").await;
     assert_eq!(
         (status, body["error"].as_str()),
-        (422, Some("key_reused")),
+        (409, Some("key_reused")),
         "{body}"
     );
     let (status, body) = post(relay, "/rooms/i", &tok, Some("has space"), "x").await;
