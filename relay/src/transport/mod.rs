@@ -3,6 +3,7 @@
 
 pub mod clock;
 pub mod conn_io;
+pub mod driver;
 pub mod http;
 pub mod sse;
 pub mod sse_direct;

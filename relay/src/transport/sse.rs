@@ -5,7 +5,6 @@
 //! disconnects drops the body, which drops the session and leaves its rooms.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,35 +16,20 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use hyper::body::{Body as HttpBody, Frame};
-use tokio::time::{Instant, Sleep};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::sync::CancellationToken;
 
-use super::clock::{Due, SessionClock};
-use super::expiring_event;
-use crate::error::ApiError;
-use crate::hub::{Next, Session};
-use crate::metrics::Metrics;
+use super::driver::{Driver, Ending, Step};
+use crate::hub::Session;
 use crate::protocol::{Event, LeaveReason};
 
 /// Reconnect delay suggested to EventSource clients, in milliseconds.
 pub const RETRY_MS: u64 = 2000;
-/// Most events coalesced into one body chunk.
-const MAX_BATCH: usize = 64;
 
 /// A session's event stream, polled by hand: its whole state is this struct,
 /// boxed once as the response body, with no future held between events.
 struct Stream {
     session: Session,
-    clock: SessionClock,
-    /// The one timer, armed at the clock's earliest deadline.
-    timer: Pin<Box<Sleep>>,
-    armed: Instant,
-    /// Resolves when shutdown starts; the stream then ends at its own moment
-    /// in the drain.
-    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
-    close_after: Duration,
-    reconnect_after: Duration,
-    draining: bool,
+    driver: Driver,
     started: bool,
     done: bool,
     /// The rest of a batch, yielded one shared frame at a time (a batch is
@@ -85,21 +69,13 @@ pub fn response(
     shutdown: CancellationToken,
     grace: Duration,
 ) -> Response {
-    let clock = SessionClock::new(heartbeat, None, session.expires_at(), leeway);
-    let armed = clock.next();
-    let (close_after, reconnect_after) = crate::shutdown::drain_plan(grace);
+    let driver = Driver::new(&session, heartbeat, None, leeway, shutdown, grace);
     let span = tracing::debug_span!("session", transport = "sse", peer = %session.peer_id());
     span.in_scope(|| tracing::debug!("session opened"));
     let cut = WriteCut::default();
     let stream = Stream {
         session,
-        clock,
-        timer: Box::pin(tokio::time::sleep_until(armed)),
-        armed,
-        shutdown: Box::pin(shutdown.cancelled_owned()),
-        close_after,
-        reconnect_after,
-        draining: false,
+        driver,
         started: false,
         done: false,
         queued: None,
@@ -155,95 +131,38 @@ impl Stream {
             self.started = true;
             return Poll::Ready(Some(Bytes::from(format!("retry: {RETRY_MS}\n\n"))));
         }
-        loop {
-            // A refresh (POST .../refresh) may have brought a new token.
-            self.clock.token_changed(self.session.expires_at());
-            let next = self.clock.next();
-            if next != self.armed || self.timer.is_elapsed() {
-                self.armed = next;
-                self.timer.as_mut().reset(next);
-            }
-            if !self.draining && self.shutdown.as_mut().poll(cx).is_ready() {
-                self.draining = true;
-                self.clock.start_drain(self.close_after);
-                continue;
-            }
-            match self.session.poll_next(cx) {
-                Poll::Ready(Next::Event(event)) => return Poll::Ready(Some(self.batch(event, cx))),
-                Poll::Ready(Next::Close(e)) => {
-                    return Poll::Ready(Some(self.finish(&e, LeaveReason::Closed)));
+        let step =
+            std::task::ready!(
+                self.driver
+                    .poll_step(&mut self.session, cx, true, Event::sse_frame)
+            );
+        Poll::Ready(Some(match step {
+            Step::Frames(frames) => {
+                let mut frames = frames.into_iter();
+                let first = frames.next().unwrap_or_default();
+                if frames.len() > 0 {
+                    self.queued = Some(frames);
                 }
-                Poll::Pending => {}
+                first
             }
-            std::task::ready!(self.timer.as_mut().poll(cx));
-            match self.clock.due(Instant::now()) {
-                Due::Drain => return Poll::Ready(Some(self.drain())),
-                Due::Expired => {
-                    return Poll::Ready(Some(
-                        self.finish(&ApiError::TokenExpired, LeaveReason::Expired),
-                    ));
-                }
-                Due::Warning => {
-                    if let Some(event) = expiring_event(self.clock.token_exp(), self.clock.leeway())
-                    {
-                        return Poll::Ready(Some(event.sse_frame()));
-                    }
-                }
-                Due::KeepAlive => return Poll::Ready(Some(Bytes::from_static(b": ping\n\n"))),
-                Due::Idle | Due::Nothing => {}
-            }
-        }
+            Step::KeepAlive => Bytes::from_static(b": ping\n\n"),
+            Step::End(ending) => self.finish(ending),
+        }))
     }
 
-    /// Tells EventSource when to come back (jittered), then why the stream ends.
-    fn drain(&mut self) -> Bytes {
-        let ms = self.reconnect_after.as_millis();
-        let event = Event::error(
-            "draining",
-            &format!("the relay is shutting down; reconnect in {ms} ms"),
-            None,
-            Some(crate::shutdown::retry_after_secs(self.reconnect_after)),
-        );
+    /// The last chunk: in a drain, when EventSource should come back
+    /// (jittered); then the `error` event saying why the stream ends.
+    fn finish(&mut self, ending: Ending) -> Bytes {
+        tracing::debug!(reason = ending.close.map_or("", |(_, r)| r), "stream ends");
         self.done = true;
-        self.session.set_leave_reason(LeaveReason::Closed);
-        let mut chunk = BytesMut::from(format!("retry: {ms}\n\n").as_bytes());
-        chunk.extend_from_slice(&event.sse_frame());
+        self.session.set_leave_reason(ending.leave_reason);
+        let mut chunk = BytesMut::new();
+        if let Some(after) = ending.reconnect_after {
+            chunk.extend_from_slice(format!("retry: {}\n\n", after.as_millis()).as_bytes());
+        }
+        if let Some(error) = ending.error {
+            chunk.extend_from_slice(&error.sse_frame());
+        }
         chunk.freeze()
-    }
-
-    /// `first`, with whatever else is ready (up to a batch) queued behind it:
-    /// the writer takes the queued frames as they come and sends them together.
-    fn batch(&mut self, first: std::sync::Arc<Event>, cx: &mut Context<'_>) -> Bytes {
-        let mut frames = Vec::new();
-        while frames.len() < MAX_BATCH - 1 {
-            match self.session.poll_next(cx) {
-                Poll::Ready(Next::Event(event)) => frames.push(event.sse_frame()),
-                Poll::Ready(Next::Close(e)) => {
-                    frames.push(self.finish(&e, LeaveReason::Closed));
-                    break;
-                }
-                Poll::Pending => break,
-            }
-        }
-        self.session.count_out(1 + frames.len() as u64);
-        if !frames.is_empty() {
-            self.queued = Some(frames.into_iter());
-        }
-        first.sse_frame()
-    }
-
-    /// The last frame: an `error` event saying why the stream ends.
-    fn finish(&mut self, error: &ApiError, reason: LeaveReason) -> Bytes {
-        tracing::debug!(error = error.code(), "stream ends");
-        self.done = true;
-        if *error == ApiError::SlowConsumer {
-            Metrics::add(&self.session_metrics().slow_consumers, 1);
-        }
-        self.session.set_leave_reason(reason);
-        error.to_event(None).sse_frame()
-    }
-
-    fn session_metrics(&self) -> &Metrics {
-        self.session.metrics()
     }
 }

@@ -10,26 +10,20 @@ mod socket;
 
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use std::net::IpAddr;
 use std::sync::Arc;
-use tokio::time::Instant;
 
 use self::frame::{FrameError, Incoming};
 use self::socket::{Socket, SocketIo};
-use super::clock::{Due, SessionClock};
-use super::expiring_event;
+use super::driver::{Driver, Ending, Step};
 use crate::auth::{Principal, SUBPROTOCOL};
 use crate::error::ApiError;
-use crate::hub::{Hub, Next, Session};
+use crate::hub::{Hub, Session};
 use crate::metrics::{Metrics, Transport};
 use crate::protocol::{CloseCode, Event, EventId, LeaveReason, RoomName, parse_op};
 use crate::topic::TopicFilter;
 use handshake::Handover;
 pub use handshake::{NotUpgrade, WsUpgrade};
-
-/// Most events written in one batch (one `writev`).
-const MAX_BATCH: usize = 64;
 
 /// What a new WebSocket session starts on.
 #[derive(Debug)]
@@ -190,7 +184,8 @@ impl Connection {
         started
     }
 
-    /// The session loop: events out, ops in, one timer for the rest.
+    /// The session loop: the driver says what goes out (events, pings, the
+    /// end), the socket writes it while reading ops in.
     async fn drive(&mut self) -> End {
         let Connection {
             socket,
@@ -204,53 +199,33 @@ impl Connection {
         };
         let room = room.as_ref();
         let config = hub.config();
-        let mut clock = SessionClock::new(
+        let mut driver = Driver::new(
+            session,
             config.ping_interval,
             Some(config.idle_timeout),
-            session.expires_at(),
             hub.auth().leeway(),
+            hub.shutdown().clone(),
+            config.shutdown_grace,
         );
-        let mut armed = clock.next();
-        let timer = tokio::time::sleep_until(armed);
-        tokio::pin!(timer);
-        let shutdown = hub.shutdown().clone();
-        let cancelled = shutdown.cancelled();
-        tokio::pin!(cancelled);
-        let mut draining = false;
-        // On shutdown the session keeps serving until its own random moment in the
-        // drain, then closes with a suggested reconnect delay.
-        let (close_after, reconnect_after) = crate::shutdown::drain_plan(config.shutdown_grace);
         loop {
             // Not biased: reading the client (ops, pongs) must not starve behind a
             // busy room, or a live client would look idle. While a write is
             // pending, the session's events wait in its bounded queues (a
             // client that stays behind is cut: write timeout, slow consumer)
             // and everything else goes on: reads, timers, the drain.
-            let writing = socket.is_writing();
+            let writable = !socket.is_writing();
             tokio::select! {
-                _ = &mut cancelled, if !draining => {
-                    draining = true;
-                    clock.start_drain(close_after);
-                }
-                next = session.next(), if !writing => match next {
-                    Next::Event(event) => {
-                        if let Err(end) = stage_batch(socket, session, event) {
-                            return end;
-                        }
-                    }
-                    Next::Close(e) => {
-                        if e == ApiError::SlowConsumer {
-                            Metrics::add(&hub.metrics().slow_consumers, 1);
-                        }
-                        return End::error(e, LeaveReason::Closed);
-                    }
+                step = driver.step(session, writable, Event::ws_frame) => match step {
+                    Step::Frames(frames) => socket.stage(frames),
+                    Step::KeepAlive => socket.stage(vec![frame::ping()]),
+                    Step::End(ending) => return End::from(ending),
                 },
                 io = socket.next() => match io {
                     SocketIo::Flushed => {}
                     SocketIo::WriteFailed(e) => return End::write_failed(e),
                     SocketIo::Closed => return End::gone(),
                     SocketIo::Message(incoming) => {
-                        clock.heard_from_client();
+                        driver.heard_from_client();
                         match incoming {
                             Err(e) => return End::bad_frames(e),
                             Ok(Incoming::Text(text)) => match parse_op(&text) {
@@ -260,7 +235,7 @@ impl Connection {
                                 Err(e) => session.push(ApiError::BadRequest(e.message).to_event(e.reference.as_deref())),
                             },
                             Ok(Incoming::Binary) => session.push(ApiError::Unsupported.to_event(None)),
-                            Ok(Incoming::Ping(payload)) => socket.stage([frame::pong(&payload)]),
+                            Ok(Incoming::Ping(payload)) => socket.stage(vec![frame::pong(&payload)]),
                             Ok(Incoming::Pong) => {}
                             Ok(Incoming::Close(code)) => {
                                 // Answer the client's close by echoing its code
@@ -283,31 +258,6 @@ impl Connection {
                         }
                     }
                 },
-                _ = &mut timer => match clock.due(Instant::now()) {
-                    Due::Drain => {
-                        let secs = crate::shutdown::retry_after_secs(reconnect_after);
-                        let event = Event::error("draining", &format!("the relay is shutting down; reconnect in {} ms", reconnect_after.as_millis()), None, Some(secs));
-                        return End { code: Some(CloseCode::GoingAway), reason: "draining; reconnect later", error: Some(event), leave_reason: LeaveReason::Closed };
-                    }
-                    Due::Expired => return End::error(ApiError::TokenExpired, LeaveReason::Expired),
-                    Due::Idle => {
-                        return End { code: Some(CloseCode::IdleTimeout), reason: "idle timeout", error: None, leave_reason: LeaveReason::Timeout };
-                    }
-                    Due::Warning => {
-                        if let Some(event) = expiring_event(clock.token_exp(), clock.leeway()) {
-                            session.push(event);
-                        }
-                    }
-                    Due::KeepAlive => socket.stage([frame::ping()]),
-                    Due::Nothing => {}
-                }
-            }
-            // A refresh may have brought a new token: move the deadline and warning.
-            clock.token_changed(session.expires_at());
-            let next = clock.next();
-            if next != armed || timer.is_elapsed() {
-                armed = next;
-                timer.as_mut().reset(next);
             }
         }
     }
@@ -319,6 +269,17 @@ struct End {
     reason: &'static str,
     error: Option<Arc<Event>>,
     leave_reason: LeaveReason,
+}
+
+impl From<Ending> for End {
+    fn from(ending: Ending) -> End {
+        End {
+            code: ending.close.map(|(code, _)| code),
+            reason: ending.close.map_or("", |(_, reason)| reason),
+            error: ending.error,
+            leave_reason: ending.leave_reason,
+        }
+    }
 }
 
 impl End {
@@ -360,12 +321,7 @@ impl End {
     }
 
     fn error(e: ApiError, leave_reason: LeaveReason) -> End {
-        End {
-            code: Some(e.close_code().unwrap_or(CloseCode::Internal)),
-            reason: e.code(),
-            error: Some(e.to_event(None)),
-            leave_reason,
-        }
+        End::from(Ending::error(e, leave_reason))
     }
 
     /// Sends the `error` event and the close frame this end carries, if any,
@@ -403,34 +359,5 @@ impl End {
             error: None,
             leave_reason: LeaveReason::Closed,
         }
-    }
-}
-
-/// Stages `first` and whatever else is ready (up to a batch) to go out in
-/// one `writev`; a close found among them ends the session after them.
-fn stage_batch(socket: &mut Socket, session: &mut Session, first: Arc<Event>) -> Result<(), End> {
-    let mut frames: Vec<Bytes> = Vec::with_capacity(8);
-    frames.push(first.ws_frame());
-    let mut closing = None;
-    while frames.len() < MAX_BATCH {
-        match futures_util::FutureExt::now_or_never(session.next()) {
-            Some(Next::Event(event)) => frames.push(event.ws_frame()),
-            Some(Next::Close(e)) => {
-                closing = Some(e);
-                break;
-            }
-            None => break,
-        }
-    }
-    session.count_out(frames.len() as u64);
-    socket.stage(frames);
-    match closing {
-        Some(e) => {
-            if e == ApiError::SlowConsumer {
-                Metrics::add(&session.metrics().slow_consumers, 1);
-            }
-            Err(End::error(e, LeaveReason::Closed))
-        }
-        None => Ok(()),
     }
 }

@@ -59,8 +59,12 @@ impl Socket {
 
     /// Queues frames to go out after those already staged; [`Socket::next`]
     /// writes them.
-    pub fn stage(&mut self, frames: impl IntoIterator<Item = Bytes>) {
-        self.outbox.extend(frames);
+    pub fn stage(&mut self, frames: Vec<Bytes>) {
+        if self.outbox.is_empty() {
+            self.outbox = frames;
+        } else {
+            self.outbox.extend(frames);
+        }
     }
 
     /// True while staged frames wait to go out.
