@@ -72,6 +72,8 @@ pub struct Session {
     leave_reason: LeaveReason,
     /// Set when `push` found the queue full: the client is not reading.
     overflowed: bool,
+    /// Set once `end` ran.
+    ended: bool,
     publishes: PublishBucket,
     /// Holds the session's place under the connection caps until it drops.
     _permit: Option<SessionPermit>,
@@ -109,6 +111,7 @@ impl Session {
             home: None,
             leave_reason: LeaveReason::Closed,
             overflowed: false,
+            ended: false,
             publishes: hub_bucket,
             _permit: Some(permit),
         }
@@ -583,6 +586,20 @@ enum Answer {
 
 impl Drop for Session {
     fn drop(&mut self) {
+        self.end();
+    }
+}
+
+impl Session {
+    /// Ends the session now, as dropping it would: its feeds stop, and its
+    /// peer leaves its rooms (with `leave` and its wills, in the background).
+    /// A transport calls it to let peers know at once, before its last
+    /// frames have gone out to a slow client. Only the first call acts.
+    pub fn end(&mut self) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
         let fanout = self.hub.fanout();
         fanout.unregister_peer(&self.me.id);
         let rooms: Vec<RoomName> = self.feeds.keys().cloned().collect();

@@ -315,12 +315,17 @@ async fn a_subscriber_that_never_reads_is_closed_with_4508() {
 /// A relay with a 1 s write timeout, a token for room `stall`, and a
 /// watcher of that room, welcomed.
 async fn stall_room() -> (Relay, String, crate::harness::Sse) {
-    let relay = Relay::start(&[
-        ("EDGEWIRE_WRITE_TIMEOUT", "1s"),
+    stall_room_with(&[("EDGEWIRE_WRITE_TIMEOUT", "1s")]).await
+}
+
+/// The same with the relay's settings `extra` (the write timeout among them).
+async fn stall_room_with(extra: &[(&str, &str)]) -> (Relay, String, crate::harness::Sse) {
+    let mut settings = vec![
         ("EDGEWIRE_PUBLISH_RATE", "1000000"),
         ("EDGEWIRE_HISTORY_SIZE", "10"),
-    ])
-    .await;
+    ];
+    settings.extend_from_slice(extra);
+    let relay = Relay::start(&settings).await;
     let tok = token("stall", &["stall=read,write"]);
     let mut watcher = crate::harness::Sse::open(
         &relay.http(&format!("/rooms/stall?token={tok}")),
@@ -419,27 +424,18 @@ async fn an_sse_client_that_stops_reading_is_cut_after_the_write_timeout() {
 /// (`expired`), long before the write timeout (60 s here) would cut it.
 #[tokio::test]
 async fn a_stalled_websocket_still_expires_on_time() {
-    let relay = Relay::start(&[
+    let (relay, tok, mut watcher) = stall_room_with(&[
         ("EDGEWIRE_WRITE_TIMEOUT", "60s"),
         ("EDGEWIRE_JWT_LEEWAY", "0"),
-        ("EDGEWIRE_PUBLISH_RATE", "1000000"),
-        ("EDGEWIRE_HISTORY_SIZE", "10"),
         ("EDGEWIRE_OUTBOUND_QUEUE", "64"),
     ])
     .await;
-    let tok = token("stall", &["stall=read,write"]);
     let short = crate::harness::token_with(
         "stall",
         &["stall=read,write"],
         std::time::Duration::from_secs(4),
         None,
     );
-    let mut watcher = crate::harness::Sse::open(
-        &relay.http(&format!("/rooms/stall?token={tok}")),
-        &[("accept", "text/event-stream")],
-    )
-    .await;
-    watcher.next_kind("welcome").await;
     let mut stuck = raw_websocket(
         &relay.addr.to_string(),
         &format!("/rooms/stall?token={short}"),
@@ -475,19 +471,7 @@ fn masked_text(text: &str) -> Vec<u8> {
 /// (both sides blocked writing), even with a long write timeout.
 #[tokio::test]
 async fn a_client_that_publishes_without_reading_is_cut() {
-    let relay = Relay::start(&[
-        ("EDGEWIRE_WRITE_TIMEOUT", "60s"),
-        ("EDGEWIRE_PUBLISH_RATE", "1000000"),
-        ("EDGEWIRE_HISTORY_SIZE", "10"),
-    ])
-    .await;
-    let tok = token("stall", &["stall=read,write"]);
-    let mut watcher = crate::harness::Sse::open(
-        &relay.http(&format!("/rooms/stall?token={tok}")),
-        &[("accept", "text/event-stream")],
-    )
-    .await;
-    watcher.next_kind("welcome").await;
+    let (relay, tok, mut watcher) = stall_room_with(&[("EDGEWIRE_WRITE_TIMEOUT", "60s")]).await;
     let stuck = raw_websocket(
         &relay.addr.to_string(),
         &format!("/rooms/stall?token={tok}"),

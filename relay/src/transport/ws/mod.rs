@@ -116,29 +116,7 @@ async fn serve(handover: Handover, mut connection: Box<Connection>, target: Targ
         Ok(()) => connection.drive().instrument(span.clone()).await,
         Err(e) => End::refused(e, &connection.hub),
     };
-    let Connection {
-        socket,
-        session,
-        _guard,
-        ..
-    } = *connection;
-    finish(session, socket, end).instrument(span).await;
-}
-
-/// Ends a session: the peer leaves its rooms at once (its `leave` and wills
-/// go out without waiting for the client), then the staged events, the last
-/// `error` event and the close frame go out, as far as the client takes them
-/// within the write timeout, and the socket is shut.
-async fn finish(mut session: Session, socket: Option<Socket>, end: End) {
-    let code = end.code.map(CloseCode::code);
-    // 0 in the span: the client went away before the relay sent a close frame.
-    tracing::Span::current().record("close_code", code.unwrap_or(0));
-    tracing::debug!(close_code = code, reason = end.reason, "session closed");
-    session.set_leave_reason(end.leave_reason);
-    drop(session);
-    if let Some(mut socket) = socket {
-        end.send(&mut socket).await;
-    }
+    connection.finish(end).instrument(span).await;
 }
 
 /// One accepted WebSocket session: its socket, its hub session and the room
@@ -182,6 +160,22 @@ impl Connection {
             Err(e) => tracing::debug!(error = e.code(), "session refused"),
         }
         started
+    }
+
+    /// Ends the session: the peer leaves its rooms at once (its `leave` and
+    /// wills go out without waiting for the client), then the staged events,
+    /// the last `error` event and the close frame go out, as far as the
+    /// client takes them within the write timeout, and the socket is shut.
+    async fn finish(&mut self, end: End) {
+        let code = end.code.map(CloseCode::code);
+        // 0 in the span: the client went away before the relay sent a close frame.
+        tracing::Span::current().record("close_code", code.unwrap_or(0));
+        tracing::debug!(close_code = code, reason = end.reason, "session closed");
+        self.session.set_leave_reason(end.leave_reason);
+        self.session.end();
+        if let Some(socket) = self.socket.as_mut() {
+            end.send(socket).await;
+        }
     }
 
     /// The session loop: the driver says what goes out (events, pings, the
