@@ -6,12 +6,10 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
@@ -25,37 +23,46 @@ use crate::protocol::{Event, LeaveReason};
 /// Reconnect delay suggested to EventSource clients, in milliseconds.
 pub const RETRY_MS: u64 = 2000;
 
-/// A session's event stream, polled by hand: its whole state is this struct,
-/// boxed once as the response body, with no future held between events.
-struct Stream {
+/// A session's event stream: the session, its driver, and where the stream
+/// is. Written by the relay's own writer (`sse_direct`), which takes it from
+/// the response's extensions ([`DirectStream`]), or else by hyper through the
+/// response body ([`Body`]).
+pub struct SseStream {
     session: Session,
     driver: Driver,
     started: bool,
     done: bool,
-    /// The rest of a batch, yielded one shared frame at a time (a batch is
-    /// never copied into one buffer per subscriber).
-    queued: Option<std::vec::IntoIter<Bytes>>,
-    /// Set by the stream writer when it cut a client that took no bytes.
-    cut: WriteCut,
+    /// Set by the writer when it cut a client that took no bytes: its peer
+    /// then leaves with reason `timeout`.
+    cut: bool,
     span: tracing::Span,
 }
 
-/// A flag the SSE writer raises when it cuts a client for the write timeout,
-/// so that the session's peers see it leave with reason `timeout` (not
-/// `closed`). Carried to the writer in the response's extensions.
-#[derive(Debug, Clone, Default)]
-pub struct WriteCut(Arc<AtomicBool>);
+/// The slot the direct writer takes a stream from; the body finds it empty
+/// then, and ends at once.
+#[derive(Clone)]
+pub struct DirectStream(Arc<Mutex<Option<SseStream>>>);
 
-impl WriteCut {
-    /// Records that the client was cut for taking no bytes.
-    pub fn raise(&self) {
-        self.0.store(true, Ordering::Relaxed);
+impl DirectStream {
+    /// Takes the stream (once).
+    pub fn take(&self) -> Option<SseStream> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
 
-impl Drop for Stream {
+/// The response body for hyper to write: takes the stream from its slot on
+/// the first poll, then yields its frames one shared chunk at a time.
+struct Body {
+    slot: Option<DirectStream>,
+    stream: Option<SseStream>,
+    /// The rest of a batch, yielded one shared frame at a time (a batch is
+    /// never copied into one buffer per subscriber).
+    queued: Option<std::vec::IntoIter<Bytes>>,
+}
+
+impl Drop for SseStream {
     fn drop(&mut self) {
-        if self.cut.0.load(Ordering::Relaxed) {
+        if self.cut {
             self.session.set_leave_reason(LeaveReason::Timeout);
         }
     }
@@ -72,18 +79,22 @@ pub fn response(
     let driver = Driver::new(&session, heartbeat, None, leeway, shutdown, grace);
     let span = tracing::debug_span!("session", transport = "sse", peer = %session.peer_id());
     span.in_scope(|| tracing::debug!("session opened"));
-    let cut = WriteCut::default();
-    let stream = Stream {
+    let stream = SseStream {
         session,
         driver,
         started: false,
         done: false,
-        queued: None,
-        cut: cut.clone(),
+        cut: false,
         span,
     };
-    let mut response = Body::new(stream).into_response();
-    response.extensions_mut().insert(cut);
+    let slot = DirectStream(Arc::new(Mutex::new(Some(stream))));
+    let body = Body {
+        slot: Some(slot.clone()),
+        stream: None,
+        queued: None,
+    };
+    let mut response = axum::body::Body::new(body).into_response();
+    response.extensions_mut().insert(slot);
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -97,7 +108,7 @@ pub fn response(
     response
 }
 
-impl HttpBody for Stream {
+impl HttpBody for Body {
     type Data = Bytes;
     type Error = Infallible;
 
@@ -106,56 +117,82 @@ impl HttpBody for Stream {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = self.get_mut();
-        let span = this.span.clone();
-        let _entered = span.enter();
-        let chunk = std::task::ready!(this.poll_chunk(cx));
-        if chunk.is_none() {
-            tracing::debug!("session closed");
+        if let Some(queued) = &mut this.queued {
+            if let Some(frame) = queued.next() {
+                return Poll::Ready(Some(Ok(Frame::data(frame))));
+            }
+            this.queued = None;
         }
-        Poll::Ready(chunk.map(|c| Ok(Frame::data(c))))
+        if let Some(slot) = this.slot.take() {
+            this.stream = slot.take();
+        }
+        let Some(stream) = this.stream.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match std::task::ready!(stream.poll_frames(cx, true)) {
+            Some(frames) => {
+                let mut frames = frames.into_iter();
+                let first = frames.next().unwrap_or_default();
+                if frames.len() > 0 {
+                    this.queued = Some(frames);
+                }
+                Poll::Ready(Some(Ok(Frame::data(first))))
+            }
+            None => Poll::Ready(None),
+        }
     }
 }
 
-impl Stream {
-    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        if let Some(queued) = &mut self.queued {
-            if let Some(frame) = queued.next() {
-                return Poll::Ready(Some(frame));
-            }
-            self.queued = None;
-        }
+impl SseStream {
+    /// The next frames to write: the opening `retry:`, a batch of events, a
+    /// keep-alive comment, or the last words; `None` once the stream is over.
+    /// `writable`: the writer can take events now. While it cannot, timers
+    /// and the drain still run (a token expires, the session ends on time).
+    pub fn poll_frames(
+        &mut self,
+        cx: &mut Context<'_>,
+        writable: bool,
+    ) -> Poll<Option<Vec<Bytes>>> {
+        let span = self.span.clone();
+        let _entered = span.enter();
         if self.done {
             return Poll::Ready(None);
         }
         if !self.started {
             self.started = true;
-            return Poll::Ready(Some(Bytes::from(format!("retry: {RETRY_MS}\n\n"))));
+            return Poll::Ready(Some(vec![Bytes::from(format!("retry: {RETRY_MS}\n\n"))]));
         }
-        let step =
-            std::task::ready!(
-                self.driver
-                    .poll_step(&mut self.session, cx, true, Event::sse_frame)
-            );
+        let step = std::task::ready!(self.driver.poll_step(
+            &mut self.session,
+            cx,
+            writable,
+            Event::sse_frame
+        ));
         Poll::Ready(Some(match step {
-            Step::Frames(frames) => {
-                let mut frames = frames.into_iter();
-                let first = frames.next().unwrap_or_default();
-                if frames.len() > 0 {
-                    self.queued = Some(frames);
-                }
-                first
-            }
-            Step::KeepAlive => Bytes::from_static(b": ping\n\n"),
-            Step::End(ending) => self.finish(ending),
+            Step::Frames(frames) => frames,
+            Step::KeepAlive => vec![Bytes::from_static(b": ping\n\n")],
+            Step::End(ending) => vec![self.finish(ending)],
         }))
     }
 
+    /// True once the last words were handed out.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// The writer cut the client for taking no bytes for the write timeout.
+    pub fn cut_for_timeout(&mut self) {
+        self.cut = true;
+    }
+
     /// The last chunk: in a drain, when EventSource should come back
-    /// (jittered); then the `error` event saying why the stream ends.
+    /// (jittered); then the `error` event saying why the stream ends. The
+    /// peer leaves its rooms now, not when the last bytes are out.
     fn finish(&mut self, ending: Ending) -> Bytes {
         tracing::debug!(reason = ending.close.map_or("", |(_, r)| r), "stream ends");
         self.done = true;
         self.session.set_leave_reason(ending.leave_reason);
+        self.session.end();
         let mut chunk = BytesMut::new();
         if let Some(after) = ending.reconnect_after {
             chunk.extend_from_slice(format!("retry: {}\n\n", after.as_millis()).as_bytes());

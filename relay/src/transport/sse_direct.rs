@@ -11,19 +11,22 @@
 //! were only peeked.
 
 use std::convert::Infallible;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use tower::{Service, ServiceExt};
 
-use super::sse::WriteCut;
-use super::write_all_vectored;
+use super::sse::{DirectStream, SseStream};
+use super::{WriteProgress, poll_write_all, write_all_vectored};
 
 /// Most bytes looked at for the first request head; a larger head (long
 /// cookies) is served by hyper.
@@ -32,8 +35,6 @@ const PEEK_BYTES: usize = 4096;
 const MAX_HEADERS: usize = 48;
 /// Largest non-stream answer (an error body) written here.
 const MAX_ANSWER: usize = 64 * 1024;
-/// Most body frames gathered into one chunk.
-const MAX_BATCH: usize = 64;
 
 /// A connection's first request, when it is an EventSource request.
 #[derive(Debug)]
@@ -138,15 +139,22 @@ pub async fn serve<S>(
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
     if is_stream {
         let head = response_head(parts.status, &parts.headers, "transfer-encoding: chunked");
-        let cut = parts
+        // The stream itself, written here; the body (its hyper form) is dropped.
+        let sse = parts
             .extensions
-            .get::<WriteCut>()
-            .cloned()
-            .unwrap_or_default();
-        if stream.write_all(&head).await.is_ok() {
+            .get::<DirectStream>()
+            .and_then(DirectStream::take);
+        drop(body);
+        drop(parts);
+        if let Some(mut sse) = sse
+            && stream.write_all(&head).await.is_ok()
+        {
+            // The task holds the stream once (a rebinding inside would hold
+            // it twice, in every idle stream's memory).
             tokio::spawn(async move {
                 let _guard = guard;
-                stream_chunks(&mut stream, body, write_timeout, &cut).await;
+                write_stream(&mut stream, &mut sse, write_timeout).await;
+                drop(sse);
                 let _ = stream.shutdown().await;
             });
         }
@@ -184,67 +192,96 @@ fn response_head(status: StatusCode, headers: &axum::http::HeaderMap, framing: &
     head.freeze()
 }
 
-/// Writes the body as HTTP/1.1 chunks until it ends or the client goes away.
-/// The frames ready at once go out as one chunk in one `writev`, each still
-/// the event's shared bytes.
-async fn stream_chunks(
-    stream: &mut TcpStream,
-    body: Body,
-    write_timeout: std::time::Duration,
-    cut: &WriteCut,
-) {
-    let mut body = body.into_data_stream();
-    loop {
-        let first = tokio::select! {
-            chunk = body.next() => chunk,
-            () = hung_up(stream) => return,
-        };
-        let mut ended = !matches!(first, Some(Ok(_)));
-        // Slot 0 is the chunk-size line, filled in once the batch is known.
-        let mut parts = vec![Bytes::new()];
-        parts.extend(first.and_then(Result::ok));
-        while !ended && parts.len() <= MAX_BATCH {
-            match body.next().now_or_never() {
-                Some(Some(Ok(data))) => parts.push(data),
-                Some(_) => ended = true,
-                None => break,
+/// Writes a session's stream as HTTP/1.1 chunks until it ends or the client
+/// goes away. The frames ready at once go out as one chunk in one `writev`,
+/// each still the event's shared bytes. While a chunk waits for the client,
+/// the session's timers and drain still run; a client that does not take a
+/// chunk within the write timeout is cut (its peer leaves, reason `timeout`).
+async fn write_stream(stream: &mut TcpStream, sse: &mut SseStream, write_timeout: Duration) {
+    let mut outbox: Vec<Bytes> = Vec::new();
+    let mut progress = WriteProgress::default();
+    let mut deadline: Option<Pin<Box<Sleep>>> = None;
+    let mut ended = false;
+    let cut = poll_fn(|cx| {
+        loop {
+            if !outbox.is_empty() {
+                match poll_write_all(&mut *stream, cx, &outbox, &mut progress) {
+                    Poll::Ready(Ok(())) => {
+                        outbox = Vec::new();
+                        progress = WriteProgress::default();
+                        deadline = None;
+                        if ended {
+                            return Poll::Ready(false);
+                        }
+                    }
+                    Poll::Ready(Err(_)) => return Poll::Ready(false),
+                    Poll::Pending => {
+                        let timer = deadline
+                            .get_or_insert_with(|| Box::pin(tokio::time::sleep(write_timeout)));
+                        if timer.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(true);
+                        }
+                    }
+                }
+            }
+            if client_hung_up(stream, cx) {
+                return Poll::Ready(false);
+            }
+            if ended {
+                return Poll::Pending;
+            }
+            let writable = outbox.is_empty();
+            match sse.poll_frames(cx, writable) {
+                Poll::Ready(Some(frames)) => {
+                    ended = sse.is_done();
+                    outbox.extend(chunk(frames, ended));
+                }
+                Poll::Ready(None) => {
+                    ended = true;
+                    outbox.extend(chunk(Vec::new(), true));
+                }
+                Poll::Pending => return Poll::Pending,
             }
         }
-        let size: usize = parts.iter().map(Bytes::len).sum();
-        if size > 0 {
-            parts[0] = Bytes::from(format!("{size:x}\r\n"));
-            parts.push(Bytes::from_static(b"\r\n"));
-        }
-        if ended {
-            parts.push(Bytes::from_static(b"0\r\n\r\n"));
-        }
-        // A client that takes no bytes for the write timeout is cut: the
-        // stream ends here, and so does its session (reason timeout).
-        match tokio::time::timeout(write_timeout, write_all_vectored(stream, &parts)).await {
-            Ok(Ok(())) if !ended => {}
-            Err(_) => {
-                tracing::debug!("SSE client took no bytes for the write timeout; cut");
-                cut.raise();
-                return;
-            }
-            _ => return,
-        }
+    })
+    .await;
+    if cut {
+        tracing::debug!("SSE client took no bytes for the write timeout; cut");
+        sse.cut_for_timeout();
     }
 }
 
-/// Resolves when the client closes its side (or the socket fails). Anything
-/// it sends meanwhile is read and ignored: an event stream takes no input.
-async fn hung_up(stream: &TcpStream) {
+/// Frames as one HTTP/1.1 chunk (its size line, the frames, the CRLF), then
+/// the last chunk when the stream ends.
+fn chunk(frames: Vec<Bytes>, last: bool) -> Vec<Bytes> {
+    let size: usize = frames.iter().map(Bytes::len).sum();
+    let mut parts = Vec::with_capacity(frames.len() + 3);
+    if size > 0 {
+        parts.push(Bytes::from(format!("{size:x}\r\n")));
+        parts.extend(frames);
+        parts.push(Bytes::from_static(b"\r\n"));
+    }
+    if last {
+        parts.push(Bytes::from_static(b"0\r\n\r\n"));
+    }
+    parts
+}
+
+/// True when the client closed its side (or the socket failed). Anything it
+/// sends meanwhile is read and ignored: an event stream takes no input.
+fn client_hung_up(stream: &TcpStream, cx: &mut Context<'_>) -> bool {
     loop {
-        if stream.readable().await.is_err() {
-            return;
+        match stream.poll_read_ready(cx) {
+            Poll::Pending => return false,
+            Poll::Ready(Err(_)) => return true,
+            Poll::Ready(Ok(())) => {}
         }
         let mut sink = [0u8; 256];
         match stream.try_read(&mut sink) {
-            Ok(0) => return,
+            Ok(0) => return true,
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(_) => return,
+            Err(_) => return true,
         }
     }
 }

@@ -504,3 +504,38 @@ async fn a_client_that_publishes_without_reading_is_cut() {
     publisher.abort();
     assert_eq!(leave["reason"], "closed", "{leave}");
 }
+
+/// The same for an EventSource stream that stopped reading: while its chunk
+/// waits, its token still expires on time and its peers see it leave.
+#[tokio::test]
+async fn a_stalled_sse_stream_still_expires_on_time() {
+    let (relay, tok, mut watcher) = stall_room_with(&[
+        ("EDGEWIRE_WRITE_TIMEOUT", "60s"),
+        ("EDGEWIRE_JWT_LEEWAY", "0"),
+        ("EDGEWIRE_OUTBOUND_QUEUE", "64"),
+    ])
+    .await;
+    let short = crate::harness::token_with(
+        "stall",
+        &["stall=read,write"],
+        std::time::Duration::from_secs(4),
+        None,
+    );
+    let mut stuck = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    stuck
+        .write_all(
+            format!(
+                "GET /rooms/stall?token={short} HTTP/1.1\r\nHost: relay\r\nAccept: text/event-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let peer = watcher.next_kind("join").await["peer"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let leave = flood_until_leave(&relay, &tok, "stall", &mut watcher, &peer).await;
+    assert_eq!(leave["reason"], "expired", "{leave}");
+    drop(stuck);
+}
