@@ -662,9 +662,12 @@ async fn redis_paused_by_client_pause_loses_and_doubles_nothing() {
 async fn redis_restarted_empty_resets_and_then_delivers_everything() {
     let redis = RedisServer::start().await;
     let mut campaign = Campaign::start(redis, None).await;
+    let before = settle(&campaign).await;
     campaign.redis.restart().await;
     campaign.wait_ready().await;
     let from = campaign.next_number();
+    let after = settle(&campaign).await;
+    assert_back_to_baseline(&before, &after, &[0, 1]);
     let report = campaign.finish(Some(from)).await;
     assert!(
         report.resets_each.iter().all(|r| *r > 0),
@@ -783,6 +786,7 @@ async fn a_rolling_deploy_keeps_delayed_wills_and_messages() {
 async fn stalled_clients_are_cut_and_harm_no_one() {
     let redis = RedisServer::start().await;
     let campaign = Campaign::start(redis, None).await;
+    let before = settle(&campaign).await;
     let base = campaign.relays[0].base.clone();
     let tok = token("stalled", &["*=read,write"]);
     let mut watcher = crate::harness::Ws::connect_url(
@@ -850,6 +854,9 @@ async fn stalled_clients_are_cut_and_harm_no_one() {
         );
     }
     drop(stuck);
+    drop(watcher);
+    let after = settle(&campaign).await;
+    assert_back_to_baseline(&before, &after, &[0, 1]);
     campaign.finish(None).await;
 }
 

@@ -393,6 +393,13 @@ async fn a_websocket_client_that_stops_reading_is_cut_after_the_write_timeout() 
     // From here on the stuck client reads nothing.
     let leave = flood_until_leave(&relay, &tok, "stall", &mut watcher, &peer).await;
     assert_eq!(leave["reason"], "timeout", "{leave}");
+    // The relay closed the TCP connection: reading what it holds ends.
+    let drained = tokio::time::timeout(DEADLINE, async {
+        let mut buf = vec![0u8; 64 * 1024];
+        while matches!(stuck.read(&mut buf).await, Ok(n) if n > 0) {}
+    })
+    .await;
+    assert!(drained.is_ok(), "the connection was closed");
 }
 
 /// The same for an SSE client on the relay's own stream writer (the path

@@ -263,6 +263,9 @@ struct End {
     reason: &'static str,
     error: Option<Arc<Event>>,
     leave_reason: LeaveReason,
+    /// The client took no bytes for the write timeout: what waits for it is
+    /// dropped and the close frame is tried once, without waiting.
+    stalled: bool,
 }
 
 impl From<Ending> for End {
@@ -272,6 +275,7 @@ impl From<Ending> for End {
             reason: ending.close.map_or("", |(_, reason)| reason),
             error: ending.error,
             leave_reason: ending.leave_reason,
+            stalled: false,
         }
     }
 }
@@ -283,22 +287,24 @@ impl End {
             reason: "",
             error: None,
             leave_reason: LeaveReason::Closed,
+            stalled: false,
         }
     }
 
     /// A write failed: the client went away, or took no bytes for the write
     /// timeout (then its peer leaves with reason `timeout`, as a silent one
-    /// does). No close frame: the socket cannot take one.
+    /// does, and a close 4508 is tried once without waiting).
     fn write_failed(e: std::io::Error) -> End {
-        let leave_reason = if e.kind() == std::io::ErrorKind::TimedOut {
-            LeaveReason::Timeout
-        } else {
-            LeaveReason::Closed
-        };
-        End {
-            leave_reason,
-            ..End::gone()
+        if e.kind() == std::io::ErrorKind::TimedOut {
+            return End {
+                code: Some(CloseCode::SlowConsumer),
+                reason: "took no bytes for the write timeout",
+                error: None,
+                leave_reason: LeaveReason::Timeout,
+                stalled: true,
+            };
         }
+        End::gone()
     }
 
     /// The session could not start (its join was refused).
@@ -311,6 +317,7 @@ impl End {
             reason: e.code(),
             error: Some(e.to_event(None)),
             leave_reason: LeaveReason::Closed,
+            stalled: false,
         }
     }
 
@@ -328,9 +335,15 @@ impl End {
         if let Some(code) = self.code {
             last.push(frame::close(code.code(), self.reason));
         }
-        // What was staged goes first (the events before the end), then the
-        // last words; a client that takes nothing is cut by the write timeout.
-        let _ = socket.flush_then_send(&last).await;
+        if self.stalled {
+            // Nothing more is waited for: one try, then the TCP connection goes.
+            socket.discard_staged();
+            let _ = futures_util::FutureExt::now_or_never(socket.send(&last));
+        } else {
+            // What was staged goes first (the events before the end), then the
+            // last words; a client that takes nothing is cut by the write timeout.
+            let _ = socket.flush_then_send(&last).await;
+        }
         socket.shutdown().await;
     }
 
@@ -352,6 +365,7 @@ impl End {
             reason,
             error: None,
             leave_reason: LeaveReason::Closed,
+            stalled: false,
         }
     }
 }

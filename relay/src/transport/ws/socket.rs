@@ -112,6 +112,12 @@ impl Socket {
         .await
     }
 
+    /// Drops what is staged (a client that takes nothing).
+    pub fn discard_staged(&mut self) {
+        self.outbox = Vec::new();
+        self.progress = WriteProgress::default();
+    }
+
     /// Writes whatever is staged, then `frames` (at the end of a session).
     pub async fn flush_then_send(&mut self, frames: &[Bytes]) -> io::Result<()> {
         if !self.outbox.is_empty() {
