@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# What Redis-backed relays cost while nothing happens (#16): INSTANCES relays
+# on one redis-server, ROOMS rooms each holding TOPICS retained topics,
+# nobody connected, nothing published. Reports Redis commands per second,
+# Redis CPU and each relay's CPU over WINDOW seconds. A benchmark, run by
+# hand (not a test):
+#
+#   relay/load/redis-idle.sh                           # 2,000 rooms x 1 topic, 2 relays
+#   ROOMS=10000 TOPICS=10 INSTANCES=3 relay/load/redis-idle.sh
+#
+# The script installs redis-server when it is missing, builds the release
+# binaries, and stops everything it started.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT"
+ROOMS=${ROOMS:-2000}
+TOPICS=${TOPICS:-1}
+INSTANCES=${INSTANCES:-2}
+WINDOW=${WINDOW:-10}
+OUT=${OUT:-$ROOT/target/bench}
+PORT_REDIS=${PORT_REDIS:-18479}
+PORT_BASE=${PORT_BASE:-18180}
+
+command -v redis-server >/dev/null || {
+  echo "== installing redis-server"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+}
+echo "== building (release)"
+cargo build --release --locked -p edgewire -p edgewire-load 2>&1 | tail -n 1
+RELAY=$ROOT/target/release/edgewire
+LOAD=$ROOT/target/release/edgewire-load
+mkdir -p "$OUT"
+SECRET=$(cat fixtures/keys/hs.secret)
+TOKEN=$(EDGEWIRE_JWT_SECRET=$SECRET "$RELAY" token --sub idle --room '*=read,write,retain' --ttl 1d)
+export EDGEWIRE_LOAD_TOKEN=$TOKEN
+
+PIDS=()
+cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+wait_port() {
+  for _ in $(seq 1 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "nothing listens on port $1" >&2
+  exit 1
+}
+
+# CPU ticks (utime + stime) of a process.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Commands Redis has processed so far.
+commands() { redis-cli -p "$PORT_REDIS" info stats | awk -F: '/^total_commands_processed:/ {print $2+0}'; }
+
+redis-server --port "$PORT_REDIS" --bind 127.0.0.1 --save '' --appendonly no \
+  --protected-mode no >"$OUT/redis-idle.log" 2>&1 &
+REDIS_PID=$!
+PIDS+=("$REDIS_PID")
+wait_port "$PORT_REDIS"
+
+RELAY_PIDS=()
+for i in $(seq 0 $((INSTANCES - 1))); do
+  port=$((PORT_BASE + i))
+  env EDGEWIRE_JWT_SECRET="$SECRET" EDGEWIRE_LISTEN="127.0.0.1:$port" \
+    EDGEWIRE_REDIS_URL="redis://127.0.0.1:$PORT_REDIS/" EDGEWIRE_REDIS_PREFIX=idle \
+    EDGEWIRE_PUBLISH_RATE=1000000 EDGEWIRE_MAX_TOPICS=100000 EDGEWIRE_LOG=warn \
+    "$RELAY" serve >>"$OUT/relay-idle-$port.log" 2>&1 &
+  PIDS+=("$!")
+  RELAY_PIDS+=("$!")
+  wait_port "$port"
+done
+
+echo "== filling $ROOMS rooms with $TOPICS retained topics each"
+for t in $(seq 0 $((TOPICS - 1))); do
+  "$LOAD" publish --label fill --room-prefix idle- --rooms "$ROOMS" --messages "$ROOMS" \
+    --publishers 32 --size 64 \
+    --pub-url "http://127.0.0.1:$PORT_BASE/rooms/{room}?topic=status/$t&retain=1&token={token}" \
+    >"$OUT/redis-idle-fill.log" 2>&1
+done
+
+echo "== measuring ${WINDOW}s of idle"
+sleep 2
+c0=$(commands)
+r0=$(ticks "$REDIS_PID")
+declare -a p0
+for i in "${!RELAY_PIDS[@]}"; do p0[$i]=$(ticks "${RELAY_PIDS[$i]}"); done
+sleep "$WINDOW"
+c1=$(commands)
+r1=$(ticks "$REDIS_PID")
+hz=$(getconf CLK_TCK)
+relays=""
+for i in "${!RELAY_PIDS[@]}"; do
+  p1=$(ticks "${RELAY_PIDS[$i]}")
+  relays+="$(awk -v a="${p0[$i]}" -v b="$p1" -v hz="$hz" -v w="$WINDOW" 'BEGIN {printf "%.1f%% ", (b - a) * 100 / hz / w}')"
+done
+per_s=$(( (c1 - c0) / WINDOW ))
+redis_cpu=$(awk -v a="$r0" -v b="$r1" -v hz="$hz" -v w="$WINDOW" 'BEGIN {printf "%.1f%%", (b - a) * 100 / hz / w}')
+echo "| rooms | topics | instances | Redis commands/s | per instance | Redis CPU | each relay's CPU |"
+echo "|---:|---:|---:|---:|---:|---:|---|"
+echo "| $ROOMS | $((ROOMS * TOPICS)) | $INSTANCES | $per_s | $((per_s / INSTANCES)) | $redis_cpu | $relays|"
