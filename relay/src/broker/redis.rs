@@ -1233,13 +1233,6 @@ impl RedisBroker {
     ) -> Result<RoomSnapshot, BrokerError> {
         let peer_json = serde_json::to_string(&peer).map_err(|_| template_error())?;
         let event = Event::join(room, &peer);
-        self.local_peers().insert(
-            (room.clone(), peer.id.clone()),
-            LocalPeer {
-                info: peer.clone(),
-                will: None,
-            },
-        );
         let _: i64 = self
             .scripts
             .join
@@ -1255,6 +1248,15 @@ impl RedisBroker {
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
+        // Known as this instance's own only once Redis holds it: a join
+        // that failed is never re-asserted.
+        self.local_peers().insert(
+            (room.clone(), peer.id.clone()),
+            LocalPeer {
+                info: peer.clone(),
+                will: None,
+            },
+        );
         let mut snapshot = self.snapshot(room).await?;
         snapshot.peers.retain(|p| p.id != peer.id);
         Ok(snapshot)
