@@ -111,6 +111,8 @@ struct Scripts {
     defer_will: Script,
     claim_wills: Script,
     reassert: Script,
+    beat: Script,
+    claim_dead: Script,
 }
 
 /// Lua shared by the keyed writes: `recall` answers a retry with the first
@@ -306,6 +308,7 @@ const JOIN: &str = r#"
 local order = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '\t' .. order .. '\t' .. ARGV[3])
 redis.call('SADD', KEYS[3], ARGV[6])
+redis.call('SADD', KEYS[4], ARGV[7])
 redis.call('PUBLISH', ARGV[5], ARGV[4])
 return order
 "#;
@@ -317,6 +320,8 @@ local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if not cur then return 0 end
 if ARGV[4] ~= '' and string.sub(cur, 1, string.len(ARGV[4]) + 1) ~= (ARGV[4] .. '\t') then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
+local instance = string.match(cur, '^([^\t]*)\t')
+if instance then redis.call('SREM', ARGV[5] .. instance .. ':peers', ARGV[6]) end
 redis.call('PUBLISH', ARGV[3], ARGV[2])
 return 1
 "#;
@@ -369,6 +374,7 @@ return due
 /// `join` so that subscribers who joined meanwhile see it again. A peer still
 /// present is left alone.
 const REASSERT: &str = r#"
+redis.call('SADD', KEYS[5], ARGV[8])
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
   local order = redis.call('INCR', KEYS[2])
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '\t' .. order .. '\t' .. ARGV[3])
@@ -377,6 +383,29 @@ if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
 end
 if ARGV[7] ~= '' then redis.call('HSETNX', KEYS[4], ARGV[1], ARGV[7]) end
 return 1
+"#;
+
+/// Refreshes this instance's heartbeat key and its time in the set of
+/// instances (on Redis's clock); 1 when the key was still there, 0 when it
+/// had lapsed (or Redis lost it).
+const BEAT: &str = r#"
+local had = redis.call('SET', KEYS[1], 1, 'PX', ARGV[1], 'GET')
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[2], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), ARGV[2])
+if had then return 1 end
+return 0
+"#;
+
+/// Claims instances silent for longer than the TTL, for one sweeper to clean:
+/// each is pushed forward by the lease, so another sweeper takes it up only
+/// if this one fails to finish.
+const CLAIM_DEAD: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[1])
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - ttl, 'LIMIT', 0, 10)
+for _, id in ipairs(dead) do redis.call('ZADD', KEYS[1], now - ttl + tonumber(ARGV[2]), id) end
+return dead
 "#;
 
 /// Stored form of a pending (deferred) will: the will with its room, peer and
@@ -391,6 +420,11 @@ struct DeferredRecord<'a> {
     #[serde(borrow)]
     data: &'a RawValue,
     after: Option<f64>,
+}
+
+/// A peer as a member of its instance's set: `[room, peer]` as JSON.
+fn peer_member(room: &RoomName, peer: &str) -> String {
+    serde_json::to_string(&(room.as_str(), peer)).unwrap_or_default()
 }
 
 /// Stored form of a retained value.
@@ -601,6 +635,8 @@ impl RedisBroker {
                 defer_will: Script::new(DEFER_WILL),
                 claim_wills: Script::new(CLAIM_WILLS),
                 reassert: Script::new(REASSERT),
+                beat: Script::new(BEAT),
+                claim_dead: Script::new(CLAIM_DEAD),
             },
         });
         broker.beat().await.map_err(|_| timed_out())?;
@@ -641,6 +677,17 @@ impl RedisBroker {
 
     fn rooms_key(&self) -> String {
         format!("{}:rooms", self.settings.prefix)
+    }
+
+    /// The set of every instance with the time of its last heartbeat.
+    fn instances_key(&self) -> String {
+        format!("{}:instances", self.settings.prefix)
+    }
+
+    /// The set of an instance's own peers, as `[room, peer]` JSON members:
+    /// what a survivor cleans up when the instance dies.
+    fn peers_key(&self, instance: &str) -> String {
+        format!("{}:instance:{instance}:peers", self.settings.prefix)
     }
 
     fn instance_key(&self, instance: &str) -> String {
@@ -692,17 +739,16 @@ impl RedisBroker {
         // The clock is measured with every heartbeat: skew drifts slowly.
         let _ = self.measure_clock().await;
         let ttl = (self.settings.instance_ttl.as_millis() as u64).max(1);
-        let result: Result<Option<String>, _> = self
-            .conn()
-            .set_options(
-                self.instance_key(&self.instance),
-                1,
-                redis::SetOptions::default()
-                    .with_expiration(redis::SetExpiry::PX(ttl))
-                    .get(true),
-            )
+        let result: Result<i64, _> = self
+            .scripts
+            .beat
+            .key(self.instance_key(&self.instance))
+            .key(self.instances_key())
+            .arg(ttl)
+            .arg(&*self.instance)
+            .invoke_async(&mut self.conn())
             .await;
-        let previous = match result {
+        let had_heartbeat = match result {
             Ok(previous) => previous,
             Err(e) => {
                 self.commands_ok.store(false, Ordering::Relaxed);
@@ -713,7 +759,7 @@ impl RedisBroker {
             // Back after a break: other instances may not have beaten yet.
             self.connected_since.store(now_ms(), Ordering::Relaxed);
         }
-        if previous.is_none() && self.beaten.swap(true, Ordering::Relaxed) {
+        if had_heartbeat == 0 && self.beaten.swap(true, Ordering::Relaxed) {
             // Our heartbeat had lapsed: Redis lost its data, or we were cut
             // off for longer than the TTL (and may have been swept as dead).
             tracing::warn!("this instance's heartbeat had lapsed in Redis; re-asserting its peers");
@@ -1239,12 +1285,14 @@ impl RedisBroker {
             .key(self.key(room, "presence"))
             .key(self.key(room, "order"))
             .key(self.rooms_key())
+            .key(self.peers_key(&self.instance))
             .arg(&*peer.id)
             .arg(&*self.instance)
             .arg(peer_json)
             .arg(event.json())
             .arg(self.channel(room))
             .arg(room.as_str())
+            .arg(peer_member(room, &peer.id))
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -1278,6 +1326,8 @@ impl RedisBroker {
             .arg(event.json())
             .arg(self.channel(room))
             .arg(instance)
+            .arg(format!("{}:instance:", self.settings.prefix))
+            .arg(peer_member(room, peer))
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -1317,6 +1367,7 @@ impl RedisBroker {
                 .key(self.key(room, "order"))
                 .key(self.rooms_key())
                 .key(self.key(room, "wills"))
+                .key(self.peers_key(&self.instance))
                 .arg(&*info.id)
                 .arg(&*self.instance)
                 .arg(peer_json)
@@ -1324,6 +1375,7 @@ impl RedisBroker {
                 .arg(self.channel(room))
                 .arg(room.as_str())
                 .arg(will.as_deref().unwrap_or(""))
+                .arg(peer_member(room, &info.id))
                 .invoke_async(&mut self.conn())
                 .await
                 .map_err(unavailable)?;
@@ -1525,53 +1577,77 @@ impl RedisBroker {
         Ok(())
     }
 
+    /// Finds instances whose heartbeat is older than the TTL (one command
+    /// when there are none), claims each, and removes its peers from their
+    /// rooms with `leave` (reason `timeout`): an immediate will fires first,
+    /// a delayed one is deferred. The peers come from the instance's own set,
+    /// so the cost is its peers, not the rooms that exist. Every step is
+    /// conditional, so a second sweeper after a lost claim repeats nothing.
+    async fn clean_dead_instances(&self) -> Result<(), BrokerError> {
+        let dead: Vec<String> = self
+            .scripts
+            .claim_dead
+            .key(self.instances_key())
+            .arg(self.settings.instance_ttl.as_millis() as u64)
+            .arg(WILL_LEASE.as_millis() as u64)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        for instance in dead {
+            if *instance == *self.instance {
+                continue;
+            }
+            let members: Vec<String> = self
+                .conn()
+                .smembers(self.peers_key(&instance))
+                .await
+                .map_err(unavailable)?;
+            for member in members {
+                let Ok((room, peer)) = serde_json::from_str::<(String, String)>(&member) else {
+                    continue;
+                };
+                let Ok(room) = RoomName::parse(&room) else {
+                    continue;
+                };
+                let peer: Arc<str> = Arc::from(peer);
+                let user = self.peer(&room, &peer).await?.map(|p| p.user);
+                // As for a local close: an immediate will goes out before the
+                // leave; a delayed one waits in Redis. Taking the will is
+                // atomic, so only one sweeping instance handles it.
+                if let Some(will) = self.take_will(&room, &peer).await? {
+                    if will.after.is_none() {
+                        let draft = will.into_draft(peer.clone());
+                        if let Err(e) = self.set_retained(&room, draft).await {
+                            tracing::warn!(%room, error = %e, "will of a dead instance's peer not fired");
+                        }
+                    } else if let Some(user) = &user {
+                        self.defer_will(&room, &peer, user, will).await?;
+                    }
+                }
+                self.leave_as(&room, &peer, LeaveReason::Timeout, &instance)
+                    .await?;
+            }
+            let _: () = redis::pipe()
+                .del(self.peers_key(&instance))
+                .zrem(self.instances_key(), &instance)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+            tracing::info!(%instance, "cleaned up after a dead instance");
+        }
+        Ok(())
+    }
+
     /// Removes the peers of dead instances (firing their wills, or deferring
     /// the delayed ones), clears lapsed values, trims history by age, and
     /// forgets empty rooms. Every instance sweeps; the scripts make each step
     /// happen once.
     pub(super) async fn sweep(&self, now: u64) -> Result<(), BrokerError> {
-        let mut alive: HashMap<String, bool> = HashMap::new();
-        alive.insert(self.instance.to_string(), true);
+        if self.may_judge_others() {
+            self.clean_dead_instances().await?;
+        }
         let horizon = now.saturating_sub(self.ttl_ms());
-        let judge = self.may_judge_others();
         for room in self.indexed_rooms().await? {
-            let peers = if judge {
-                self.presence(&room).await?
-            } else {
-                Vec::new()
-            };
-            for (instance, _, peer) in peers {
-                let is_alive = match alive.get(&instance) {
-                    Some(a) => *a,
-                    None => {
-                        let exists: bool = self
-                            .conn()
-                            .exists(self.instance_key(&instance))
-                            .await
-                            .map_err(unavailable)?;
-                        alive.insert(instance.clone(), exists);
-                        exists
-                    }
-                };
-                if is_alive {
-                    continue;
-                }
-                // As for a local close: an immediate will goes out before the
-                // leave; a delayed one waits in Redis. Taking the will is
-                // atomic, so only one sweeping instance handles it.
-                if let Some(will) = self.take_will(&room, &peer.id).await? {
-                    if will.after.is_none() {
-                        let draft = will.into_draft(peer.id.clone());
-                        if let Err(e) = self.set_retained(&room, draft).await {
-                            tracing::warn!(%room, error = %e, "will of a dead instance's peer not fired");
-                        }
-                    } else {
-                        self.defer_will(&room, &peer.id, &peer.user, will).await?;
-                    }
-                }
-                self.leave_as(&room, &peer.id, LeaveReason::Timeout, &instance)
-                    .await?;
-            }
             for (topic, record) in self.retained_records(&room).await? {
                 let lapsed_id = serde_json::from_str::<RetainedRecord<'_>>(&record)
                     .ok()
@@ -1730,7 +1806,12 @@ async fn heartbeat(broker: Arc<RedisBroker>, shutdown: CancellationToken) {
                 // The last session has closed (each sent its own leave): only
                 // now may the heartbeat go. Deleted earlier, other instances
                 // took the draining sessions for dead and fired their wills.
-                let _: Result<(), _> = broker.conn().del(broker.instance_key(&broker.instance)).await;
+                let _: Result<(), _> = redis::pipe()
+                    .del(broker.instance_key(&broker.instance))
+                    .del(broker.peers_key(&broker.instance))
+                    .zrem(broker.instances_key(), &*broker.instance)
+                    .query_async(&mut broker.conn())
+                    .await;
                 return;
             }
             _ = tick.tick() => {
