@@ -107,12 +107,13 @@ struct Scripts {
     set_state: Script,
     take_will: Script,
     trim_age: Script,
-    forget_room: Script,
     defer_will: Script,
     claim_wills: Script,
     reassert: Script,
     beat: Script,
     claim_dead: Script,
+    claim_due: Script,
+    forget_room: Script,
 }
 
 /// Lua shared by the keyed writes: `recall` answers a retry with the first
@@ -153,8 +154,11 @@ end
             once_fn!(),
             r#"
 local function entry_size(e) return #e[2][2] + #e[2][4] end
-local function append(stream, bytes, maxlen, p, s, ttl, maxbytes)
+local function append(stream, bytes, maxlen, p, s, ttl, maxbytes, streams, room)
   local id = redis.call('XADD', stream, '*', 'p', p, 's', s)
+  -- The set of streams by the time of their oldest entry: the sweep trims
+  -- by age only the streams whose oldest entry has passed it.
+  redis.call('ZADD', streams, 'NX', tonumber(string.match(id, '^(%d+)')), room)
   local total = redis.call('INCRBY', bytes, #p + #s)
   local len = redis.call('XLEN', stream)
   if len > tonumber(maxlen) then
@@ -191,8 +195,7 @@ const APPEND: &str = concat!(
 local done = recall(KEYS[4], ARGV[9])
 if done then return done end
 if late(ARGV[8]) then return redis.error_reply('late') end
-local id = append(KEYS[1], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[7])
-redis.call('SADD', KEYS[2], ARGV[6])
+local id = append(KEYS[1], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[7], KEYS[2], ARGV[6])
 redis.call('PUBLISH', ARGV[5], ARGV[2] .. id .. ARGV[3])
 remember(KEYS[4], ARGV[9], id, ARGV[4])
 return id
@@ -211,7 +214,32 @@ end
 if freed > 0 and redis.call('EXISTS', KEYS[2]) == 1 then
   if redis.call('DECRBY', KEYS[2], freed) < 0 then redis.call('SET', KEYS[2], 0, 'KEEPTTL') end
 end
+local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+if #first > 0 then
+  redis.call('ZADD', KEYS[3], tonumber(string.match(first[1][1], '^(%d+)')), ARGV[2])
+else
+  redis.call('ZREM', KEYS[3], ARGV[2])
+end
 return #old
+"#;
+
+/// Drops a room from the index if it holds no presence and no values.
+const FORGET_ROOM: &str = r#"
+if redis.call('HLEN', KEYS[1]) == 0 and redis.call('HLEN', KEYS[2]) == 0 then
+  redis.call('SREM', KEYS[3], ARGV[1])
+  return 1
+end
+return 0
+"#;
+
+/// Claims the members of a deadline set (retained expiries, streams to trim)
+/// whose time is at or before ARGV[1] (at most ARGV[2] of them), pushing each
+/// forward by the lease ARGV[3]: another sweeper takes one up only if the
+/// claimer fails to finish it.
+const CLAIM_DUE: &str = r#"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, m in ipairs(due) do redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[3]), m) end
+return due
 "#;
 
 /// Publishes a direct message if its recipient is present, with an id taken
@@ -270,9 +298,12 @@ if late(ARGV[12]) then return redis.error_reply('late') end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[2]) then
   return redis.error_reply('too_many_topics')
 end
-local id = append(KEYS[2], KEYS[4], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[11])
+local id = append(KEYS[2], KEYS[4], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[11], KEYS[6], ARGV[10])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[8] .. id .. ARGV[9])
 redis.call('SADD', KEYS[3], ARGV[10])
+if ARGV[14] ~= '' then
+  redis.call('ZADD', KEYS[7], tonumber(ARGV[14]), cjson.encode({ARGV[10], ARGV[1], id, ARGV[15]}))
+end
 redis.call('PUBLISH', ARGV[7], ARGV[4] .. id .. ARGV[5])
 remember(KEYS[5], ARGV[13], id, ARGV[6])
 return id
@@ -296,7 +327,10 @@ elseif rec.x ~= nil and rec.x ~= cjson.null and tonumber(rec.x) <= tonumber(ARGV
   return false
 end
 redis.call('HDEL', KEYS[1], ARGV[1])
-local id = append(KEYS[2], KEYS[3], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[9])
+if redis.call('HLEN', KEYS[1]) == 0 and redis.call('HLEN', KEYS[6]) == 0 then
+  redis.call('SREM', KEYS[7], ARGV[12])
+end
+local id = append(KEYS[2], KEYS[3], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[9], KEYS[5], ARGV[12])
 redis.call('PUBLISH', ARGV[7], ARGV[4] .. id .. ARGV[5])
 remember(KEYS[4], ARGV[11], id, ARGV[6])
 return id
@@ -320,6 +354,9 @@ local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if not cur then return 0 end
 if ARGV[4] ~= '' and string.sub(cur, 1, string.len(ARGV[4]) + 1) ~= (ARGV[4] .. '\t') then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
+if redis.call('HLEN', KEYS[1]) == 0 and redis.call('HLEN', KEYS[2]) == 0 then
+  redis.call('SREM', KEYS[3], ARGV[7])
+end
 local instance = string.match(cur, '^([^\t]*)\t')
 if instance then redis.call('SREM', ARGV[5] .. instance .. ':peers', ARGV[6]) end
 redis.call('PUBLISH', ARGV[3], ARGV[2])
@@ -340,15 +377,6 @@ const TAKE_WILL: &str = r#"
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if cur then redis.call('HDEL', KEYS[1], ARGV[1]) end
 return cur
-"#;
-
-/// Drops a room from the index once it holds no presence, values or history.
-const FORGET_ROOM: &str = r#"
-if redis.call('HLEN', KEYS[1]) == 0 and redis.call('HLEN', KEYS[2]) == 0 and redis.call('EXISTS', KEYS[3]) == 0 then
-  redis.call('SREM', KEYS[4], ARGV[1])
-  return 1
-end
-return 0
 "#;
 
 /// Keeps a delayed will in the deployment's set of pending wills, due after
@@ -631,12 +659,13 @@ impl RedisBroker {
                 set_state: Script::new(SET_STATE),
                 take_will: Script::new(TAKE_WILL),
                 trim_age: Script::new(TRIM_AGE),
-                forget_room: Script::new(FORGET_ROOM),
                 defer_will: Script::new(DEFER_WILL),
                 claim_wills: Script::new(CLAIM_WILLS),
                 reassert: Script::new(REASSERT),
                 beat: Script::new(BEAT),
                 claim_dead: Script::new(CLAIM_DEAD),
+                claim_due: Script::new(CLAIM_DUE),
+                forget_room: Script::new(FORGET_ROOM),
             },
         });
         broker.beat().await.map_err(|_| timed_out())?;
@@ -677,6 +706,16 @@ impl RedisBroker {
 
     fn rooms_key(&self) -> String {
         format!("{}:rooms", self.settings.prefix)
+    }
+
+    /// Streams by the time of their oldest entry (for trimming by age).
+    fn streams_key(&self) -> String {
+        format!("{}:streams", self.settings.prefix)
+    }
+
+    /// Retained values with a lifetime, by when they lapse.
+    fn expiries_key(&self) -> String {
+        format!("{}:expiries", self.settings.prefix)
     }
 
     /// The set of every instance with the time of its last heartbeat.
@@ -879,7 +918,7 @@ impl RedisBroker {
             .scripts
             .append
             .key(self.key(room, "stream"))
-            .key(self.rooms_key())
+            .key(self.streams_key())
             .key(self.key(room, "history-bytes"))
             .key(once_key)
             .arg(self.limits.history_size)
@@ -1012,12 +1051,13 @@ impl RedisBroker {
             ts,
         );
         let (prefix, suffix) = split_at_id(event.json()).ok_or_else(template_error)?;
+        let expires = draft.ttl.map(|t| ts.saturating_add(t.as_millis() as u64));
         let record = serde_json::to_string(&RetainedRecord {
             id: "0-0",
             data: &draft.data,
             ts,
             from: &draft.from,
-            x: draft.ttl.map(|t| ts.saturating_add(t.as_millis() as u64)),
+            x: expires,
         })
         .map_err(|_| template_error())?;
         let (record_prefix, record_suffix) = split_at_id(&record).ok_or_else(template_error)?;
@@ -1030,6 +1070,8 @@ impl RedisBroker {
             .key(self.rooms_key())
             .key(self.key(room, "history-bytes"))
             .key(once_key)
+            .key(self.streams_key())
+            .key(self.expiries_key())
             .arg(draft.topic.as_str())
             .arg(self.limits.max_topics)
             .arg(self.limits.history_size)
@@ -1043,6 +1085,8 @@ impl RedisBroker {
             .arg(self.limits.history_bytes)
             .arg(self.write_deadline())
             .arg(fingerprint)
+            .arg(expires.map(|x| x.to_string()).unwrap_or_default())
+            .arg(&*draft.from)
             .invoke_async(&mut self.conn())
             .await;
         match result {
@@ -1076,6 +1120,9 @@ impl RedisBroker {
             .key(self.key(room, "stream"))
             .key(self.key(room, "history-bytes"))
             .key(once_key)
+            .key(self.streams_key())
+            .key(self.key(room, "presence"))
+            .key(self.rooms_key())
             .arg(topic.as_str())
             .arg(expected.unwrap_or(""))
             .arg(self.limits.history_size)
@@ -1087,6 +1134,7 @@ impl RedisBroker {
             .arg(self.limits.history_bytes)
             .arg(self.write_deadline())
             .arg(fingerprint)
+            .arg(room.as_str())
             .invoke_async(&mut self.conn())
             .await
             .map_err(write_failed)?;
@@ -1322,12 +1370,15 @@ impl RedisBroker {
             .scripts
             .leave
             .key(self.key(room, "presence"))
+            .key(self.key(room, "retained"))
+            .key(self.rooms_key())
             .arg(&**peer)
             .arg(event.json())
             .arg(self.channel(room))
             .arg(instance)
             .arg(format!("{}:instance:", self.settings.prefix))
             .arg(peer_member(room, peer))
+            .arg(room.as_str())
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -1479,6 +1530,19 @@ impl RedisBroker {
                     peers,
                     topics,
                 });
+            } else {
+                // Emptied without a leave or a clear seeing it: forget it
+                // now, unless something joined meanwhile (checked in Redis).
+                let _: i64 = self
+                    .scripts
+                    .forget_room
+                    .key(self.key(&room, "presence"))
+                    .key(self.key(&room, "retained"))
+                    .key(self.rooms_key())
+                    .arg(room.as_str())
+                    .invoke_async(&mut self.conn())
+                    .await
+                    .map_err(unavailable)?;
             }
         }
         out.sort_by(|a, b| a.room.cmp(&b.room));
@@ -1638,48 +1702,70 @@ impl RedisBroker {
         Ok(())
     }
 
-    /// Removes the peers of dead instances (firing their wills, or deferring
-    /// the delayed ones), clears lapsed values, trims history by age, and
-    /// forgets empty rooms. Every instance sweeps; the scripts make each step
-    /// happen once.
+    /// The time-driven work, from deadline sets only, so that its cost
+    /// follows what is due, not what exists: dead instances (their peers
+    /// leave, their wills fire or wait), lapsed retained values (cleared and
+    /// announced), streams whose oldest entry is past the history's age
+    /// (trimmed). A few commands a second when nothing is due. Every
+    /// instance sweeps; claims and conditional scripts make each step happen
+    /// once. Rooms leave the index when a leave or a clear empties them.
     pub(super) async fn sweep(&self, now: u64) -> Result<(), BrokerError> {
         if self.may_judge_others() {
             self.clean_dead_instances().await?;
         }
-        let horizon = now.saturating_sub(self.ttl_ms());
-        for room in self.indexed_rooms().await? {
-            for (topic, record) in self.retained_records(&room).await? {
-                let lapsed_id = serde_json::from_str::<RetainedRecord<'_>>(&record)
-                    .ok()
-                    .filter(|r| r.x.is_some_and(|x| x <= now))
-                    .map(|r| (r.id.to_owned(), r.from.to_owned()));
-                if let Some((id, from)) = lapsed_id {
-                    self.clear(&room, &topic, Arc::from(from), Some(&id), None)
-                        .await?;
-                }
+        // Retained values whose lifetime ended: cleared, announced as null.
+        for member in self.claim_due(&self.expiries_key(), now).await? {
+            if let Ok((room, topic, id, from)) =
+                serde_json::from_str::<(String, String, String, String)>(&member)
+                && let (Ok(room), Ok(topic)) = (RoomName::parse(&room), Topic::parse(&topic))
+            {
+                self.clear(&room, &topic, Arc::from(from), Some(&id), None)
+                    .await?;
             }
+            let _: i64 = self
+                .conn()
+                .zrem(self.expiries_key(), &member)
+                .await
+                .map_err(unavailable)?;
+        }
+        // Streams whose oldest entry is past the history's age.
+        let horizon = now.saturating_sub(self.ttl_ms());
+        for room in self.claim_due(&self.streams_key(), horizon).await? {
+            let Ok(room) = RoomName::parse(&room) else {
+                let _: i64 = self
+                    .conn()
+                    .zrem(self.streams_key(), &room)
+                    .await
+                    .map_err(unavailable)?;
+                continue;
+            };
             let _: i64 = self
                 .scripts
                 .trim_age
                 .key(self.key(&room, "stream"))
                 .key(self.key(&room, "history-bytes"))
+                .key(self.streams_key())
                 .arg(horizon)
-                .invoke_async(&mut self.conn())
-                .await
-                .map_err(unavailable)?;
-            let _: i64 = self
-                .scripts
-                .forget_room
-                .key(self.key(&room, "presence"))
-                .key(self.key(&room, "retained"))
-                .key(self.key(&room, "stream"))
-                .key(self.rooms_key())
                 .arg(room.as_str())
                 .invoke_async(&mut self.conn())
                 .await
                 .map_err(unavailable)?;
         }
         Ok(())
+    }
+
+    /// Claims up to 100 members of a deadline set due by `at` (see
+    /// `CLAIM_DUE`): one command when none is due.
+    async fn claim_due(&self, key: &str, at: u64) -> Result<Vec<String>, BrokerError> {
+        self.scripts
+            .claim_due
+            .key(key)
+            .arg(at)
+            .arg(100)
+            .arg(WILL_LEASE.as_millis() as u64)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)
     }
 
     /// Hands an event that arrived on the room's channel to local subscribers,
