@@ -561,7 +561,7 @@ impl MemoryBroker {
 
     /// Takes the wills that are due: in one process there is no one to
     /// share them with, so claiming is taking.
-    pub(super) fn due_wills(&self) -> Vec<DeferredWill> {
+    fn due_wills(&self) -> Vec<DeferredWill> {
         let now = now_ms();
         let mut list = self.deferred.lock().unwrap_or_else(|p| p.into_inner());
         if list.is_empty() {
@@ -574,7 +574,7 @@ impl MemoryBroker {
         due.into_iter().map(|(_, w)| w).collect()
     }
 
-    pub(super) fn sweep(&self, now: u64) {
+    pub(super) fn sweep(&self, now: u64) -> Vec<DeferredWill> {
         let horizon = now.saturating_sub(self.limits.history_ttl.as_millis() as u64);
         for (room, state) in self.all_rooms() {
             {
@@ -604,6 +604,7 @@ impl MemoryBroker {
             }
             self.collect(&room);
         }
+        self.due_wills()
     }
 }
 

@@ -435,15 +435,6 @@ impl Broker {
         }
     }
 
-    /// Claims the deferred wills that are due (for `WILL_LEASE`), for the
-    /// caller to fire or drop, then `settle_will`.
-    pub async fn due_wills(&self) -> Result<Vec<DeferredWill>, BrokerError> {
-        match self {
-            Broker::Memory(b) => Ok(b.due_wills()),
-            Broker::Redis(b) => b.due_wills().await,
-        }
-    }
-
     /// Forgets a claimed will: it fired, or its user was back.
     pub async fn settle_will(&self, will: &DeferredWill) -> Result<(), BrokerError> {
         match self {
@@ -455,14 +446,12 @@ impl Broker {
     /// Does the time-driven work as of `now_ms`: clears lapsed retained values
     /// (with `status` events), drops history past its age, forgets empty rooms,
     /// and (with Redis) removes the peers of dead instances, firing or
-    /// deferring their wills. The hub calls it every second; tests call it
-    /// with a chosen time.
-    pub async fn sweep(&self, now_ms: u64) -> Result<(), BrokerError> {
+    /// deferring their wills. Returns the delayed wills now due, claimed for
+    /// `WILL_LEASE`, for the hub to fire (or drop) and then `settle_will`.
+    /// The hub calls it every second; tests call it with a chosen time.
+    pub async fn sweep(&self, now_ms: u64) -> Result<Vec<DeferredWill>, BrokerError> {
         match self {
-            Broker::Memory(b) => {
-                b.sweep(now_ms);
-                Ok(())
-            }
+            Broker::Memory(b) => Ok(b.sweep(now_ms)),
             Broker::Redis(b) => b.sweep(now_ms).await,
         }
     }

@@ -108,10 +108,8 @@ struct Scripts {
     take_will: Script,
     trim_age: Script,
     defer_will: Script,
-    claim_wills: Script,
     reassert: Script,
     beat: Script,
-    claim_dead: Script,
     claim_due: Script,
     forget_room: Script,
 }
@@ -154,11 +152,11 @@ end
             once_fn!(),
             r#"
 local function entry_size(e) return #e[2][2] + #e[2][4] end
-local function append(stream, bytes, maxlen, p, s, ttl, maxbytes, streams, room)
+local function append(stream, bytes, maxlen, p, s, ttl, maxbytes, due, room)
   local id = redis.call('XADD', stream, '*', 'p', p, 's', s)
-  -- The set of streams by the time of their oldest entry: the sweep trims
-  -- by age only the streams whose oldest entry has passed it.
-  redis.call('ZADD', streams, 'NX', tonumber(string.match(id, '^(%d+)')), room)
+  -- In the deadline set, once: when the oldest entry passes the history's
+  -- age, the sweep trims the stream (and sets its next deadline).
+  redis.call('ZADD', due, 'NX', tonumber(string.match(id, '^(%d+)')) + tonumber(ttl), 's:' .. room)
   local total = redis.call('INCRBY', bytes, #p + #s)
   local len = redis.call('XLEN', stream)
   if len > tonumber(maxlen) then
@@ -216,9 +214,9 @@ if freed > 0 and redis.call('EXISTS', KEYS[2]) == 1 then
 end
 local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
 if #first > 0 then
-  redis.call('ZADD', KEYS[3], tonumber(string.match(first[1][1], '^(%d+)')), ARGV[2])
+  redis.call('ZADD', KEYS[3], tonumber(string.match(first[1][1], '^(%d+)')) + tonumber(ARGV[3]), 's:' .. ARGV[2])
 else
-  redis.call('ZREM', KEYS[3], ARGV[2])
+  redis.call('ZREM', KEYS[3], 's:' .. ARGV[2])
 end
 return #old
 "#;
@@ -232,14 +230,21 @@ end
 return 0
 "#;
 
-/// Claims the members of a deadline set (retained expiries, streams to trim)
-/// whose time is at or before ARGV[1] (at most ARGV[2] of them), pushing each
-/// forward by the lease ARGV[3]: another sweeper takes one up only if the
-/// claimer fails to finish it.
+/// Claims the members of the deadline set whose time is at or before
+/// ARGV[1] (among the first ARGV[2]), pushing each forward by the lease
+/// ARGV[3]: another sweeper takes one up only if the claimer fails to finish
+/// it. Dead instances (`i:`) only when ARGV[4] is 1: an instance just back
+/// from a break leaves them to others (or to itself a TTL later).
 const CLAIM_DUE: &str = r#"
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, m in ipairs(due) do redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[3]), m) end
-return due
+local claimed = {}
+for _, m in ipairs(due) do
+  if ARGV[4] == '1' or string.sub(m, 1, 2) ~= 'i:' then
+    redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[3]), m)
+    claimed[#claimed + 1] = m
+  end
+end
+return claimed
 "#;
 
 /// Publishes a direct message if its recipient is present, with an id taken
@@ -302,7 +307,7 @@ local id = append(KEYS[2], KEYS[4], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[11]
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[8] .. id .. ARGV[9])
 redis.call('SADD', KEYS[3], ARGV[10])
 if ARGV[14] ~= '' then
-  redis.call('ZADD', KEYS[7], tonumber(ARGV[14]), cjson.encode({ARGV[10], ARGV[1], id, ARGV[15]}))
+  redis.call('ZADD', KEYS[7], tonumber(ARGV[14]), 'x:' .. cjson.encode({ARGV[10], ARGV[1], id, ARGV[15]}))
 end
 redis.call('PUBLISH', ARGV[7], ARGV[4] .. id .. ARGV[5])
 remember(KEYS[5], ARGV[13], id, ARGV[6])
@@ -379,23 +384,13 @@ if cur then redis.call('HDEL', KEYS[1], ARGV[1]) end
 return cur
 "#;
 
-/// Keeps a delayed will in the deployment's set of pending wills, due after
-/// its delay on Redis's clock (one clock for every instance).
+/// Keeps a delayed will (`w:<record>`) in the deadline set, due after its
+/// delay on Redis's clock (one clock for every instance).
 const DEFER_WILL: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 return 1
-"#;
-
-/// Claims the pending wills that are due: each is pushed back by the lease,
-/// so no other instance takes it unless this one fails to settle it in time.
-const CLAIM_WILLS: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
-for _, m in ipairs(due) do redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), m) end
-return due
 "#;
 
 /// Puts back a live peer (and its will) that Redis lost, announcing it with
@@ -413,27 +408,15 @@ if ARGV[7] ~= '' then redis.call('HSETNX', KEYS[4], ARGV[1], ARGV[7]) end
 return 1
 "#;
 
-/// Refreshes this instance's heartbeat key and its time in the set of
-/// instances (on Redis's clock); 1 when the key was still there, 0 when it
-/// had lapsed (or Redis lost it).
+/// Refreshes this instance's heartbeat key and its deadline (`i:<id>`, when it
+/// counts as dead, on Redis's clock) in the deadline set; 1 when the key was
+/// still there, 0 when it had lapsed (or Redis lost it).
 const BEAT: &str = r#"
 local had = redis.call('SET', KEYS[1], 1, 'PX', ARGV[1], 'GET')
 local t = redis.call('TIME')
-redis.call('ZADD', KEYS[2], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), ARGV[2])
+redis.call('ZADD', KEYS[2], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1]), ARGV[2])
 if had then return 1 end
 return 0
-"#;
-
-/// Claims instances silent for longer than the TTL, for one sweeper to clean:
-/// each is pushed forward by the lease, so another sweeper takes it up only
-/// if this one fails to finish.
-const CLAIM_DEAD: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = tonumber(ARGV[1])
-local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - ttl, 'LIMIT', 0, 10)
-for _, id in ipairs(dead) do redis.call('ZADD', KEYS[1], now - ttl + tonumber(ARGV[2]), id) end
-return dead
 "#;
 
 /// Stored form of a pending (deferred) will: the will with its room, peer and
@@ -660,10 +643,8 @@ impl RedisBroker {
                 take_will: Script::new(TAKE_WILL),
                 trim_age: Script::new(TRIM_AGE),
                 defer_will: Script::new(DEFER_WILL),
-                claim_wills: Script::new(CLAIM_WILLS),
                 reassert: Script::new(REASSERT),
                 beat: Script::new(BEAT),
-                claim_dead: Script::new(CLAIM_DEAD),
                 claim_due: Script::new(CLAIM_DUE),
                 forget_room: Script::new(FORGET_ROOM),
             },
@@ -708,19 +689,13 @@ impl RedisBroker {
         format!("{}:rooms", self.settings.prefix)
     }
 
-    /// Streams by the time of their oldest entry (for trimming by age).
-    fn streams_key(&self) -> String {
-        format!("{}:streams", self.settings.prefix)
-    }
-
-    /// Retained values with a lifetime, by when they lapse.
-    fn expiries_key(&self) -> String {
-        format!("{}:expiries", self.settings.prefix)
-    }
-
-    /// The set of every instance with the time of its last heartbeat.
-    fn instances_key(&self) -> String {
-        format!("{}:instances", self.settings.prefix)
+    /// The deadline set: everything the sweep must do at a time, scored by
+    /// that time on Redis's clock. Members: `i:<instance>` (dead when due),
+    /// `x:[room, topic, id, from]` (a retained value lapses), `s:<room>` (the
+    /// stream's oldest entry passes the history's age), `w:<record>` (a
+    /// delayed will). One set, so an idle sweep is one command.
+    fn due_key(&self) -> String {
+        format!("{}:due", self.settings.prefix)
     }
 
     /// The set of an instance's own peers, as `[room, peer]` JSON members:
@@ -782,9 +757,9 @@ impl RedisBroker {
             .scripts
             .beat
             .key(self.instance_key(&self.instance))
-            .key(self.instances_key())
+            .key(self.due_key())
             .arg(ttl)
-            .arg(&*self.instance)
+            .arg(format!("i:{}", self.instance))
             .invoke_async(&mut self.conn())
             .await;
         let had_heartbeat = match result {
@@ -823,10 +798,6 @@ impl RedisBroker {
             && now_ms().saturating_sub(since) >= self.settings.instance_ttl.as_millis() as u64
     }
 
-    fn wills_due_key(&self) -> String {
-        format!("{}:wills-due", self.settings.prefix)
-    }
-
     pub(super) async fn defer_will(
         &self,
         room: &RoomName,
@@ -849,8 +820,8 @@ impl RedisBroker {
         let _: i64 = self
             .scripts
             .defer_will
-            .key(self.wills_due_key())
-            .arg(record)
+            .key(self.due_key())
+            .arg(format!("w:{record}"))
             .arg(delay)
             .invoke_async(&mut self.conn())
             .await
@@ -858,48 +829,24 @@ impl RedisBroker {
         Ok(())
     }
 
-    pub(super) async fn due_wills(&self) -> Result<Vec<DeferredWill>, BrokerError> {
-        let claimed: Vec<String> = self
-            .scripts
-            .claim_wills
-            .key(self.wills_due_key())
-            .arg(100)
-            .arg(WILL_LEASE.as_millis() as u64)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        let mut out = Vec::with_capacity(claimed.len());
-        for record in claimed {
-            let parsed = serde_json::from_str::<DeferredRecord<'_>>(&record)
-                .ok()
-                .and_then(|r| {
-                    Some(DeferredWill {
-                        room: RoomName::parse(r.room).ok()?,
-                        peer: Arc::from(r.peer),
-                        user: Arc::from(r.user),
-                        will: Will::new(r.topic, payload_from_raw(r.data), r.after).ok()?,
-                        id: r.id.to_owned(),
-                        handle: String::new(),
-                    })
-                });
-            match parsed {
-                Some(mut will) => {
-                    will.handle = record;
-                    out.push(will);
-                }
-                None => {
-                    tracing::warn!("dropping an unreadable pending will");
-                    let _: Result<i64, _> = self.conn().zrem(self.wills_due_key(), &record).await;
-                }
-            }
-        }
-        Ok(out)
+    /// A claimed `w:` member as the will it holds (`None` when unreadable).
+    fn deferred_will(member: &str) -> Option<DeferredWill> {
+        let record = member.strip_prefix("w:")?;
+        let r = serde_json::from_str::<DeferredRecord<'_>>(record).ok()?;
+        Some(DeferredWill {
+            room: RoomName::parse(r.room).ok()?,
+            peer: Arc::from(r.peer),
+            user: Arc::from(r.user),
+            will: Will::new(r.topic, payload_from_raw(r.data), r.after).ok()?,
+            id: r.id.to_owned(),
+            handle: member.to_owned(),
+        })
     }
 
     pub(super) async fn settle_will(&self, will: &DeferredWill) -> Result<(), BrokerError> {
         let _: i64 = self
             .conn()
-            .zrem(self.wills_due_key(), &will.handle)
+            .zrem(self.due_key(), &will.handle)
             .await
             .map_err(unavailable)?;
         Ok(())
@@ -918,7 +865,7 @@ impl RedisBroker {
             .scripts
             .append
             .key(self.key(room, "stream"))
-            .key(self.streams_key())
+            .key(self.due_key())
             .key(self.key(room, "history-bytes"))
             .key(once_key)
             .arg(self.limits.history_size)
@@ -1070,8 +1017,8 @@ impl RedisBroker {
             .key(self.rooms_key())
             .key(self.key(room, "history-bytes"))
             .key(once_key)
-            .key(self.streams_key())
-            .key(self.expiries_key())
+            .key(self.due_key())
+            .key(self.due_key())
             .arg(draft.topic.as_str())
             .arg(self.limits.max_topics)
             .arg(self.limits.history_size)
@@ -1085,7 +1032,12 @@ impl RedisBroker {
             .arg(self.limits.history_bytes)
             .arg(self.write_deadline())
             .arg(fingerprint)
-            .arg(expires.map(|x| x.to_string()).unwrap_or_default())
+            .arg(
+                expires
+                    .map(|x| x as i64 + self.clock_offset_ms.load(Ordering::Relaxed))
+                    .map(|at| at.to_string())
+                    .unwrap_or_default(),
+            )
             .arg(&*draft.from)
             .invoke_async(&mut self.conn())
             .await;
@@ -1120,7 +1072,7 @@ impl RedisBroker {
             .key(self.key(room, "stream"))
             .key(self.key(room, "history-bytes"))
             .key(once_key)
-            .key(self.streams_key())
+            .key(self.due_key())
             .key(self.key(room, "presence"))
             .key(self.rooms_key())
             .arg(topic.as_str())
@@ -1641,29 +1593,19 @@ impl RedisBroker {
         Ok(())
     }
 
-    /// Finds instances whose heartbeat is older than the TTL (one command
-    /// when there are none), claims each, and removes its peers from their
-    /// rooms with `leave` (reason `timeout`): an immediate will fires first,
-    /// a delayed one is deferred. The peers come from the instance's own set,
-    /// so the cost is its peers, not the rooms that exist. Every step is
-    /// conditional, so a second sweeper after a lost claim repeats nothing.
-    async fn clean_dead_instances(&self) -> Result<(), BrokerError> {
-        let dead: Vec<String> = self
-            .scripts
-            .claim_dead
-            .key(self.instances_key())
-            .arg(self.settings.instance_ttl.as_millis() as u64)
-            .arg(WILL_LEASE.as_millis() as u64)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        for instance in dead {
-            if *instance == *self.instance {
-                continue;
+    /// Removes a dead instance's peers from their rooms with `leave` (reason
+    /// `timeout`): an immediate will fires first, a delayed one is deferred.
+    /// The peers come from the instance's own set, so the cost is its peers,
+    /// not the rooms that exist. Every step is conditional, so a second
+    /// sweeper after a lost claim repeats nothing.
+    async fn clean_dead_instance(&self, instance: &str) -> Result<(), BrokerError> {
+        {
+            if instance == &*self.instance {
+                return Ok(());
             }
             let members: Vec<String> = self
                 .conn()
-                .smembers(self.peers_key(&instance))
+                .smembers(self.peers_key(instance))
                 .await
                 .map_err(unavailable)?;
             for member in members {
@@ -1688,12 +1630,12 @@ impl RedisBroker {
                         self.defer_will(&room, &peer, user, will).await?;
                     }
                 }
-                self.leave_as(&room, &peer, LeaveReason::Timeout, &instance)
+                self.leave_as(&room, &peer, LeaveReason::Timeout, instance)
                     .await?;
             }
             let _: () = redis::pipe()
-                .del(self.peers_key(&instance))
-                .zrem(self.instances_key(), &instance)
+                .del(self.peers_key(instance))
+                .zrem(self.due_key(), format!("i:{instance}"))
                 .query_async(&mut self.conn())
                 .await
                 .map_err(unavailable)?;
@@ -1709,60 +1651,92 @@ impl RedisBroker {
     /// (trimmed). A few commands a second when nothing is due. Every
     /// instance sweeps; claims and conditional scripts make each step happen
     /// once. Rooms leave the index when a leave or a clear empties them.
-    pub(super) async fn sweep(&self, now: u64) -> Result<(), BrokerError> {
-        if self.may_judge_others() {
-            self.clean_dead_instances().await?;
-        }
-        // Retained values whose lifetime ended: cleared, announced as null.
-        for member in self.claim_due(&self.expiries_key(), now).await? {
-            if let Ok((room, topic, id, from)) =
-                serde_json::from_str::<(String, String, String, String)>(&member)
-                && let (Ok(room), Ok(topic)) = (RoomName::parse(&room), Topic::parse(&topic))
-            {
-                self.clear(&room, &topic, Arc::from(from), Some(&id), None)
-                    .await?;
-            }
-            let _: i64 = self
-                .conn()
-                .zrem(self.expiries_key(), &member)
-                .await
-                .map_err(unavailable)?;
-        }
-        // Streams whose oldest entry is past the history's age.
-        let horizon = now.saturating_sub(self.ttl_ms());
-        for room in self.claim_due(&self.streams_key(), horizon).await? {
-            let Ok(room) = RoomName::parse(&room) else {
-                let _: i64 = self
-                    .conn()
-                    .zrem(self.streams_key(), &room)
-                    .await
-                    .map_err(unavailable)?;
+    pub(super) async fn sweep(&self, now: u64) -> Result<Vec<DeferredWill>, BrokerError> {
+        // `now` on Redis's clock, where the deadlines are.
+        let at = (now as i64 + self.clock_offset_ms.load(Ordering::Relaxed)).max(0) as u64;
+        let judge = self.may_judge_others();
+        let mut wills = Vec::new();
+        for member in self.claim_due(&self.due_key(), at, judge).await? {
+            let Some((kind, rest)) = member.split_once(':') else {
                 continue;
             };
-            let _: i64 = self
-                .scripts
-                .trim_age
-                .key(self.key(&room, "stream"))
-                .key(self.key(&room, "history-bytes"))
-                .key(self.streams_key())
-                .arg(horizon)
-                .arg(room.as_str())
-                .invoke_async(&mut self.conn())
-                .await
-                .map_err(unavailable)?;
+            match kind {
+                // An instance whose heartbeat stopped (claimed only when this
+                // instance may judge: not right after a break of its own).
+                "i" => self.clean_dead_instance(rest).await?,
+                // A retained value whose lifetime ended: cleared, announced as null.
+                "x" => {
+                    if let Ok((room, topic, id, from)) =
+                        serde_json::from_str::<(String, String, String, String)>(rest)
+                        && let (Ok(room), Ok(topic)) =
+                            (RoomName::parse(&room), Topic::parse(&topic))
+                    {
+                        self.clear(&room, &topic, Arc::from(from), Some(&id), None)
+                            .await?;
+                    }
+                    let _: i64 = self
+                        .conn()
+                        .zrem(self.due_key(), &member)
+                        .await
+                        .map_err(unavailable)?;
+                }
+                // A stream whose oldest entry passed the history's age.
+                "s" => match RoomName::parse(rest) {
+                    Ok(room) => {
+                        let _: i64 = self
+                            .scripts
+                            .trim_age
+                            .key(self.key(&room, "stream"))
+                            .key(self.key(&room, "history-bytes"))
+                            .key(self.due_key())
+                            .arg(at.saturating_sub(self.ttl_ms()))
+                            .arg(room.as_str())
+                            .arg(self.ttl_ms())
+                            .invoke_async(&mut self.conn())
+                            .await
+                            .map_err(unavailable)?;
+                    }
+                    Err(_) => {
+                        let _: i64 = self
+                            .conn()
+                            .zrem(self.due_key(), &member)
+                            .await
+                            .map_err(unavailable)?;
+                    }
+                },
+                // A delayed will: for the hub to fire (or drop), then settle.
+                "w" => match Self::deferred_will(&member) {
+                    Some(will) => wills.push(will),
+                    None => {
+                        tracing::warn!("dropping an unreadable pending will");
+                        let _: i64 = self
+                            .conn()
+                            .zrem(self.due_key(), &member)
+                            .await
+                            .map_err(unavailable)?;
+                    }
+                },
+                _ => {}
+            }
         }
-        Ok(())
+        Ok(wills)
     }
 
     /// Claims up to 100 members of a deadline set due by `at` (see
     /// `CLAIM_DUE`): one command when none is due.
-    async fn claim_due(&self, key: &str, at: u64) -> Result<Vec<String>, BrokerError> {
+    async fn claim_due(
+        &self,
+        key: &str,
+        at: u64,
+        instances: bool,
+    ) -> Result<Vec<String>, BrokerError> {
         self.scripts
             .claim_due
             .key(key)
             .arg(at)
             .arg(100)
             .arg(WILL_LEASE.as_millis() as u64)
+            .arg(if instances { "1" } else { "0" })
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)
@@ -1895,7 +1869,7 @@ async fn heartbeat(broker: Arc<RedisBroker>, shutdown: CancellationToken) {
                 let _: Result<(), _> = redis::pipe()
                     .del(broker.instance_key(&broker.instance))
                     .del(broker.peers_key(&broker.instance))
-                    .zrem(broker.instances_key(), &*broker.instance)
+                    .zrem(broker.due_key(), &*broker.instance)
                     .query_async(&mut broker.conn())
                     .await;
                 return;

@@ -501,26 +501,19 @@ impl Hub {
         });
     }
 
-    /// One broker sweep, then the deferred wills that fell due.
+    /// One broker sweep, then the deferred wills it found due.
     async fn sweep_broker(&self) {
-        if let Err(e) = self.broker().sweep(now_ms()).await {
-            tracing::warn!(error = %e, "sweep failed");
+        match self.broker().sweep(now_ms()).await {
+            Ok(due) => self.fire_due_wills(due).await,
+            Err(e) => tracing::warn!(error = %e, "sweep failed"),
         }
-        self.fire_due_wills().await;
     }
 
     /// Fires each deferred will that is due, unless a session of its user is
     /// back in its room (a reload, a reconnect to another instance). The
     /// will's idempotency key makes it fire once even if two instances reach
     /// it (an instance died after firing and before settling it).
-    async fn fire_due_wills(&self) {
-        let due = match self.broker().due_wills().await {
-            Ok(due) => due,
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the pending wills failed");
-                return;
-            }
-        };
+    async fn fire_due_wills(&self, due: Vec<crate::broker::DeferredWill>) {
         for deferred in due {
             let room = &deferred.room;
             let user_back = match self.broker().snapshot(room).await {
