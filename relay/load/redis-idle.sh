@@ -8,6 +8,10 @@
 #   relay/load/redis-idle.sh                           # 2,000 rooms x 1 topic, 2 relays
 #   ROOMS=10000 TOPICS=10 INSTANCES=3 relay/load/redis-idle.sh
 #
+# Then, unless COSTS=0, it measures what one operation costs in Redis
+# commands (those inside scripts counted), less the idle rate: a publish, a
+# retained set, and a WebSocket peer's join and leave.
+#
 # The script installs redis-server when it is missing, builds the release
 # binaries, and stops everything it started.
 set -euo pipefail
@@ -65,6 +69,8 @@ for i in $(seq 0 $((INSTANCES - 1))); do
   env EDGEWIRE_JWT_SECRET="$SECRET" EDGEWIRE_LISTEN="127.0.0.1:$port" \
     EDGEWIRE_REDIS_URL="redis://127.0.0.1:$PORT_REDIS/" EDGEWIRE_REDIS_PREFIX=idle \
     EDGEWIRE_PUBLISH_RATE=1000000 EDGEWIRE_MAX_TOPICS=100000 EDGEWIRE_LOG=warn \
+    EDGEWIRE_MAX_CONNECTIONS_PER_USER=100000 EDGEWIRE_MAX_CONNECTIONS_PER_ADDRESS=100000 \
+    EDGEWIRE_NEW_CONNECTIONS_PER_SECOND=1000000 \
     "$RELAY" serve >>"$OUT/relay-idle-$port.log" 2>&1 &
   PIDS+=("$!")
   RELAY_PIDS+=("$!")
@@ -99,3 +105,34 @@ redis_cpu=$(awk -v a="$r0" -v b="$r1" -v hz="$hz" -v w="$WINDOW" 'BEGIN {printf 
 echo "| rooms | topics | instances | Redis commands/s | per instance | Redis CPU | each relay's CPU |"
 echo "|---:|---:|---:|---:|---:|---:|---|"
 echo "| $ROOMS | $((ROOMS * TOPICS)) | $INSTANCES | $per_s | $((per_s / INSTANCES)) | $redis_cpu | $relays|"
+
+[ "${COSTS:-1}" = 1 ] || exit 0
+idle_per_s=$per_s
+# cost NAME OPS COMMAND...: Redis commands per operation while COMMAND runs,
+# less what idling costs over the same time.
+cost() {
+  local name=$1 ops=$2
+  shift 2
+  local c0 t0 c1 t1
+  c0=$(commands)
+  t0=$(date +%s%N)
+  "$@" >"$OUT/redis-cost.log" 2>&1
+  sleep 1 # what the operation set going in the background (leaves) lands
+  c1=$(commands)
+  t1=$(date +%s%N)
+  awk -v n="$name" -v a="$c0" -v b="$c1" -v ops="$ops" -v idle="$idle_per_s" -v ns=$((t1 - t0)) \
+    'BEGIN {printf "| %s | %.1f |\n", n, (b - a - idle * ns / 1e9) / ops}'
+}
+N=${OPS:-2000}
+echo
+echo "| operation | Redis commands per operation |"
+echo "|---|---:|"
+cost "publish (POST, 100 rooms)" "$N" "$LOAD" publish --label cost --room-prefix cost- --rooms 100 \
+  --messages "$N" --publishers 8 --size 64 \
+  --pub-url "http://127.0.0.1:$PORT_BASE/rooms/{room}?token={token}"
+cost "retained set (POST retain=1, 100 rooms)" "$N" "$LOAD" publish --label cost --room-prefix cost- \
+  --rooms 100 --messages "$N" --publishers 8 --size 64 \
+  --pub-url "http://127.0.0.1:$PORT_BASE/rooms/{room}?topic=t&retain=1&token={token}"
+cost "WebSocket peer: join, then leave (1,000 over 100 rooms)" 1000 "$LOAD" connect --label cost \
+  --room-prefix peers- --rooms 100 --connections 1000 --ready-marker welcome --settle-ms 0 \
+  --sub-url "ws://127.0.0.1:$PORT_BASE/rooms/{room}?token={token}"
