@@ -629,6 +629,7 @@ async fn rooms_get(
     Extension(ClientAddr(address)): Extension<ClientAddr>,
     upgrade: Upgrade,
     headers: HeaderMap,
+    query: Result<Query<http::RoomsQuery>, axum::extract::rejection::QueryRejection>,
     auth: Result<Principal, ApiError>,
 ) -> Response {
     if let Some(bad) = bad_upgrade(&hub, &headers, &upgrade) {
@@ -643,7 +644,10 @@ async fn rooms_get(
         Ok(principal) if principal.is_anonymous() && principal.public.is_empty() => {
             ApiError::TokenMissing.into_response()
         }
-        Ok(principal) => http::rooms(&hub, principal).await.into_response(),
+        Ok(principal) => match query {
+            Ok(Query(query)) => http::rooms(&hub, principal, query).await.into_response(),
+            Err(e) => ApiError::from(e).into_response(),
+        },
         Err(e) => e.into_response(),
     }
 }

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{
-    BrokerError, DeferredWill, Draft, History, Limits, RetainDraft, Retained, RoomSnapshot,
-    RoomSummary, Will,
+    BrokerError, DeferredWill, Draft, History, Limits, RetainDraft, Retained, RoomPage,
+    RoomSnapshot, RoomSummary, Will,
 };
 use crate::hub::Fanout;
 use crate::idempotency::{Ledger, Once, Recall};
@@ -522,11 +522,12 @@ impl MemoryBroker {
         rooms.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
-    pub(super) fn rooms(&self) -> Vec<RoomSummary> {
+    pub(super) fn rooms(&self, cursor: Option<&str>, limit: usize) -> RoomPage {
         let now = now_ms();
         let mut out: Vec<RoomSummary> = self
             .all_rooms()
             .into_iter()
+            .filter(|(room, _)| cursor.is_none_or(|c| room.as_str() > c))
             .filter_map(|(room, state)| {
                 let state = lock(&state);
                 let topics = state
@@ -542,7 +543,10 @@ impl MemoryBroker {
             })
             .collect();
         out.sort_by(|a, b| a.room.cmp(&b.room));
-        out
+        // The cursor is the last room given: the next page starts after it.
+        let next = (out.len() > limit).then(|| out[limit - 1].room.to_string());
+        out.truncate(limit);
+        RoomPage { rooms: out, next }
     }
 
     pub(super) fn defer_will(&self, room: &RoomName, peer: &Arc<str>, user: &Arc<str>, will: Will) {

@@ -39,6 +39,9 @@ pub enum BrokerError {
     /// An idempotency key already named a different write.
     #[error("this idempotency key was already used for a different write")]
     KeyReused,
+    /// A room-listing cursor this broker did not hand out.
+    #[error("bad cursor: pass the next_cursor of the previous page")]
+    BadCursor,
     /// The room already holds the most retained topics allowed.
     #[error("room {room} already holds {limit} retained topics, the most allowed")]
     TooManyTopics {
@@ -215,6 +218,15 @@ pub struct RoomSummary {
     pub topics: usize,
 }
 
+/// One page of the room listing, and where the next one starts.
+#[derive(Debug, Clone, Default)]
+pub struct RoomPage {
+    /// Rooms with peers or retained topics, by name within the page.
+    pub rooms: Vec<RoomSummary>,
+    /// The cursor of the next page; `None` on the last one.
+    pub next: Option<String>,
+}
+
 /// The broker in use: an enum rather than a trait object so calls stay static.
 pub enum Broker {
     /// One process, no dependencies (the default).
@@ -362,11 +374,14 @@ impl Broker {
         }
     }
 
-    /// Every room with peers or retained topics, with counts.
-    pub async fn rooms(&self) -> Result<Vec<RoomSummary>, BrokerError> {
+    /// A page of about `limit` rooms with peers or retained topics, with
+    /// counts, from `cursor` (the previous page's `next`; `None` for the
+    /// first). One round trip per page with Redis, whatever the number of
+    /// rooms. A room may show on two pages while the listing runs.
+    pub async fn rooms(&self, cursor: Option<&str>, limit: usize) -> Result<RoomPage, BrokerError> {
         match self {
-            Broker::Memory(b) => Ok(b.rooms()),
-            Broker::Redis(b) => b.rooms().await,
+            Broker::Memory(b) => Ok(b.rooms(cursor, limit)),
+            Broker::Redis(b) => b.rooms(cursor, limit).await,
         }
     }
 

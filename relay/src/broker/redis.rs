@@ -29,8 +29,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{
-    BrokerError, DeferredWill, Draft, History, Limits, RetainDraft, Retained, RoomSnapshot,
-    RoomSummary, WILL_LEASE, Will,
+    BrokerError, DeferredWill, Draft, History, Limits, RetainDraft, Retained, RoomPage,
+    RoomSnapshot, RoomSummary, WILL_LEASE, Will,
 };
 use crate::hub::Fanout;
 use crate::idempotency::Once;
@@ -111,7 +111,7 @@ struct Scripts {
     reassert: Script,
     beat: Script,
     claim_due: Script,
-    forget_room: Script,
+    rooms_page: Script,
 }
 
 /// Lua shared by the keyed writes: `recall` answers a retry with the first
@@ -221,13 +221,24 @@ end
 return #old
 "#;
 
-/// Drops a room from the index if it holds no presence and no values.
-const FORGET_ROOM: &str = r#"
-if redis.call('HLEN', KEYS[1]) == 0 and redis.call('HLEN', KEYS[2]) == 0 then
-  redis.call('SREM', KEYS[3], ARGV[1])
-  return 1
+/// One page of the room index (SSCAN from ARGV[1], about ARGV[2] rooms) with
+/// each room's peer and topic counts; rooms found empty leave the index.
+/// Returns the next cursor, then room, peers, topics for each room.
+const ROOMS_PAGE: &str = r#"
+local page = redis.call('SSCAN', KEYS[1], ARGV[1], 'COUNT', tonumber(ARGV[2]))
+local out = {page[1]}
+for _, room in ipairs(page[2]) do
+  local peers = redis.call('HLEN', ARGV[3] .. room .. '}:presence')
+  local topics = redis.call('HLEN', ARGV[3] .. room .. '}:retained')
+  if peers == 0 and topics == 0 then
+    redis.call('SREM', KEYS[1], room)
+  else
+    out[#out + 1] = room
+    out[#out + 1] = peers
+    out[#out + 1] = topics
+  end
 end
-return 0
+return out
 "#;
 
 /// Claims the members of the deadline set whose time is at or before
@@ -646,7 +657,7 @@ impl RedisBroker {
                 reassert: Script::new(REASSERT),
                 beat: Script::new(BEAT),
                 claim_due: Script::new(CLAIM_DUE),
-                forget_room: Script::new(FORGET_ROOM),
+                rooms_page: Script::new(ROOMS_PAGE),
             },
         });
         broker.beat().await.map_err(|_| timed_out())?;
@@ -1455,50 +1466,50 @@ impl RedisBroker {
         Ok(value.as_deref().and_then(parse_presence).map(|(_, _, p)| p))
     }
 
-    async fn indexed_rooms(&self) -> Result<Vec<RoomName>, BrokerError> {
-        let rooms: Vec<String> = self
-            .conn()
-            .smembers(self.rooms_key())
+    pub(super) async fn rooms(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<RoomPage, BrokerError> {
+        let cursor: u64 = match cursor {
+            None => 0,
+            Some(c) => c.parse().map_err(|_| BrokerError::BadCursor)?,
+        };
+        let reply: Vec<Value> = self
+            .scripts
+            .rooms_page
+            .key(self.rooms_key())
+            .arg(cursor)
+            .arg(limit.max(1))
+            .arg(format!("{}:{{", self.settings.prefix))
+            .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        Ok(rooms
-            .iter()
-            .filter_map(|r| RoomName::parse(r).ok())
-            .collect())
-    }
-
-    pub(super) async fn rooms(&self) -> Result<Vec<RoomSummary>, BrokerError> {
-        let mut out = Vec::new();
-        for room in self.indexed_rooms().await? {
-            let (peers, topics): (usize, usize) = redis::pipe()
-                .hlen(self.key(&room, "presence"))
-                .hlen(self.key(&room, "retained"))
-                .query_async(&mut self.conn())
-                .await
-                .map_err(unavailable)?;
-            if peers > 0 || topics > 0 {
-                out.push(RoomSummary {
+        let mut items = reply.into_iter();
+        let next: String = items
+            .next()
+            .and_then(|v| redis::from_redis_value(v).ok())
+            .unwrap_or_else(|| "0".into());
+        let mut rooms = Vec::new();
+        while let (Some(room), Some(peers), Some(topics)) =
+            (items.next(), items.next(), items.next())
+        {
+            let room: Option<String> = redis::from_redis_value(room).ok();
+            let peers: usize = redis::from_redis_value(peers).unwrap_or(0);
+            let topics: usize = redis::from_redis_value(topics).unwrap_or(0);
+            if let Some(room) = room.and_then(|r| RoomName::parse(&r).ok()) {
+                rooms.push(RoomSummary {
                     room,
                     peers,
                     topics,
                 });
-            } else {
-                // Emptied without a leave or a clear seeing it: forget it
-                // now, unless something joined meanwhile (checked in Redis).
-                let _: i64 = self
-                    .scripts
-                    .forget_room
-                    .key(self.key(&room, "presence"))
-                    .key(self.key(&room, "retained"))
-                    .key(self.rooms_key())
-                    .arg(room.as_str())
-                    .invoke_async(&mut self.conn())
-                    .await
-                    .map_err(unavailable)?;
             }
         }
-        out.sort_by(|a, b| a.room.cmp(&b.room));
-        Ok(out)
+        rooms.sort_by(|a, b| a.room.cmp(&b.room));
+        Ok(RoomPage {
+            rooms,
+            next: (next != "0").then_some(next),
+        })
     }
 
     pub(super) async fn put_will(

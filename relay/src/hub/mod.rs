@@ -17,7 +17,7 @@ pub use session::{MAX_ROOMS_PER_SESSION, Next, Session};
 
 use crate::auth::{Authenticator, Principal, Rights};
 use crate::broker::{
-    Broker, BrokerError, Draft, History, Limits, RetainDraft, Retained, RoomSnapshot, RoomSummary,
+    Broker, BrokerError, Draft, History, Limits, RetainDraft, Retained, RoomPage, RoomSnapshot,
 };
 use crate::config::Config;
 use crate::error::ApiError;
@@ -82,6 +82,7 @@ impl From<BrokerError> for ApiError {
             BrokerError::NoSuchPeer { .. } => ApiError::NotFound(e.to_string()),
             BrokerError::TooManyTopics { .. } => ApiError::TooLarge(e.to_string()),
             BrokerError::KeyReused => ApiError::KeyReused,
+            BrokerError::BadCursor => ApiError::BadRequest(e.to_string()),
         }
     }
 }
@@ -552,13 +553,18 @@ impl Hub {
         Ok(self.broker().snapshot(room).await?)
     }
 
-    /// The rooms the caller may read that have peers, with counts.
-    pub async fn rooms(&self, principal: &Principal) -> Result<Vec<RoomSummary>, ApiError> {
-        let rooms = self.broker().rooms().await?;
-        Ok(rooms
-            .into_iter()
-            .filter(|r| principal.rights(&r.room).contains(Rights::READ))
-            .collect())
+    /// A page of the rooms with peers or values, those the caller may read
+    /// (so a page may hold fewer than `limit`), and the next page's cursor.
+    pub async fn rooms(
+        &self,
+        principal: &Principal,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<RoomPage, ApiError> {
+        let mut page = self.broker().rooms(cursor, limit).await?;
+        page.rooms
+            .retain(|r| principal.rights(&r.room).contains(Rights::READ));
+        Ok(page)
     }
 }
 

@@ -345,12 +345,47 @@ pub async fn snapshot(
     Ok(Json(body).into_response())
 }
 
-/// `GET /rooms`: the rooms this caller may read that have peers.
-pub async fn rooms(hub: &Hub, principal: Principal) -> Result<Response, ApiError> {
+/// Query parameters of `GET /rooms`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RoomsQuery {
+    /// Where to continue: the previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// Rooms per page (1 to 1000, default 100).
+    pub limit: Option<u64>,
+}
+
+/// Rooms per page of `GET /rooms` unless the caller asks.
+pub const ROOMS_PAGE: usize = 100;
+/// Most rooms per page of `GET /rooms`.
+pub const MAX_ROOMS_PAGE: usize = 1000;
+
+/// `GET /rooms`: a page of the rooms this caller may read that have peers
+/// or values, and `next_cursor` while more pages follow.
+pub async fn rooms(
+    hub: &Hub,
+    principal: Principal,
+    query: RoomsQuery,
+) -> Result<Response, ApiError> {
     #[derive(Serialize)]
     struct Body {
         rooms: Vec<crate::broker::RoomSummary>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next_cursor: Option<String>,
     }
-    let rooms = hub.rooms(&principal).await?;
-    Ok(Json(Body { rooms }).into_response())
+    let limit = match query.limit {
+        None => ROOMS_PAGE,
+        Some(l) if (1..=MAX_ROOMS_PAGE as u64).contains(&l) => l as usize,
+        Some(_) => {
+            return Err(ApiError::BadRequest(format!(
+                "limit must be 1 to {MAX_ROOMS_PAGE}"
+            )));
+        }
+    };
+    let cursor = query.cursor.as_deref().filter(|c| !c.is_empty());
+    let page = hub.rooms(&principal, cursor, limit).await?;
+    Ok(Json(Body {
+        rooms: page.rooms,
+        next_cursor: page.next,
+    })
+    .into_response())
 }

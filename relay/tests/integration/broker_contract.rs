@@ -98,6 +98,7 @@ where
     retained_expiry_and_limits(make(LIMITS).await).await;
     presence_and_direct(make(LIMITS).await).await;
     keyed_writes_happen_once(make(LIMITS).await).await;
+    rooms_are_listed_page_by_page(make(LIMITS).await).await;
 }
 
 /// Subscribes locally and across instances, as a session does.
@@ -338,7 +339,7 @@ async fn retained_values((broker, fanout): (Broker, Arc<Fanout>)) {
         "nothing left to clear"
     );
     assert_eq!(broker.retained(&r, None).await.unwrap().len(), 2);
-    let rooms = broker.rooms().await.unwrap();
+    let rooms = broker.rooms(None, 1000).await.unwrap().rooms;
     assert!(
         rooms
             .iter()
@@ -629,4 +630,53 @@ async fn keyed_writes_happen_once((broker, fanout): (Broker, Arc<Fanout>)) {
         "retried topic writes are not delivered",
     )
     .await;
+}
+
+/// The room listing goes page by page, following `next`: every room with a
+/// value shows (a room may show twice), rooms with nothing do not, and the
+/// last page says so. A cursor the broker did not hand out is refused or
+/// simply yields later rooms, never an error of the backend.
+async fn rooms_are_listed_page_by_page((broker, _fanout): (Broker, Arc<Fanout>)) {
+    let names: Vec<RoomName> = (0..300).map(|i| room(&format!("page-{i:03}"))).collect();
+    for r in &names {
+        broker
+            .set_retained(r, retain("t", "x", None))
+            .await
+            .unwrap();
+    }
+    broker
+        .publish(&room("page-history-only"), draft("h"))
+        .await
+        .unwrap();
+    let mut seen = std::collections::HashSet::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let page = broker.rooms(cursor.as_deref(), 50).await.unwrap();
+        pages += 1;
+        assert!(
+            page.rooms.len() <= 150,
+            "about a page: {}",
+            page.rooms.len()
+        );
+        for summary in page.rooms {
+            assert_eq!(summary.topics, 1, "{summary:?}");
+            seen.insert(summary.room);
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+        assert!(pages < 100, "the listing ends");
+    }
+    assert!(pages > 1, "300 rooms take more than one page of 50");
+    let expected: std::collections::HashSet<RoomName> = names.into_iter().collect();
+    let page_rooms: std::collections::HashSet<RoomName> = seen
+        .into_iter()
+        .filter(|r| r.as_str().starts_with("page-"))
+        .collect();
+    assert_eq!(
+        page_rooms, expected,
+        "every room with a value, once or more, and no other"
+    );
 }

@@ -637,3 +637,57 @@ async fn a_resume_from_an_unknown_past_gets_reset_first() {
     .await;
     assert_eq!(again.next().await["kind"], "welcome");
 }
+
+/// `GET /rooms` pages with `limit` and `next_cursor` (absent on the last
+/// page); a cursor Redis did not hand out is a 400, not a 500.
+#[tokio::test]
+async fn the_room_list_pages() {
+    let relay = Relay::start(&[]).await;
+    let tok = token("lister", &["*=read,write,retain"]);
+    for i in 0..5 {
+        let response = http()
+            .put(relay.http(&format!("/rooms/list-{i}/topics/t")))
+            .bearer_auth(&tok)
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+    }
+    let mut path = "/rooms?limit=2".to_owned();
+    let mut pages = Vec::new();
+    loop {
+        let page: Value = crate::harness::get_json(&relay, &path, &tok).await;
+        let names: Vec<String> = page["rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["room"].as_str().unwrap().to_owned())
+            .collect();
+        pages.push(names);
+        match page["next_cursor"].as_str() {
+            Some(next) => path = format!("/rooms?limit=2&cursor={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(
+        pages,
+        vec![
+            vec!["list-0", "list-1"],
+            vec!["list-2", "list-3"],
+            vec!["list-4"]
+        ]
+    );
+
+    let redis = crate::redis_server::RedisServer::start().await;
+    let shared =
+        crate::instances::relay_on(&redis, &crate::redis_server::unique_prefix(), &[]).await;
+    let response = http()
+        .get(shared.http("/rooms?cursor=not-a-cursor"))
+        .bearer_auth(&tok)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+}
