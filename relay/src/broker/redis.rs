@@ -1610,48 +1610,46 @@ impl RedisBroker {
     /// not the rooms that exist. Every step is conditional, so a second
     /// sweeper after a lost claim repeats nothing.
     async fn clean_dead_instance(&self, instance: &str) -> Result<(), BrokerError> {
-        {
-            if instance == &*self.instance {
-                return Ok(());
-            }
-            let members: Vec<String> = self
-                .conn()
-                .smembers(self.peers_key(instance))
-                .await
-                .map_err(unavailable)?;
-            for member in members {
-                let Ok((room, peer)) = serde_json::from_str::<(String, String)>(&member) else {
-                    continue;
-                };
-                let Ok(room) = RoomName::parse(&room) else {
-                    continue;
-                };
-                let peer: Arc<str> = Arc::from(peer);
-                let user = self.peer(&room, &peer).await?.map(|p| p.user);
-                // As for a local close: an immediate will goes out before the
-                // leave; a delayed one waits in Redis. Taking the will is
-                // atomic, so only one sweeping instance handles it.
-                if let Some(will) = self.take_will(&room, &peer).await? {
-                    if will.after.is_none() {
-                        let draft = will.into_draft(peer.clone());
-                        if let Err(e) = self.set_retained(&room, draft).await {
-                            tracing::warn!(%room, error = %e, "will of a dead instance's peer not fired");
-                        }
-                    } else if let Some(user) = &user {
-                        self.defer_will(&room, &peer, user, will).await?;
-                    }
-                }
-                self.leave_as(&room, &peer, LeaveReason::Timeout, instance)
-                    .await?;
-            }
-            let _: () = redis::pipe()
-                .del(self.peers_key(instance))
-                .zrem(self.due_key(), format!("i:{instance}"))
-                .query_async(&mut self.conn())
-                .await
-                .map_err(unavailable)?;
-            tracing::info!(%instance, "cleaned up after a dead instance");
+        if instance == &*self.instance {
+            return Ok(());
         }
+        let members: Vec<String> = self
+            .conn()
+            .smembers(self.peers_key(instance))
+            .await
+            .map_err(unavailable)?;
+        for member in members {
+            let Ok((room, peer)) = serde_json::from_str::<(String, String)>(&member) else {
+                continue;
+            };
+            let Ok(room) = RoomName::parse(&room) else {
+                continue;
+            };
+            let peer: Arc<str> = Arc::from(peer);
+            let user = self.peer(&room, &peer).await?.map(|p| p.user);
+            // As for a local close: an immediate will goes out before the
+            // leave; a delayed one waits in Redis. Taking the will is
+            // atomic, so only one sweeping instance handles it.
+            if let Some(will) = self.take_will(&room, &peer).await? {
+                if will.after.is_none() {
+                    let draft = will.into_draft(peer.clone());
+                    if let Err(e) = self.set_retained(&room, draft).await {
+                        tracing::warn!(%room, error = %e, "will of a dead instance's peer not fired");
+                    }
+                } else if let Some(user) = &user {
+                    self.defer_will(&room, &peer, user, will).await?;
+                }
+            }
+            self.leave_as(&room, &peer, LeaveReason::Timeout, instance)
+                .await?;
+        }
+        let _: () = redis::pipe()
+            .del(self.peers_key(instance))
+            .zrem(self.due_key(), format!("i:{instance}"))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        tracing::info!(%instance, "cleaned up after a dead instance");
         Ok(())
     }
 
