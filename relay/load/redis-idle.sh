@@ -8,6 +8,9 @@
 #   relay/load/redis-idle.sh                           # 2,000 rooms x 1 topic, 2 relays
 #   ROOMS=10000 TOPICS=10 INSTANCES=3 relay/load/redis-idle.sh
 #
+# With PEERS=N it then holds N idle WebSocket peers over PEER_ROOMS rooms
+# (spread over the relays) and measures the same while they sit there.
+#
 # Then, unless COSTS=0, it measures what one operation costs in Redis
 # commands (those inside scripts counted), less the idle rate: a publish, a
 # retained set, and a WebSocket peer's join and leave.
@@ -105,6 +108,54 @@ redis_cpu=$(awk -v a="$r0" -v b="$r1" -v hz="$hz" -v w="$WINDOW" 'BEGIN {printf 
 echo "| rooms | topics | instances | Redis commands/s | per instance | Redis CPU | each relay's CPU |"
 echo "|---:|---:|---:|---:|---:|---:|---|"
 echo "| $ROOMS | $((ROOMS * TOPICS)) | $INSTANCES | $per_s | $((per_s / INSTANCES)) | $redis_cpu | $relays|"
+
+# measure_window LABEL: Redis commands/s, Redis CPU and relay CPU over WINDOW.
+measure_window() {
+  local c0 r0 c1 r1 line=""
+  c0=$(commands); r0=$(ticks "$REDIS_PID")
+  local -a q0
+  for i in "${!RELAY_PIDS[@]}"; do q0[$i]=$(ticks "${RELAY_PIDS[$i]}"); done
+  sleep "$WINDOW"
+  c1=$(commands); r1=$(ticks "$REDIS_PID")
+  for i in "${!RELAY_PIDS[@]}"; do
+    line+="$(awk -v a="${q0[$i]}" -v b="$(ticks "${RELAY_PIDS[$i]}")" -v hz="$hz" -v w="$WINDOW" 'BEGIN {printf "%.1f%% ", (b - a) * 100 / hz / w}')"
+  done
+  echo "| $1 | $(( (c1 - c0) / WINDOW )) | $(awk -v a="$r0" -v b="$r1" -v hz="$hz" -v w="$WINDOW" 'BEGIN {printf "%.1f%%", (b - a) * 100 / hz / w}') | $line|"
+}
+
+PEERS=${PEERS:-0}
+if [ "$PEERS" -gt 0 ]; then
+  PEER_ROOMS=${PEER_ROOMS:-1000}
+  ulimit -n "$(ulimit -Hn)"
+  urls=()
+  for i in $(seq 0 $((INSTANCES - 1))); do
+    urls+=(--sub-url "ws://127.0.0.1:$((PORT_BASE + i))/rooms/{room}?token={token}")
+  done
+  # Held open for the wait, the window and a margin, then closed.
+  "$LOAD" connect --label peers --room-prefix peer- --rooms "$PEER_ROOMS" --connections "$PEERS" \
+    --sources 4 --ready-marker welcome --settle-ms $(( (WINDOW + 40) * 1000 )) "${urls[@]}" \
+    >"$OUT/redis-idle-peers.log" 2>&1 &
+  LOAD_PID=$!
+  PIDS+=("$LOAD_PID")
+  for _ in $(seq 1 600); do
+    live=0
+    for i in $(seq 0 $((INSTANCES - 1))); do
+      n=$(curl -s "http://127.0.0.1:$((PORT_BASE + i))/metrics" |
+        awk '/^edgewire_sessions\{transport="websocket"\}/ {print $2}')
+      live=$((live + ${n:-0}))
+    done
+    [ "$live" -ge "$PEERS" ] && break
+    sleep 0.1
+  done
+  sleep 2
+  echo
+  echo "| $PEERS idle peers over $PEER_ROOMS rooms | Redis commands/s | Redis CPU | each relay's CPU |"
+  echo "|---|---:|---:|---|"
+  measure_window "connected ($live), idle"
+  kill "$LOAD_PID" 2>/dev/null || true
+  wait "$LOAD_PID" 2>/dev/null || true
+  sleep 3
+fi
 
 [ "${COSTS:-1}" = 1 ] || exit 0
 idle_per_s=$per_s
