@@ -192,7 +192,7 @@ const APPEND: &str = concat!(
     r#"
 local done = recall(KEYS[4], ARGV[9])
 if done then return done end
-if late(ARGV[8]) then return redis.error_reply('late') end
+if late(ARGV[8]) then return {err = 'late'} end
 local id = append(KEYS[1], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[7], KEYS[2], ARGV[6])
 redis.call('PUBLISH', ARGV[5], ARGV[2] .. id .. ARGV[3])
 remember(KEYS[4], ARGV[9], id, ARGV[4])
@@ -310,9 +310,9 @@ const SET_RETAINED: &str = concat!(
     r#"
 local done = recall(KEYS[5], ARGV[13])
 if done then return done end
-if late(ARGV[12]) then return redis.error_reply('late') end
+if late(ARGV[12]) then return {err = 'late'} end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[2]) then
-  return redis.error_reply('too_many_topics')
+  return {err = 'too_many_topics'}
 end
 local id = append(KEYS[2], KEYS[4], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[11], KEYS[6], ARGV[10])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[8] .. id .. ARGV[9])
@@ -333,7 +333,7 @@ const CLEAR_RETAINED: &str = concat!(
     r#"
 local done = recall(KEYS[4], ARGV[11])
 if done then return done end
-if late(ARGV[10]) then return redis.error_reply('late') end
+if late(ARGV[10]) then return {err = 'late'} end
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if not cur then return false end
 local rec = cjson.decode(cur)
@@ -558,7 +558,8 @@ impl StartCause {
 /// unknown, though never applied after the relay answered); refused as `late`
 /// or for any other reason, not stored.
 fn write_failed(e: redis::RedisError) -> BrokerError {
-    if e.to_string().contains("key_reused") {
+    // Scripts answer `{err = '<code>'}`: matched by the error's code.
+    if e.code() == Some("key_reused") {
         return BrokerError::KeyReused;
     }
     if e.is_timeout() {
@@ -1054,12 +1055,10 @@ impl RedisBroker {
             .await;
         match result {
             Ok(id) => Event::from_json(format!("{prefix}{id}{suffix}")).ok_or_else(template_error),
-            Err(e) if e.to_string().contains("too_many_topics") => {
-                Err(BrokerError::TooManyTopics {
-                    room: room.to_string(),
-                    limit: self.limits.max_topics,
-                })
-            }
+            Err(e) if e.code() == Some("too_many_topics") => Err(BrokerError::TooManyTopics {
+                room: room.to_string(),
+                limit: self.limits.max_topics,
+            }),
             Err(e) => Err(write_failed(e)),
         }
     }
