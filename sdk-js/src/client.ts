@@ -32,7 +32,6 @@ export interface EventSourceLike {
   close(): void;
 }
 
-/** Event kinds a room's stream carries. */
 /** Answers after which a keyed write is retried: it was not done, or its outcome is unknown. */
 const RETRIABLE = new Set(["backend_unavailable", "outcome_unknown", "draining", "over_capacity"]);
 
@@ -43,6 +42,7 @@ function newKey(): string {
   return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}${Math.random().toString(36).slice(2)}`;
 }
 
+/** Event kinds a room's stream carries. */
 const STREAM_KINDS = ["welcome", "message", "status", "join", "leave", "state", "reset", "expiring", "error"];
 
 /** Options of an [[Edgewire]] client. */
@@ -118,7 +118,7 @@ export class Edgewire extends Emitter<ClientEvents> {
   private readonly httpBase: string;
   private readonly rooms = new Map<string, Room>();
   private readonly waiting = new Map<number, Waiting>();
-  private readonly queue: { text: string; ref: number }[] = [];
+  private readonly queue: { text: string; ref: number; keyed: boolean }[] = [];
   /** Publishes sent on the socket and not yet answered: on a lost connection
    * they go back to the queue and are sent again with the same idempotency
    * key, so the relay does each once. */
@@ -181,10 +181,11 @@ export class Edgewire extends Emitter<ClientEvents> {
     if (this.transport === "sse") return this.viaHttp(op);
     const ref = this.nextRef++;
     const text = JSON.stringify({ ...op, ref });
+    const keyed = op.op === "pub";
     return new Promise((resolve, reject) => {
       if (this.isOpen()) {
         this.waiting.set(ref, { resolve, reject });
-        this.sendNow(text, ref);
+        this.sendNow(text, ref, keyed);
         return;
       }
       if (this.queue.length >= (this.options.maxQueue ?? 1000)) {
@@ -192,13 +193,13 @@ export class Edgewire extends Emitter<ClientEvents> {
         return;
       }
       this.waiting.set(ref, { resolve, reject });
-      this.queue.push({ text, ref });
+      this.queue.push({ text, ref, keyed });
     });
   }
 
-  /** Writes an op to the open socket, remembering a publish until it is answered. */
-  private sendNow(text: string, ref: number): void {
-    if (text.includes('"idempotency_key"')) this.inflight.set(ref, text);
+  /** Writes an op to the open socket, remembering a (keyed) publish until it is answered. */
+  private sendNow(text: string, ref: number, keyed: boolean): void {
+    if (keyed) this.inflight.set(ref, text);
     this.ws?.send(text);
   }
 
@@ -266,7 +267,7 @@ export class Edgewire extends Emitter<ClientEvents> {
       this.openedAt = Date.now();
       this.setState("open");
       for (const room of this.rooms.values()) this.joinOnServer(room);
-      for (const { text, ref } of this.queue.splice(0)) this.sendNow(text, ref);
+      for (const { text, ref, keyed } of this.queue.splice(0)) this.sendNow(text, ref, keyed);
       return;
     }
     if (event.kind === "ack" || (event.kind === "error" && event.ref !== undefined)) {
@@ -328,8 +329,8 @@ export class Edgewire extends Emitter<ClientEvents> {
     const hint = typeof error.retry_after === "number" ? error.retry_after * 1000 : 0;
     setTimeout(() => {
       if (this.stopped || !this.waiting.has(ref)) return;
-      if (this.isOpen()) this.sendNow(text, ref);
-      else this.queue.push({ text, ref });
+      if (this.isOpen()) this.sendNow(text, ref, true);
+      else this.queue.push({ text, ref, keyed: true });
     }, Math.max(hint, backoffDelay(attempt, this.options.backoff)));
     return true;
   }
@@ -339,7 +340,7 @@ export class Edgewire extends Emitter<ClientEvents> {
     const sent = [...this.inflight.entries()].sort(([a], [b]) => a - b);
     this.inflight.clear();
     if (this.stopped) return;
-    this.queue.unshift(...sent.map(([ref, text]) => ({ text, ref })));
+    this.queue.unshift(...sent.map(([ref, text]) => ({ text, ref, keyed: true })));
   }
 
   private failWaiting(error: Error): void {
