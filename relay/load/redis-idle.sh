@@ -46,14 +46,8 @@ PIDS=()
 cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-wait_port() {
-  for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "nothing listens on port $1" >&2
-  exit 1
-}
+# shellcheck source=relay/load/wait-port.sh
+. "$ROOT/relay/load/wait-port.sh"
 
 # CPU ticks (utime + stime) of a process.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -88,40 +82,30 @@ for t in $(seq 0 $((TOPICS - 1))); do
     >"$OUT/redis-idle-fill.log" 2>&1
 done
 
-echo "== measuring ${WINDOW}s of idle"
-sleep 2
-c0=$(commands)
-r0=$(ticks "$REDIS_PID")
-declare -a p0
-for i in "${!RELAY_PIDS[@]}"; do p0[$i]=$(ticks "${RELAY_PIDS[$i]}"); done
-sleep "$WINDOW"
-c1=$(commands)
-r1=$(ticks "$REDIS_PID")
+# measure_window: over WINDOW seconds, sets PER_S (Redis commands/s), REDIS_CPU
+# and RELAYS_CPU (each relay's share, space-separated).
 hz=$(getconf CLK_TCK)
-relays=""
-for i in "${!RELAY_PIDS[@]}"; do
-  p1=$(ticks "${RELAY_PIDS[$i]}")
-  relays+="$(awk -v a="${p0[$i]}" -v b="$p1" -v hz="$hz" -v w="$WINDOW" 'BEGIN {printf "%.1f%% ", (b - a) * 100 / hz / w}')"
-done
-per_s=$(( (c1 - c0) / WINDOW ))
-redis_cpu=$(awk -v a="$r0" -v b="$r1" -v hz="$hz" -v w="$WINDOW" 'BEGIN {printf "%.1f%%", (b - a) * 100 / hz / w}')
-echo "| rooms | topics | instances | Redis commands/s | per instance | Redis CPU | each relay's CPU |"
-echo "|---:|---:|---:|---:|---:|---:|---|"
-echo "| $ROOMS | $((ROOMS * TOPICS)) | $INSTANCES | $per_s | $((per_s / INSTANCES)) | $redis_cpu | $relays|"
-
-# measure_window LABEL: Redis commands/s, Redis CPU and relay CPU over WINDOW.
+cpu_share() { awk -v a="$1" -v b="$2" -v hz="$hz" -v w="$WINDOW" 'BEGIN {printf "%.1f%%", (b - a) * 100 / hz / w}'; }
 measure_window() {
-  local c0 r0 c1 r1 line=""
-  c0=$(commands); r0=$(ticks "$REDIS_PID")
+  local c0 r0 c1 r1 i
   local -a q0
+  c0=$(commands); r0=$(ticks "$REDIS_PID")
   for i in "${!RELAY_PIDS[@]}"; do q0[$i]=$(ticks "${RELAY_PIDS[$i]}"); done
   sleep "$WINDOW"
   c1=$(commands); r1=$(ticks "$REDIS_PID")
+  RELAYS_CPU=""
   for i in "${!RELAY_PIDS[@]}"; do
-    line+="$(awk -v a="${q0[$i]}" -v b="$(ticks "${RELAY_PIDS[$i]}")" -v hz="$hz" -v w="$WINDOW" 'BEGIN {printf "%.1f%% ", (b - a) * 100 / hz / w}')"
+    RELAYS_CPU+="$(cpu_share "${q0[$i]}" "$(ticks "${RELAY_PIDS[$i]}")") "
   done
-  echo "| $1 | $(( (c1 - c0) / WINDOW )) | $(awk -v a="$r0" -v b="$r1" -v hz="$hz" -v w="$WINDOW" 'BEGIN {printf "%.1f%%", (b - a) * 100 / hz / w}') | $line|"
+  PER_S=$(( (c1 - c0) / WINDOW ))
+  REDIS_CPU=$(cpu_share "$r0" "$r1")
 }
+echo "== measuring ${WINDOW}s of idle"
+sleep 2
+measure_window
+echo "| rooms | topics | instances | Redis commands/s | per instance | Redis CPU | each relay's CPU |"
+echo "|---:|---:|---:|---:|---:|---:|---|"
+echo "| $ROOMS | $((ROOMS * TOPICS)) | $INSTANCES | $PER_S | $((PER_S / INSTANCES)) | $REDIS_CPU | $RELAYS_CPU|"
 
 PEERS=${PEERS:-0}
 if [ "$PEERS" -gt 0 ]; then
@@ -151,14 +135,15 @@ if [ "$PEERS" -gt 0 ]; then
   echo
   echo "| $PEERS idle peers over $PEER_ROOMS rooms | Redis commands/s | Redis CPU | each relay's CPU |"
   echo "|---|---:|---:|---|"
-  measure_window "connected ($live), idle"
+  measure_window
+  echo "| connected ($live), idle | $PER_S | $REDIS_CPU | $RELAYS_CPU|"
   kill "$LOAD_PID" 2>/dev/null || true
   wait "$LOAD_PID" 2>/dev/null || true
   sleep 3
 fi
 
 [ "${COSTS:-1}" = 1 ] || exit 0
-idle_per_s=$per_s
+idle_per_s=$PER_S
 # cost NAME OPS COMMAND...: Redis commands per operation while COMMAND runs,
 # less what idling costs over the same time.
 cost() {

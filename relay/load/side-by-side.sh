@@ -63,14 +63,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_port() {
-  for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "nothing listens on port $1" >&2
-  exit 1
-}
+# shellcheck source=relay/load/wait-port.sh
+. "$ROOT/relay/load/wait-port.sh"
 
 # start_relay PORT [REDIS_URL]: the relay with limits lifted for the bench
 # (one token opens every connection, from four loopback addresses).
