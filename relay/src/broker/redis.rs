@@ -106,12 +106,12 @@ struct Scripts {
     leave: Script,
     set_state: Script,
     take_will: Script,
-    trim_age: Script,
     defer_will: Script,
     reassert: Script,
     beat: Script,
     claim_due: Script,
     rooms_page: Script,
+    stream_marks: Script,
 }
 
 /// Lua shared by the keyed writes: `recall` answers a retry with the first
@@ -136,47 +136,79 @@ end
     };
 }
 
-/// Lua shared by the scripts that append to a stream: XADD (which assigns the
-/// id), then trim to the size limit by XDEL, which (unlike MAXLEN) records the
-/// newest dropped id in `max-deleted-entry-id` for gap detection, then refresh
-/// the stream's idle expiry.
+/// Lua shared by the scripts that append to a stream. History is trimmed on
+/// write: XADD drops what passed the history's age (`MINID`), XTRIM what is
+/// over the size limits. Trimmed entries are read first, for their bytes and
+/// for the gap marker: the newest dropped id, kept in its own key because
+/// Redis 7.0 records `max-deleted-entry-id` only on XDEL. Then the stream's
+/// idle expiry is refreshed, so a room nobody writes to costs no work: its
+/// history ages out on read, and the whole stream expires with its newest entry.
 macro_rules! append_fn {
     () => {
         concat!(
             r#"
-local function late(deadline)
+local function now_ms()
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(deadline)
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function late(deadline)
+  return now_ms() > tonumber(deadline)
 end
 "#,
             once_fn!(),
             r#"
 local function entry_size(e) return #e[2][2] + #e[2][4] end
-local function append(stream, bytes, maxlen, p, s, ttl, maxbytes, due, room)
-  local id = redis.call('XADD', stream, '*', 'p', p, 's', s)
-  -- In the deadline set, once: when the oldest entry passes the history's
-  -- age, the sweep trims the stream (and sets its next deadline).
-  redis.call('ZADD', due, 'NX', tonumber(string.match(id, '^(%d+)')) + tonumber(ttl), 's:' .. room)
-  local total = redis.call('INCRBY', bytes, #p + #s)
+-- The smallest id after `id`: an XTRIM MINID threshold that drops `id` too.
+local function after(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return ms .. '-' .. (tonumber(seq) + 1)
+end
+local function append(stream, bytes, maxlen, p, s, ttl, maxbytes, marker)
+  local total = tonumber(redis.call('GET', bytes) or '0')
+  local dropped = nil
+  local cutoff = now_ms() - tonumber(ttl)
+  local id
+  if cutoff > 0 then
+    local aged = redis.call('XRANGE', stream, '-', '(' .. cutoff .. '-0')
+    for _, e in ipairs(aged) do
+      total = total - entry_size(e)
+      dropped = e[1]
+    end
+    id = redis.call('XADD', stream, 'MINID', cutoff .. '-0', '*', 'p', p, 's', s)
+  else
+    id = redis.call('XADD', stream, '*', 'p', p, 's', s)
+  end
+  total = total + #p + #s
   local len = redis.call('XLEN', stream)
   if len > tonumber(maxlen) then
     local old = redis.call('XRANGE', stream, '-', '+', 'COUNT', len - tonumber(maxlen))
     for _, e in ipairs(old) do
       total = total - entry_size(e)
-      redis.call('XDEL', stream, e[1])
+      dropped = e[1]
     end
+    redis.call('XTRIM', stream, 'MAXLEN', tonumber(maxlen))
   end
   while total > tonumber(maxbytes) do
     local old = redis.call('XRANGE', stream, '-', '+', 'COUNT', 16)
     if #old == 0 then total = 0 break end
+    local last = nil
     for _, e in ipairs(old) do
       if total <= tonumber(maxbytes) then break end
       total = total - entry_size(e)
-      redis.call('XDEL', stream, e[1])
+      last = e[1]
+    end
+    if last then
+      dropped = last
+      redis.call('XTRIM', stream, 'MINID', after(last))
     end
   end
   if total < 0 then total = 0 end
   redis.call('SET', bytes, total, 'PX', ttl)
+  if dropped then
+    redis.call('SET', marker, dropped, 'PX', ttl)
+  else
+    redis.call('PEXPIRE', marker, ttl)
+  end
   redis.call('PEXPIRE', stream, ttl)
   return id
 end
@@ -193,32 +225,24 @@ const APPEND: &str = concat!(
 local done = recall(KEYS[4], ARGV[9])
 if done then return done end
 if late(ARGV[8]) then return {err = 'late'} end
-local id = append(KEYS[1], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[7], KEYS[2], ARGV[6])
+local id = append(KEYS[1], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[7], KEYS[2])
 redis.call('PUBLISH', ARGV[5], ARGV[2] .. id .. ARGV[3])
 remember(KEYS[4], ARGV[9], id, ARGV[4])
 return id
 "#
 );
 
-/// Drops history older than the age limit (by XDEL, for gap detection), and
-/// takes its bytes off the room's count.
-const TRIM_AGE: &str = r#"
-local old = redis.call('XRANGE', KEYS[1], '-', '(' .. ARGV[1] .. '-0', 'COUNT', 1000)
-local freed = 0
-for _, e in ipairs(old) do
-  freed = freed + #e[2][2] + #e[2][4]
-  redis.call('XDEL', KEYS[1], e[1])
+/// A stream's last id, first entry id and newest trimmed id (the gap
+/// marker), `''` for each it lacks; nil when the stream does not exist.
+const STREAM_MARKS: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+local last, first = '', ''
+for i = 1, #info, 2 do
+  if info[i] == 'last-generated-id' then last = info[i + 1] end
+  if info[i] == 'first-entry' and type(info[i + 1]) == 'table' then first = info[i + 1][1] end
 end
-if freed > 0 and redis.call('EXISTS', KEYS[2]) == 1 then
-  if redis.call('DECRBY', KEYS[2], freed) < 0 then redis.call('SET', KEYS[2], 0, 'KEEPTTL') end
-end
-local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
-if #first > 0 then
-  redis.call('ZADD', KEYS[3], tonumber(string.match(first[1][1], '^(%d+)')) + tonumber(ARGV[3]), 's:' .. ARGV[2])
-else
-  redis.call('ZREM', KEYS[3], 's:' .. ARGV[2])
-end
-return #old
+return {last, first, redis.call('GET', KEYS[2]) or ''}
 "#;
 
 /// One page of the room index (SSCAN from ARGV[1], about ARGV[2] rooms) with
@@ -314,7 +338,7 @@ if late(ARGV[12]) then return {err = 'late'} end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[2]) then
   return {err = 'too_many_topics'}
 end
-local id = append(KEYS[2], KEYS[4], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[11], KEYS[6], ARGV[10])
+local id = append(KEYS[2], KEYS[4], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[11], KEYS[6])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[8] .. id .. ARGV[9])
 redis.call('SADD', KEYS[3], ARGV[10])
 if ARGV[14] ~= '' then
@@ -346,7 +370,7 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 if redis.call('HLEN', KEYS[1]) == 0 and redis.call('HLEN', KEYS[6]) == 0 then
   redis.call('SREM', KEYS[7], ARGV[12])
 end
-local id = append(KEYS[2], KEYS[3], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[9], KEYS[5], ARGV[12])
+local id = append(KEYS[2], KEYS[3], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[9], KEYS[5])
 redis.call('PUBLISH', ARGV[7], ARGV[4] .. id .. ARGV[5])
 remember(KEYS[4], ARGV[11], id, ARGV[6])
 return id
@@ -653,12 +677,12 @@ impl RedisBroker {
                 leave: Script::new(LEAVE),
                 set_state: Script::new(SET_STATE),
                 take_will: Script::new(TAKE_WILL),
-                trim_age: Script::new(TRIM_AGE),
                 defer_will: Script::new(DEFER_WILL),
                 reassert: Script::new(REASSERT),
                 beat: Script::new(BEAT),
                 claim_due: Script::new(CLAIM_DUE),
                 rooms_page: Script::new(ROOMS_PAGE),
+                stream_marks: Script::new(STREAM_MARKS),
             },
         });
         broker.beat().await.map_err(|_| timed_out())?;
@@ -703,9 +727,9 @@ impl RedisBroker {
 
     /// The deadline set: everything the sweep must do at a time, scored by
     /// that time on Redis's clock. Members: `i:<instance>` (dead when due),
-    /// `x:[room, topic, id, from]` (a retained value lapses), `s:<room>` (the
-    /// stream's oldest entry passes the history's age), `w:<record>` (a
-    /// delayed will). One set, so an idle sweep is one command.
+    /// `x:[room, topic, id, from]` (a retained value lapses), `w:<record>` (a
+    /// delayed will). One set, so an idle sweep is one command. History needs
+    /// no deadline: it is trimmed on write and aged out on read.
     fn due_key(&self) -> String {
         format!("{}:due", self.settings.prefix)
     }
@@ -877,7 +901,7 @@ impl RedisBroker {
             .scripts
             .append
             .key(self.key(room, "stream"))
-            .key(self.due_key())
+            .key(self.key(room, "trimmed"))
             .key(self.key(room, "history-bytes"))
             .key(once_key)
             .arg(self.limits.history_size)
@@ -1029,7 +1053,7 @@ impl RedisBroker {
             .key(self.rooms_key())
             .key(self.key(room, "history-bytes"))
             .key(once_key)
-            .key(self.due_key())
+            .key(self.key(room, "trimmed"))
             .key(self.due_key())
             .arg(draft.topic.as_str())
             .arg(self.limits.max_topics)
@@ -1082,7 +1106,7 @@ impl RedisBroker {
             .key(self.key(room, "stream"))
             .key(self.key(room, "history-bytes"))
             .key(once_key)
-            .key(self.due_key())
+            .key(self.key(room, "trimmed"))
             .key(self.key(room, "presence"))
             .key(self.rooms_key())
             .arg(topic.as_str())
@@ -1171,41 +1195,33 @@ impl RedisBroker {
         Ok(out)
     }
 
-    /// The stream's last id and newest dropped id; `None` when the stream does not exist.
+    /// The stream's last id, first entry and newest dropped id (see
+    /// `STREAM_MARKS`); `None` when the stream does not exist.
     async fn stream_info(&self, room: &RoomName) -> Result<Option<StreamInfo>, BrokerError> {
-        let info: Result<Value, _> = redis::cmd("XINFO")
-            .arg("STREAM")
-            .arg(self.key(room, "stream"))
-            .query_async(&mut self.conn())
-            .await;
-        let info = match info {
-            Ok(v) => v,
-            Err(e)
-                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
-                    || e.to_string().contains("no such key") =>
-            {
-                return Ok(None);
-            }
-            Err(e) => return Err(unavailable(e)),
-        };
-        let pairs: HashMap<String, Value> = match redis::FromRedisValue::from_redis_value(info) {
-            Ok(p) => p,
-            Err(_) => return Ok(None),
-        };
-        let id = |name: &str| -> Option<EventId> {
-            let v: String =
-                redis::FromRedisValue::from_redis_value(pairs.get(name)?.clone()).ok()?;
+        let marks: Option<(String, String, String)> = self
+            .scripts
+            .stream_marks
+            .key(self.key(room, "stream"))
+            .key(self.key(room, "trimmed"))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let id = |v: &str| -> Option<EventId> {
             v.parse()
                 .ok()
                 .filter(|id: &EventId| *id != EventId::default())
         };
-        Ok(Some(StreamInfo {
-            last: id("last-generated-id"),
-            dropped: id("max-deleted-entry-id"),
-            first: id("recorded-first-entry-id"),
+        Ok(marks.map(|(last, first, dropped)| StreamInfo {
+            last: id(&last),
+            first: id(&first),
+            dropped: id(&dropped),
         }))
     }
 
+    /// Events after `since` (or the latest ones), with whether nothing was
+    /// lost between. Entries past the history's age are treated as trimmed
+    /// here (the append that comes next drops them), so a quiet room's
+    /// history ages without any timer.
     pub(super) async fn history(
         &self,
         room: &RoomName,
@@ -1220,11 +1236,38 @@ impl RedisBroker {
         };
         let key = self.key(room, "stream");
         let count = limit.min(self.limits.history_size.max(1));
+        // The oldest id still within the history's age, on Redis's clock.
+        let redis_now = now_ms() as i64 + self.clock_offset_ms.load(Ordering::Relaxed);
+        let fresh = EventId {
+            ms: (redis_now - self.ttl_ms() as i64).max(0) as u64,
+            seq: 0,
+        };
+        let mut dropped = info.dropped;
         let entries: Vec<(String, HashMap<String, String>)> = match since {
             Some(since) => {
+                if since < fresh {
+                    // Aged entries after the resume point count as dropped.
+                    let aged: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+                        .arg(&key)
+                        .arg(format!("({fresh}"))
+                        .arg(format!("({since}"))
+                        .arg("COUNT")
+                        .arg(1)
+                        .query_async(&mut self.conn())
+                        .await
+                        .map_err(unavailable)?;
+                    if let Some(newest) = aged.ids.first().and_then(|e| e.id.parse().ok()) {
+                        dropped = dropped.max(Some(newest));
+                    }
+                }
+                let start = if since < fresh {
+                    fresh.to_string()
+                } else {
+                    format!("({since}")
+                };
                 let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
                     .arg(&key)
-                    .arg(format!("({since}"))
+                    .arg(start)
                     .arg("+")
                     .arg("COUNT")
                     .arg(count)
@@ -1237,7 +1280,7 @@ impl RedisBroker {
                 let reply: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
                     .arg(&key)
                     .arg("+")
-                    .arg("-")
+                    .arg(fresh.to_string())
                     .arg("COUNT")
                     .arg(count)
                     .query_async(&mut self.conn())
@@ -1259,7 +1302,7 @@ impl RedisBroker {
             // Events after the resume point were dropped; or nothing was dropped
             // from this stream yet but the resume point predates it (the stream
             // expired while idle and was made anew).
-            Some(since) => match (info.dropped, info.first) {
+            Some(since) => match (dropped, info.first) {
                 (Some(dropped), _) => since >= dropped,
                 (None, Some(first)) => since >= first,
                 (None, None) => true,
@@ -1655,8 +1698,7 @@ impl RedisBroker {
     /// The time-driven work, from deadline sets only, so that its cost
     /// follows what is due, not what exists: dead instances (their peers
     /// leave, their wills fire or wait), lapsed retained values (cleared and
-    /// announced), streams whose oldest entry is past the history's age
-    /// (trimmed). A few commands a second when nothing is due. Every
+    /// announced), delayed wills. One command a second when nothing is due. Every
     /// instance sweeps; claims and conditional scripts make each step happen
     /// once. Rooms leave the index when a leave or a clear empties them.
     pub(super) async fn sweep(&self, now: u64) -> Result<Vec<DeferredWill>, BrokerError> {
@@ -1688,30 +1730,6 @@ impl RedisBroker {
                         .await
                         .map_err(unavailable)?;
                 }
-                // A stream whose oldest entry passed the history's age.
-                "s" => match RoomName::parse(rest) {
-                    Ok(room) => {
-                        let _: i64 = self
-                            .scripts
-                            .trim_age
-                            .key(self.key(&room, "stream"))
-                            .key(self.key(&room, "history-bytes"))
-                            .key(self.due_key())
-                            .arg(at.saturating_sub(self.ttl_ms()))
-                            .arg(room.as_str())
-                            .arg(self.ttl_ms())
-                            .invoke_async(&mut self.conn())
-                            .await
-                            .map_err(unavailable)?;
-                    }
-                    Err(_) => {
-                        let _: i64 = self
-                            .conn()
-                            .zrem(self.due_key(), &member)
-                            .await
-                            .map_err(unavailable)?;
-                    }
-                },
                 // A delayed will: for the hub to fire (or drop), then settle.
                 "w" => match Self::deferred_will(&member) {
                     Some(will) => wills.push(will),
