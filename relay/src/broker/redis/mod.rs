@@ -1,0 +1,195 @@
+//! The Redis broker: many relay instances share rooms through one Redis.
+//!
+//! - Every event of a room is published by one Lua script that appends it to
+//!   the room's stream (`XADD`, which assigns the `<ms>-<seq>` id) and
+//!   `PUBLISH`es it, atomically: one id, one order, for every instance. The
+//!   event is serialized once, in two halves around its id.
+//! - Each instance holds one pub/sub connection and subscribes to a room's
+//!   channel once, while it has local subscribers; local fan-out does the rest.
+//!   A reconnected pub/sub connection resubscribes and replays from the stream
+//!   what it missed, so live subscribers see no gap.
+//! - Presence, retained values and wills are per-room hashes. Presence entries
+//!   name their instance; instances keep a heartbeat key alive, and any
+//!   instance's sweep removes the peers (and fires the wills) of an instance
+//!   whose heartbeat lapsed.
+//! - Keys are `<prefix>:{<room>}:<what>`: the room is a hash tag, so a Redis
+//!   Cluster could shard them by room.
+//!
+//! One file per concept: `keys` (names), `scripts` (the Lua), `records`
+//! (stored forms), `events` (publish and history), `retained`, `presence`,
+//! `deadlines` (time-driven work), `liveness` (heartbeat and dead
+//! instances), `pubsub` (fan-out between instances), `errors`.
+
+mod deadlines;
+mod errors;
+mod events;
+mod keys;
+mod liveness;
+mod presence;
+mod pubsub;
+mod records;
+mod retained;
+mod scripts;
+
+pub use errors::{StartCause, StartError};
+pub use liveness::backoff;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use self::liveness::heartbeat;
+use self::pubsub::{PubSubState, pubsub_loop};
+use self::scripts::Scripts;
+use crate::broker::Limits;
+use crate::hub::Fanout;
+use crate::protocol::{EventId, PeerInfo, RoomName, now_ms};
+
+/// How the Redis broker connects and identifies itself.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `redis://` or `rediss://` URL.
+    pub url: String,
+    /// Prefix of every key and channel.
+    pub prefix: String,
+    /// Longest wait for one Redis reply; also the connect timeout.
+    pub timeout: Duration,
+    /// How long an instance's heartbeat lives: a dead instance's peers are
+    /// removed this long (plus one sweep) after its last beat.
+    pub instance_ttl: Duration,
+}
+
+/// Shared state of the Redis broker.
+pub struct RedisBroker {
+    conn: ConnectionManager,
+    settings: RedisSettings,
+    limits: Limits,
+    instance: Arc<str>,
+    fanout: Arc<Fanout>,
+    pubsub: Arc<tokio::sync::Mutex<PubSubState>>,
+    /// Last history id delivered locally per watched room (deduplication after a resync).
+    delivered: Arc<Mutex<HashMap<RoomName, EventId>>>,
+    commands_ok: Arc<AtomicBool>,
+    pubsub_ok: Arc<AtomicBool>,
+    /// Redis's clock minus this relay's, in ms (measured with each heartbeat).
+    clock_offset_ms: AtomicI64,
+    /// This instance's own peers and their wills, as it last told Redis: what
+    /// it re-asserts when Redis has lost them.
+    local: Mutex<HashMap<(RoomName, Arc<str>), LocalPeer>>,
+    /// Since when (ms) this instance has reached Redis without a break and
+    /// with its heartbeat in place. Other instances are judged dead only
+    /// after this has lasted an instance TTL: after an outage they need one
+    /// heartbeat to show they are alive.
+    connected_since: AtomicU64,
+    /// True once the first heartbeat was written.
+    beaten: AtomicBool,
+    /// Set when Redis has lost this instance's state; cleared once re-asserted.
+    reassert_due: AtomicBool,
+    scripts: Scripts,
+}
+
+/// One of this instance's peers as Redis should hold it.
+pub(super) struct LocalPeer {
+    pub(super) info: PeerInfo,
+    /// The stored will record, if the peer has a will.
+    pub(super) will: Option<String>,
+}
+
+impl RedisBroker {
+    /// Connects (failing after the timeout), starts the heartbeat and the
+    /// pub/sub task, and returns the broker. A failure says which URL (its
+    /// password hidden), why, and what to check.
+    pub async fn connect(
+        settings: RedisSettings,
+        limits: Limits,
+        fanout: Arc<Fanout>,
+        shutdown: CancellationToken,
+        tasks: &TaskTracker,
+    ) -> Result<Arc<RedisBroker>, StartError> {
+        let shown_url = crate::redact::url_password(&settings.url);
+        let (url, timeout) = (settings.url.clone(), settings.timeout);
+        let failed = |cause: StartCause| StartError {
+            url: shown_url.clone(),
+            cause,
+        };
+        let client = redis::Client::open(settings.url.as_str())
+            .map_err(|e| failed(StartCause::of(&e, &url, timeout)))?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(settings.timeout))
+            .set_connection_timeout(Some(settings.timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(2));
+        let timed_out = || failed(StartCause::Timeout(timeout));
+        let mut conn = tokio::time::timeout(
+            settings.timeout * 2,
+            client.get_connection_manager_with_config(config),
+        )
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(|e| failed(StartCause::of(&e, &url, timeout)))?;
+        // A server that wants a password accepts the connection and refuses
+        // the first command: ask once, so that shows as an auth failure.
+        tokio::time::timeout(
+            settings.timeout,
+            redis::cmd("PING").query_async::<String>(&mut conn),
+        )
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(|e| failed(StartCause::of(&e, &url, timeout)))?;
+        let instance: Arc<str> = Arc::from(format!("i-{}", crate::hub::random_id(9)));
+        let broker = Arc::new(RedisBroker {
+            conn,
+            settings,
+            limits,
+            instance,
+            fanout,
+            pubsub: Arc::new(tokio::sync::Mutex::new(PubSubState::default())),
+            delivered: Arc::new(Mutex::new(HashMap::new())),
+            commands_ok: Arc::new(AtomicBool::new(true)),
+            pubsub_ok: Arc::new(AtomicBool::new(false)),
+            clock_offset_ms: AtomicI64::new(0),
+            local: Mutex::new(HashMap::new()),
+            connected_since: AtomicU64::new(now_ms()),
+            beaten: AtomicBool::new(false),
+            reassert_due: AtomicBool::new(false),
+            scripts: Scripts::load(),
+        });
+        broker.beat().await.map_err(|_| timed_out())?;
+        tasks.spawn(heartbeat(broker.clone(), shutdown.clone()));
+        tasks.spawn(pubsub_loop(broker.clone(), client, shutdown));
+        Ok(broker)
+    }
+
+    /// This instance's id, as written in presence entries.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// True while Redis answers and the pub/sub connection is up.
+    pub fn is_ready(&self) -> bool {
+        self.commands_ok.load(Ordering::Relaxed) && self.pubsub_ok.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    pub(super) fn ttl_ms(&self) -> u64 {
+        (self.limits.history_ttl.as_millis() as u64).max(1)
+    }
+
+    /// The latest moment, on Redis's clock, at which a write sent now may
+    /// still be applied: the relay's own wait for the reply, less a tenth for
+    /// the way back. A write that reaches Redis later (a paused server, a
+    /// backlog) is refused by its script, so it is never applied after the
+    /// relay has answered that it failed.
+    pub(super) fn write_deadline(&self) -> i64 {
+        let wait = self.settings.timeout.as_millis() as i64;
+        now_ms() as i64 + self.clock_offset_ms.load(Ordering::Relaxed) + wait - wait / 10
+    }
+}
