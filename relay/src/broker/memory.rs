@@ -6,8 +6,10 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use async_trait::async_trait;
+
 use super::{
-    BrokerError, DeferredWill, Draft, History, Limits, RetainDraft, Retained, RoomPage,
+    Broker, BrokerError, DeferredWill, Draft, History, Limits, RetainDraft, Retained, RoomPage,
     RoomSnapshot, RoomSummary, Will,
 };
 use crate::hub::Fanout;
@@ -614,4 +616,140 @@ impl MemoryBroker {
 
 fn lock(state: &Mutex<RoomState>) -> std::sync::MutexGuard<'_, RoomState> {
     state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The broker seam, by the inherent methods above.
+#[async_trait]
+impl Broker for MemoryBroker {
+    async fn publish(&self, room: &RoomName, draft: Draft) -> Result<Arc<Event>, BrokerError> {
+        MemoryBroker::publish(self, room, draft)
+    }
+
+    async fn control(
+        &self,
+        room: &RoomName,
+        peer: &Arc<str>,
+        event: Arc<Event>,
+    ) -> Result<(), BrokerError> {
+        MemoryBroker::control(self, room, peer, event)
+    }
+
+    async fn set_retained(
+        &self,
+        room: &RoomName,
+        draft: RetainDraft,
+    ) -> Result<Arc<Event>, BrokerError> {
+        MemoryBroker::set_retained(self, room, draft)
+    }
+
+    async fn clear_retained(
+        &self,
+        room: &RoomName,
+        topic: &Topic,
+        from: Arc<str>,
+        once: Option<&Once>,
+    ) -> Result<Option<Arc<Event>>, BrokerError> {
+        MemoryBroker::clear_retained(self, room, topic, from, once)
+    }
+
+    async fn retained(
+        &self,
+        room: &RoomName,
+        filter: Option<&TopicFilter>,
+    ) -> Result<Vec<Retained>, BrokerError> {
+        Ok(MemoryBroker::retained(self, room, filter))
+    }
+
+    async fn history(
+        &self,
+        room: &RoomName,
+        since: Option<EventId>,
+        limit: usize,
+    ) -> Result<History, BrokerError> {
+        Ok(MemoryBroker::history(self, room, since, limit))
+    }
+
+    async fn join(&self, room: &RoomName, peer: PeerInfo) -> Result<RoomSnapshot, BrokerError> {
+        Ok(MemoryBroker::join(self, room, peer))
+    }
+
+    async fn leave(
+        &self,
+        room: &RoomName,
+        peer: &Arc<str>,
+        reason: LeaveReason,
+    ) -> Result<(), BrokerError> {
+        MemoryBroker::leave(self, room, peer, reason);
+        Ok(())
+    }
+
+    async fn set_state(
+        &self,
+        room: &RoomName,
+        peer: &Arc<str>,
+        state: Payload,
+    ) -> Result<(), BrokerError> {
+        MemoryBroker::set_state(self, room, peer, state)
+    }
+
+    async fn snapshot(&self, room: &RoomName) -> Result<RoomSnapshot, BrokerError> {
+        Ok(MemoryBroker::snapshot(self, room))
+    }
+
+    async fn peer(&self, room: &RoomName, peer: &str) -> Result<Option<PeerInfo>, BrokerError> {
+        Ok(MemoryBroker::peer(self, room, peer))
+    }
+
+    async fn rooms(&self, cursor: Option<&str>, limit: usize) -> Result<RoomPage, BrokerError> {
+        Ok(MemoryBroker::rooms(self, cursor, limit))
+    }
+
+    async fn watch(&self, _room: &RoomName) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    async fn unwatch(&self, _room: &RoomName) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    async fn put_will(
+        &self,
+        room: &RoomName,
+        peer: &Arc<str>,
+        will: Will,
+    ) -> Result<(), BrokerError> {
+        MemoryBroker::put_will(self, room, peer, will);
+        Ok(())
+    }
+
+    async fn take_will(
+        &self,
+        room: &RoomName,
+        peer: &Arc<str>,
+    ) -> Result<Option<Will>, BrokerError> {
+        Ok(MemoryBroker::take_will(self, room, peer))
+    }
+
+    async fn defer_will(
+        &self,
+        room: &RoomName,
+        peer: &Arc<str>,
+        user: &Arc<str>,
+        will: Will,
+    ) -> Result<(), BrokerError> {
+        MemoryBroker::defer_will(self, room, peer, user, will);
+        Ok(())
+    }
+
+    async fn settle_will(&self, _will: &DeferredWill) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    async fn sweep(&self, now_ms: u64) -> Result<Vec<DeferredWill>, BrokerError> {
+        Ok(MemoryBroker::sweep(self, now_ms))
+    }
+
+    fn is_ready(&self) -> bool {
+        true
+    }
 }

@@ -1,6 +1,6 @@
 //! The broker seam: what every relay instance must share. It orders and ids a
 //! room's events, keeps presence, retained topic values and a bounded history,
-//! and hands every event to each instance's local [`Fanout`]. The memory broker
+//! and hands every event to each instance's local [`Fanout`](crate::hub::Fanout). The memory broker
 //! serves one process; a Redis broker (the same operations, the same contract
 //! tests) serves many.
 
@@ -13,7 +13,8 @@ use std::time::Duration;
 pub use memory::MemoryBroker;
 pub use redis::{RedisBroker, RedisSettings, StartCause, StartError, backoff};
 
-use crate::hub::Fanout;
+use async_trait::async_trait;
+
 use crate::idempotency::Once;
 use crate::protocol::{Event, EventId, LeaveReason, NameError, Payload, PeerInfo, RoomName};
 use crate::topic::{Topic, TopicFilter};
@@ -227,236 +228,128 @@ pub struct RoomPage {
     pub next: Option<String>,
 }
 
-/// The broker in use: an enum rather than a trait object so calls stay static.
-pub enum Broker {
-    /// One process, no dependencies (the default).
-    Memory(MemoryBroker),
-    /// Many instances sharing one Redis.
-    Redis(Arc<RedisBroker>),
-}
-
-impl Broker {
-    /// The in-memory broker delivering to `fanout`.
-    pub fn memory(fanout: Arc<Fanout>, limits: Limits) -> Broker {
-        Broker::Memory(MemoryBroker::new(fanout, limits))
-    }
-
+/// The seam between the hub and where rooms live: one implementation per
+/// backend (a folder each), chosen once at start-up and shared as
+/// `Arc<dyn Broker>`. Every implementation passes the same contract tests.
+#[async_trait]
+pub trait Broker: Send + Sync {
     /// Gives a message its id and time, keeps it in history (unless direct) and
     /// delivers it (a direct message only to its recipient, who must be present).
     /// With `draft.once`, a retry returns the first attempt's id and does nothing.
-    pub async fn publish(&self, room: &RoomName, draft: Draft) -> Result<Arc<Event>, BrokerError> {
-        match self {
-            Broker::Memory(b) => b.publish(room, draft),
-            Broker::Redis(b) => b.publish(room, draft).await,
-        }
-    }
+    async fn publish(&self, room: &RoomName, draft: Draft) -> Result<Arc<Event>, BrokerError>;
 
     /// Delivers an internal event to one present peer of a room, on whichever
     /// instance holds it; `NoSuchPeer` when it is not present.
-    pub async fn control(
+    async fn control(
         &self,
         room: &RoomName,
         peer: &Arc<str>,
         event: Arc<Event>,
-    ) -> Result<(), BrokerError> {
-        match self {
-            Broker::Memory(b) => b.control(room, peer, event),
-            Broker::Redis(b) => b.control(room, peer, event).await,
-        }
-    }
+    ) -> Result<(), BrokerError>;
 
     /// Stores a topic's retained value and delivers its live `status` event.
-    pub async fn set_retained(
+    async fn set_retained(
         &self,
         room: &RoomName,
         draft: RetainDraft,
-    ) -> Result<Arc<Event>, BrokerError> {
-        match self {
-            Broker::Memory(b) => b.set_retained(room, draft),
-            Broker::Redis(b) => b.set_retained(room, draft).await,
-        }
-    }
+    ) -> Result<Arc<Event>, BrokerError>;
 
     /// Clears a topic's retained value and delivers a `status` event with `data:
     /// null`; `None` when the topic held no value. With `once`, a retry of a
     /// clear that was done returns its event again (with its id) and does nothing.
-    pub async fn clear_retained(
+    async fn clear_retained(
         &self,
         room: &RoomName,
         topic: &Topic,
         from: Arc<str>,
         once: Option<&Once>,
-    ) -> Result<Option<Arc<Event>>, BrokerError> {
-        match self {
-            Broker::Memory(b) => b.clear_retained(room, topic, from, once),
-            Broker::Redis(b) => b.clear_retained(room, topic, from, once).await,
-        }
-    }
+    ) -> Result<Option<Arc<Event>>, BrokerError>;
 
     /// The retained values of a room whose topics match `filter` (all without
     /// one), sorted by topic.
-    pub async fn retained(
+    async fn retained(
         &self,
         room: &RoomName,
         filter: Option<&TopicFilter>,
-    ) -> Result<Vec<Retained>, BrokerError> {
-        match self {
-            Broker::Memory(b) => Ok(b.retained(room, filter)),
-            Broker::Redis(b) => b.retained(room, filter).await,
-        }
-    }
+    ) -> Result<Vec<Retained>, BrokerError>;
 
     /// History, oldest first: the first `limit` events after `since` (paging
     /// forward), or without `since` the newest `limit` events.
-    pub async fn history(
+    async fn history(
         &self,
         room: &RoomName,
         since: Option<EventId>,
         limit: usize,
-    ) -> Result<History, BrokerError> {
-        match self {
-            Broker::Memory(b) => Ok(b.history(room, since, limit)),
-            Broker::Redis(b) => b.history(room, since, limit).await,
-        }
-    }
+    ) -> Result<History, BrokerError>;
 
     /// Adds a peer to a room's presence, announces it with `join`, and returns the
     /// room as the new peer must see it (the others, and the last id).
-    pub async fn join(&self, room: &RoomName, peer: PeerInfo) -> Result<RoomSnapshot, BrokerError> {
-        match self {
-            Broker::Memory(b) => Ok(b.join(room, peer)),
-            Broker::Redis(b) => b.join(room, peer).await,
-        }
-    }
+    async fn join(&self, room: &RoomName, peer: PeerInfo) -> Result<RoomSnapshot, BrokerError>;
 
     /// Removes a peer from a room and announces it with `leave`.
-    pub async fn leave(
+    async fn leave(
         &self,
         room: &RoomName,
         peer: &Arc<str>,
         reason: LeaveReason,
-    ) -> Result<(), BrokerError> {
-        match self {
-            Broker::Memory(b) => {
-                b.leave(room, peer, reason);
-                Ok(())
-            }
-            Broker::Redis(b) => b.leave(room, peer, reason).await,
-        }
-    }
+    ) -> Result<(), BrokerError>;
 
     /// Sets a peer's presence state and announces it with `state`.
-    pub async fn set_state(
+    async fn set_state(
         &self,
         room: &RoomName,
         peer: &Arc<str>,
         state: Payload,
-    ) -> Result<(), BrokerError> {
-        match self {
-            Broker::Memory(b) => b.set_state(room, peer, state),
-            Broker::Redis(b) => b.set_state(room, peer, state).await,
-        }
-    }
+    ) -> Result<(), BrokerError>;
 
     /// The room's presence and last id.
-    pub async fn snapshot(&self, room: &RoomName) -> Result<RoomSnapshot, BrokerError> {
-        match self {
-            Broker::Memory(b) => Ok(b.snapshot(room)),
-            Broker::Redis(b) => b.snapshot(room).await,
-        }
-    }
+    async fn snapshot(&self, room: &RoomName) -> Result<RoomSnapshot, BrokerError>;
 
     /// One present peer of a room.
-    pub async fn peer(&self, room: &RoomName, peer: &str) -> Result<Option<PeerInfo>, BrokerError> {
-        match self {
-            Broker::Memory(b) => Ok(b.peer(room, peer)),
-            Broker::Redis(b) => b.peer(room, peer).await,
-        }
-    }
+    async fn peer(&self, room: &RoomName, peer: &str) -> Result<Option<PeerInfo>, BrokerError>;
 
     /// A page of about `limit` rooms with peers or retained topics, with
     /// counts, from `cursor` (the previous page's `next`; `None` for the
     /// first). One round trip per page with Redis, whatever the number of
     /// rooms. A room may show on two pages while the listing runs.
-    pub async fn rooms(&self, cursor: Option<&str>, limit: usize) -> Result<RoomPage, BrokerError> {
-        match self {
-            Broker::Memory(b) => Ok(b.rooms(cursor, limit)),
-            Broker::Redis(b) => b.rooms(cursor, limit).await,
-        }
-    }
+    async fn rooms(&self, cursor: Option<&str>, limit: usize) -> Result<RoomPage, BrokerError>;
 
     /// Makes sure events of `room` published on any instance reach this
     /// instance's fan-out; returns once that holds. Called before a local
     /// subscriber reads the room's snapshot.
-    pub async fn watch(&self, room: &RoomName) -> Result<(), BrokerError> {
-        match self {
-            Broker::Memory(_) => Ok(()),
-            Broker::Redis(b) => b.watch(room).await,
-        }
-    }
+    async fn watch(&self, room: &RoomName) -> Result<(), BrokerError>;
 
     /// Stops bringing `room`'s events to this instance (its last local
     /// subscriber left).
-    pub async fn unwatch(&self, room: &RoomName) -> Result<(), BrokerError> {
-        match self {
-            Broker::Memory(_) => Ok(()),
-            Broker::Redis(b) => b.unwatch(room).await,
-        }
-    }
+    async fn unwatch(&self, room: &RoomName) -> Result<(), BrokerError>;
 
     /// Stores (replacing) the will of `peer` in `room`.
-    pub async fn put_will(
+    async fn put_will(
         &self,
         room: &RoomName,
         peer: &Arc<str>,
         will: Will,
-    ) -> Result<(), BrokerError> {
-        match self {
-            Broker::Memory(b) => {
-                b.put_will(room, peer, will);
-                Ok(())
-            }
-            Broker::Redis(b) => b.put_will(room, peer, will).await,
-        }
-    }
+    ) -> Result<(), BrokerError>;
 
     /// Removes and returns the will of `peer` in `room`: exactly one caller gets it.
-    pub async fn take_will(
+    async fn take_will(
         &self,
         room: &RoomName,
         peer: &Arc<str>,
-    ) -> Result<Option<Will>, BrokerError> {
-        match self {
-            Broker::Memory(b) => Ok(b.take_will(room, peer)),
-            Broker::Redis(b) => b.take_will(room, peer).await,
-        }
-    }
+    ) -> Result<Option<Will>, BrokerError>;
 
     /// Keeps a delayed will until it falls due (its delay counted from now,
     /// the end of its connection), for any instance to fire.
-    pub async fn defer_will(
+    async fn defer_will(
         &self,
         room: &RoomName,
         peer: &Arc<str>,
         user: &Arc<str>,
         will: Will,
-    ) -> Result<(), BrokerError> {
-        match self {
-            Broker::Memory(b) => {
-                b.defer_will(room, peer, user, will);
-                Ok(())
-            }
-            Broker::Redis(b) => b.defer_will(room, peer, user, will).await,
-        }
-    }
+    ) -> Result<(), BrokerError>;
 
     /// Forgets a claimed will: it fired, or its user was back.
-    pub async fn settle_will(&self, will: &DeferredWill) -> Result<(), BrokerError> {
-        match self {
-            Broker::Memory(_) => Ok(()),
-            Broker::Redis(b) => b.settle_will(will).await,
-        }
-    }
+    async fn settle_will(&self, will: &DeferredWill) -> Result<(), BrokerError>;
 
     /// Does the time-driven work as of `now_ms`: clears lapsed retained values
     /// (with `status` events), drops history past its age, forgets empty rooms,
@@ -464,18 +357,8 @@ impl Broker {
     /// deferring their wills. Returns the delayed wills now due, claimed for
     /// `WILL_LEASE`, for the hub to fire (or drop) and then `settle_will`.
     /// The hub calls it every second; tests call it with a chosen time.
-    pub async fn sweep(&self, now_ms: u64) -> Result<Vec<DeferredWill>, BrokerError> {
-        match self {
-            Broker::Memory(b) => Ok(b.sweep(now_ms)),
-            Broker::Redis(b) => b.sweep(now_ms).await,
-        }
-    }
+    async fn sweep(&self, now_ms: u64) -> Result<Vec<DeferredWill>, BrokerError>;
 
     /// True while the broker can serve (Redis reachable, when configured).
-    pub fn is_ready(&self) -> bool {
-        match self {
-            Broker::Memory(_) => true,
-            Broker::Redis(b) => b.is_ready(),
-        }
-    }
+    fn is_ready(&self) -> bool;
 }

@@ -17,7 +17,8 @@ pub use session::{MAX_ROOMS_PER_SESSION, Next, Session};
 
 use crate::auth::{Authenticator, Principal, Rights};
 use crate::broker::{
-    Broker, BrokerError, Draft, History, Limits, RetainDraft, Retained, RoomPage, RoomSnapshot,
+    Broker, BrokerError, Draft, History, Limits, MemoryBroker, RetainDraft, Retained, RoomPage,
+    RoomSnapshot,
 };
 use crate::config::Config;
 use crate::error::ApiError;
@@ -61,7 +62,7 @@ struct Inner {
     config: Arc<Config>,
     guard: Arc<Guard>,
     auth: Arc<Authenticator>,
-    broker: Broker,
+    broker: Arc<dyn Broker>,
     fanout: Arc<Fanout>,
     metrics: Metrics,
     shutdown: CancellationToken,
@@ -91,7 +92,7 @@ impl Hub {
     /// A hub over the in-memory broker. `shutdown` ends every session when cancelled.
     pub fn new(config: Arc<Config>, auth: Arc<Authenticator>, shutdown: CancellationToken) -> Hub {
         let fanout = Arc::new(Fanout::new(config.outbound_queue));
-        let broker = Broker::memory(fanout.clone(), Hub::limits(&config));
+        let broker = Arc::new(MemoryBroker::new(fanout.clone(), Hub::limits(&config)));
         Hub::with_broker(config, auth, shutdown, broker, fanout, TaskTracker::new())
     }
 
@@ -122,12 +123,7 @@ impl Hub {
         )
         .await?;
         Ok(Hub::with_broker(
-            config,
-            auth,
-            shutdown,
-            Broker::Redis(redis),
-            fanout,
-            tasks,
+            config, auth, shutdown, redis, fanout, tasks,
         ))
     }
 
@@ -145,7 +141,7 @@ impl Hub {
         config: Arc<Config>,
         auth: Arc<Authenticator>,
         shutdown: CancellationToken,
-        broker: Broker,
+        broker: Arc<dyn Broker>,
         fanout: Arc<Fanout>,
         tasks: TaskTracker,
     ) -> Hub {
@@ -201,8 +197,8 @@ impl Hub {
         &self.inner.tasks
     }
 
-    pub(crate) fn broker(&self) -> &Broker {
-        &self.inner.broker
+    pub(crate) fn broker(&self) -> &dyn Broker {
+        &*self.inner.broker
     }
 
     pub(crate) fn fanout(&self) -> &Fanout {

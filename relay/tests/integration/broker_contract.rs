@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use edgewire::broker::{Broker, BrokerError, Draft, Limits, RetainDraft};
+use edgewire::broker::{Broker, BrokerError, Draft, Limits, MemoryBroker, RetainDraft};
 use edgewire::hub::{Fanout, RingReceiver};
 use edgewire::idempotency::{IdempotencyKey, Once};
 use edgewire::protocol::{
@@ -84,7 +84,7 @@ fn ids(events: &[Arc<Event>]) -> Vec<EventId> {
 pub async fn contract<F, Fut>(make: F)
 where
     F: Fn(Arc<Fanout>, Limits) -> Fut,
-    Fut: std::future::Future<Output = Broker>,
+    Fut: std::future::Future<Output = Arc<dyn Broker>>,
 {
     let make = |limits| {
         let fanout = Arc::new(Fanout::new(64));
@@ -110,7 +110,7 @@ where
 }
 
 /// Subscribes locally and across instances, as a session does.
-async fn subscribe(broker: &Broker, fanout: &Fanout, r: &RoomName) -> RingReceiver {
+async fn subscribe(broker: &dyn Broker, fanout: &Fanout, r: &RoomName) -> RingReceiver {
     let rx = fanout.subscribe(r);
     broker.watch(r).await.expect("watch");
     rx
@@ -118,7 +118,7 @@ async fn subscribe(broker: &Broker, fanout: &Fanout, r: &RoomName) -> RingReceiv
 
 /// Publishes a marker and asserts it is the next delivery: nothing else came first.
 async fn assert_nothing_before_marker(
-    broker: &Broker,
+    broker: &dyn Broker,
     rx: &mut RingReceiver,
     r: &RoomName,
     why: &str,
@@ -128,9 +128,9 @@ async fn assert_nothing_before_marker(
     assert_eq!(next["data"], "marker", "{why}: got {next}");
 }
 
-async fn ids_order_and_history((broker, fanout): (Broker, Arc<Fanout>)) {
+async fn ids_order_and_history((broker, fanout): (Arc<dyn Broker>, Arc<Fanout>)) {
     let r = room("contract-ids");
-    let mut rx = subscribe(&broker, &fanout, &r).await;
+    let mut rx = subscribe(&*broker, &fanout, &r).await;
     let mut published = Vec::new();
     for i in 0..4 {
         published.push(broker.publish(&r, draft(&format!("m{i}"))).await.unwrap());
@@ -179,7 +179,7 @@ async fn ids_order_and_history((broker, fanout): (Broker, Arc<Fanout>)) {
 
 /// History is bounded in bytes too: large messages push the oldest out
 /// before the count bound is reached, and a resume from them is a gap.
-async fn history_bytes_bound((broker, _fanout): (Broker, Arc<Fanout>)) {
+async fn history_bytes_bound((broker, _fanout): (Arc<dyn Broker>, Arc<Fanout>)) {
     let r = room("contract-bytes");
     let big = "x".repeat(1000);
     let mut published = Vec::new();
@@ -209,7 +209,7 @@ async fn history_bytes_bound((broker, _fanout): (Broker, Arc<Fanout>)) {
     );
 }
 
-async fn history_gaps((broker, _fanout): (Broker, Arc<Fanout>)) {
+async fn history_gaps((broker, _fanout): (Arc<dyn Broker>, Arc<Fanout>)) {
     let r = room("contract-gaps");
     let mut published = Vec::new();
     for i in 0..8 {
@@ -252,7 +252,7 @@ async fn history_gaps((broker, _fanout): (Broker, Arc<Fanout>)) {
 
 /// History past its age is gone without any sweep or write (nothing works
 /// on a timer): resuming from before it is a gap, and the room goes on.
-async fn history_ages((broker, _fanout): (Broker, Arc<Fanout>)) {
+async fn history_ages((broker, _fanout): (Arc<dyn Broker>, Arc<Fanout>)) {
     let r = room("contract-ages");
     let mut published = Vec::new();
     for i in 0..3 {
@@ -291,9 +291,9 @@ async fn history_ages((broker, _fanout): (Broker, Arc<Fanout>)) {
     assert_eq!(ids(&from_last.events), vec![next.id().unwrap()]);
 }
 
-async fn retained_values((broker, fanout): (Broker, Arc<Fanout>)) {
+async fn retained_values((broker, fanout): (Arc<dyn Broker>, Arc<Fanout>)) {
     let r = room("contract-retained");
-    let mut rx = subscribe(&broker, &fanout, &r).await;
+    let mut rx = subscribe(&*broker, &fanout, &r).await;
     let set = broker
         .set_retained(&r, retain("device/status/a", "online", None))
         .await
@@ -388,9 +388,9 @@ async fn retained_values((broker, fanout): (Broker, Arc<Fanout>)) {
     );
 }
 
-async fn retained_expiry_and_limits((broker, fanout): (Broker, Arc<Fanout>)) {
+async fn retained_expiry_and_limits((broker, fanout): (Arc<dyn Broker>, Arc<Fanout>)) {
     let r = room("contract-ttl");
-    let mut rx = subscribe(&broker, &fanout, &r).await;
+    let mut rx = subscribe(&*broker, &fanout, &r).await;
     broker
         .set_retained(&r, retain("t/short", "x", Some(Duration::from_secs(5))))
         .await
@@ -446,9 +446,9 @@ async fn retained_expiry_and_limits((broker, fanout): (Broker, Arc<Fanout>)) {
         .expect("overwriting at the limit is fine");
 }
 
-async fn presence_and_direct((broker, fanout): (Broker, Arc<Fanout>)) {
+async fn presence_and_direct((broker, fanout): (Arc<dyn Broker>, Arc<Fanout>)) {
     let r = room("contract-presence");
-    let mut rx = subscribe(&broker, &fanout, &r).await;
+    let mut rx = subscribe(&*broker, &fanout, &r).await;
     let first = broker.join(&r, peer("alice.1", "alice")).await.unwrap();
     assert!(first.peers.is_empty(), "the joiner is not among the others");
     assert_eq!(next(&mut rx).await["kind"], "join");
@@ -490,7 +490,7 @@ async fn presence_and_direct((broker, fanout): (Broker, Arc<Fanout>)) {
     assert_eq!(json(&got), json(&sent));
     let history = broker.history(&r, None, 100).await.unwrap();
     assert!(history.events.is_empty(), "direct messages are not kept");
-    assert_nothing_before_marker(&broker, &mut rx, &r, "a direct message is not broadcast").await;
+    assert_nothing_before_marker(&*broker, &mut rx, &r, "a direct message is not broadcast").await;
     let mut stray = draft("?");
     stray.to = Some(Arc::from("nobody.1"));
     assert!(matches!(
@@ -520,7 +520,10 @@ async fn presence_and_direct((broker, fanout): (Broker, Arc<Fanout>)) {
 
 #[tokio::test]
 async fn memory_broker_meets_the_contract() {
-    contract(|fanout, limits| async move { Broker::memory(fanout, limits) }).await;
+    contract(|fanout, limits| async move {
+        Arc::new(MemoryBroker::new(fanout, limits)) as Arc<dyn Broker>
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -529,10 +532,8 @@ async fn memory_history_stays_under_the_relay_wide_cap() {
         history_bytes_total: 10_000,
         ..LIMITS
     };
-    let broker = Broker::memory(Arc::new(Fanout::new(64)), limits);
-    let Broker::Memory(memory) = &broker else {
-        panic!("a memory broker")
-    };
+    let memory = Arc::new(MemoryBroker::new(Arc::new(Fanout::new(64)), limits));
+    let broker: Arc<dyn Broker> = memory.clone();
     let big = "x".repeat(1000);
     for i in 0..40 {
         let r = room(&format!("capped-{}", i % 8));
@@ -576,7 +577,7 @@ async fn redis_broker_meets_the_contract() {
                 );
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            Broker::Redis(broker)
+            broker as Arc<dyn Broker>
         }
     })
     .await;
@@ -590,16 +591,16 @@ fn once(user: &str, key: &str, what: &str) -> Once {
 /// A keyed write retried returns the first attempt's id and delivers nothing
 /// more: publishes, direct messages, topic sets and clears. The same key for
 /// another write is refused; another user's same key is another write.
-async fn keyed_writes_happen_once((broker, fanout): (Broker, Arc<Fanout>)) {
+async fn keyed_writes_happen_once((broker, fanout): (Arc<dyn Broker>, Arc<Fanout>)) {
     let r = room("contract-once");
-    let mut rx = subscribe(&broker, &fanout, &r).await;
+    let mut rx = subscribe(&*broker, &fanout, &r).await;
     let mut first = draft("one");
     first.once = Some(once("alice", "k1", "one"));
     let a = broker.publish(&r, first.clone()).await.unwrap();
     assert_eq!(next(&mut rx).await["data"], "one");
     let b = broker.publish(&r, first.clone()).await.unwrap();
     assert_eq!(a.id(), b.id(), "a retry answers with the first id");
-    assert_nothing_before_marker(&broker, &mut rx, &r, "a retry is not delivered").await;
+    assert_nothing_before_marker(&*broker, &mut rx, &r, "a retry is not delivered").await;
     assert_eq!(broker.history(&r, None, 100).await.unwrap().events.len(), 2);
 
     let mut reused = draft("two");
@@ -664,7 +665,7 @@ async fn keyed_writes_happen_once((broker, fanout): (Broker, Arc<Fanout>)) {
         .expect("a retried clear answers with its first id");
     assert_eq!(c1.id(), c2.id());
     assert_nothing_before_marker(
-        &broker,
+        &*broker,
         &mut rx,
         &r,
         "retried topic writes are not delivered",
@@ -676,7 +677,7 @@ async fn keyed_writes_happen_once((broker, fanout): (Broker, Arc<Fanout>)) {
 /// value shows (a room may show twice), rooms with nothing do not, and the
 /// last page says so. A cursor the broker did not hand out is refused or
 /// simply yields later rooms, never an error of the backend.
-async fn rooms_are_listed_page_by_page((broker, _fanout): (Broker, Arc<Fanout>)) {
+async fn rooms_are_listed_page_by_page((broker, _fanout): (Arc<dyn Broker>, Arc<Fanout>)) {
     let names: Vec<RoomName> = (0..300).map(|i| room(&format!("page-{i:03}"))).collect();
     for r in &names {
         broker

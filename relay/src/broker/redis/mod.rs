@@ -39,6 +39,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -46,9 +47,15 @@ use tokio_util::task::TaskTracker;
 use self::liveness::heartbeat;
 use self::pubsub::{PubSubState, pubsub_loop};
 use self::scripts::Scripts;
-use crate::broker::Limits;
+use crate::broker::{
+    Broker, BrokerError, DeferredWill, Draft, History, Limits, RetainDraft, Retained, RoomPage,
+    RoomSnapshot, Will,
+};
 use crate::hub::Fanout;
-use crate::protocol::{EventId, PeerInfo, RoomName, now_ms};
+use crate::idempotency::Once;
+use crate::protocol::now_ms;
+use crate::protocol::{Event, EventId, LeaveReason, Payload, PeerInfo, RoomName};
+use crate::topic::{Topic, TopicFilter};
 
 /// How the Redis broker connects and identifies itself.
 #[derive(Debug, Clone)]
@@ -191,5 +198,138 @@ impl RedisBroker {
     pub(super) fn write_deadline(&self) -> i64 {
         let wait = self.settings.timeout.as_millis() as i64;
         now_ms() as i64 + self.clock_offset_ms.load(Ordering::Relaxed) + wait - wait / 10
+    }
+}
+
+/// The broker seam, by the inherent methods above.
+#[async_trait]
+impl Broker for RedisBroker {
+    async fn publish(&self, room: &RoomName, draft: Draft) -> Result<Arc<Event>, BrokerError> {
+        RedisBroker::publish(self, room, draft).await
+    }
+
+    async fn control(
+        &self,
+        room: &RoomName,
+        peer: &Arc<str>,
+        event: Arc<Event>,
+    ) -> Result<(), BrokerError> {
+        RedisBroker::control(self, room, peer, event).await
+    }
+
+    async fn set_retained(
+        &self,
+        room: &RoomName,
+        draft: RetainDraft,
+    ) -> Result<Arc<Event>, BrokerError> {
+        RedisBroker::set_retained(self, room, draft).await
+    }
+
+    async fn clear_retained(
+        &self,
+        room: &RoomName,
+        topic: &Topic,
+        from: Arc<str>,
+        once: Option<&Once>,
+    ) -> Result<Option<Arc<Event>>, BrokerError> {
+        RedisBroker::clear_retained(self, room, topic, from, once).await
+    }
+
+    async fn retained(
+        &self,
+        room: &RoomName,
+        filter: Option<&TopicFilter>,
+    ) -> Result<Vec<Retained>, BrokerError> {
+        RedisBroker::retained(self, room, filter).await
+    }
+
+    async fn history(
+        &self,
+        room: &RoomName,
+        since: Option<EventId>,
+        limit: usize,
+    ) -> Result<History, BrokerError> {
+        RedisBroker::history(self, room, since, limit).await
+    }
+
+    async fn join(&self, room: &RoomName, peer: PeerInfo) -> Result<RoomSnapshot, BrokerError> {
+        RedisBroker::join(self, room, peer).await
+    }
+
+    async fn leave(
+        &self,
+        room: &RoomName,
+        peer: &Arc<str>,
+        reason: LeaveReason,
+    ) -> Result<(), BrokerError> {
+        RedisBroker::leave(self, room, peer, reason).await
+    }
+
+    async fn set_state(
+        &self,
+        room: &RoomName,
+        peer: &Arc<str>,
+        state: Payload,
+    ) -> Result<(), BrokerError> {
+        RedisBroker::set_state(self, room, peer, state).await
+    }
+
+    async fn snapshot(&self, room: &RoomName) -> Result<RoomSnapshot, BrokerError> {
+        RedisBroker::snapshot(self, room).await
+    }
+
+    async fn peer(&self, room: &RoomName, peer: &str) -> Result<Option<PeerInfo>, BrokerError> {
+        RedisBroker::peer(self, room, peer).await
+    }
+
+    async fn rooms(&self, cursor: Option<&str>, limit: usize) -> Result<RoomPage, BrokerError> {
+        RedisBroker::rooms(self, cursor, limit).await
+    }
+
+    async fn watch(&self, room: &RoomName) -> Result<(), BrokerError> {
+        RedisBroker::watch(self, room).await
+    }
+
+    async fn unwatch(&self, room: &RoomName) -> Result<(), BrokerError> {
+        RedisBroker::unwatch(self, room).await
+    }
+
+    async fn put_will(
+        &self,
+        room: &RoomName,
+        peer: &Arc<str>,
+        will: Will,
+    ) -> Result<(), BrokerError> {
+        RedisBroker::put_will(self, room, peer, will).await
+    }
+
+    async fn take_will(
+        &self,
+        room: &RoomName,
+        peer: &Arc<str>,
+    ) -> Result<Option<Will>, BrokerError> {
+        RedisBroker::take_will(self, room, peer).await
+    }
+
+    async fn defer_will(
+        &self,
+        room: &RoomName,
+        peer: &Arc<str>,
+        user: &Arc<str>,
+        will: Will,
+    ) -> Result<(), BrokerError> {
+        RedisBroker::defer_will(self, room, peer, user, will).await
+    }
+
+    async fn settle_will(&self, will: &DeferredWill) -> Result<(), BrokerError> {
+        RedisBroker::settle_will(self, will).await
+    }
+
+    async fn sweep(&self, now_ms: u64) -> Result<Vec<DeferredWill>, BrokerError> {
+        RedisBroker::sweep(self, now_ms).await
+    }
+
+    fn is_ready(&self) -> bool {
+        RedisBroker::is_ready(self)
     }
 }
