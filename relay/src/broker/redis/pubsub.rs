@@ -190,10 +190,9 @@ pub(super) async fn pubsub_loop(
             }
             ok
         };
-        if !resubscribed {
-            continue;
-        }
-        if !broker.resync().await {
+        if !resubscribed || !broker.resync().await {
+            // Resubscribing or catching up failed: back off before the next
+            // connection, as for a failed connect.
             broker.pubsub.lock().await.sink = None;
             let wait = backoff(attempt, Duration::from_millis(100), Duration::from_secs(5));
             attempt = attempt.saturating_add(1);
@@ -206,7 +205,7 @@ pub(super) async fn pubsub_loop(
         if attempt > 0 {
             tracing::info!("redis pub/sub reconnected");
         }
-        attempt = 0;
+        let up_since = tokio::time::Instant::now();
         let mut probe = tokio::time::interval(probe_every);
         probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         probe.tick().await;
@@ -236,5 +235,20 @@ pub(super) async fn pubsub_loop(
         broker.pubsub_ok.store(false, Ordering::Relaxed);
         broker.pubsub.lock().await.sink = None;
         tracing::warn!("redis pub/sub connection lost; reconnecting");
+        // A connection that held is forgiven its earlier failures; one that
+        // keeps dropping right after it comes up backs off further each time.
+        if up_since.elapsed() >= STABLE_CONNECTION {
+            attempt = 0;
+        }
+        let wait = backoff(attempt, Duration::from_millis(100), Duration::from_secs(5));
+        attempt = attempt.saturating_add(1);
+        tokio::select! {
+            () = &mut drained => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
     }
 }
+
+/// How long a pub/sub connection must hold before its loss counts as the
+/// first failure again (a fresh, short backoff).
+const STABLE_CONNECTION: Duration = Duration::from_secs(10);
