@@ -64,6 +64,10 @@ mod tests {
             "rediss://:REDACTED@host:6380"
         );
         assert_eq!(
+            super::url_password("redis+cluster://u:s3cr3t@10.0.0.1:7000,10.0.0.2:7000"),
+            "redis+cluster://u:REDACTED@10.0.0.1:7000,10.0.0.2:7000"
+        );
+        assert_eq!(
             super::url_password("redis://127.0.0.1:6379/"),
             "redis://127.0.0.1:6379/"
         );

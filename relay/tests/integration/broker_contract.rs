@@ -552,9 +552,14 @@ async fn memory_history_stays_under_the_relay_wide_cap() {
 #[tokio::test]
 async fn redis_broker_meets_the_contract() {
     let server = crate::redis_server::RedisServer::start().await;
+    redis_contract(&server.url()).await;
+}
+
+/// The whole contract against Redis brokers on `url` (a server or a cluster).
+pub async fn redis_contract(url: &str) {
     let tasks = tokio_util::task::TaskTracker::new();
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let url = server.url();
+    let url = url.to_owned();
     contract(|fanout, limits| {
         let settings = edgewire::broker::RedisSettings {
             url: url.clone(),

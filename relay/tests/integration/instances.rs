@@ -9,9 +9,13 @@ use crate::redis_server::{RedisServer, unique_prefix};
 
 /// A relay on `redis` with the key prefix `prefix`, once it reports ready.
 pub async fn relay_on(redis: &RedisServer, prefix: &str, extra: &[(&str, &str)]) -> Relay {
-    let url = redis.url();
+    relay_at(&redis.url(), prefix, extra).await
+}
+
+/// A relay on the Redis (server or cluster) at `url`, once it reports ready.
+pub async fn relay_at(url: &str, prefix: &str, extra: &[(&str, &str)]) -> Relay {
     let mut settings = vec![
-        ("EDGEWIRE_REDIS_URL", url.as_str()),
+        ("EDGEWIRE_REDIS_URL", url),
         ("EDGEWIRE_REDIS_PREFIX", prefix),
     ];
     settings.extend_from_slice(extra);
@@ -40,10 +44,15 @@ fn bearer(tok: &str) -> (&'static str, String) {
 #[tokio::test]
 async fn broadcast_presence_and_direct_across_instances() {
     let redis = RedisServer::start().await;
+    broadcast_presence_and_direct(&redis.url()).await;
+}
+
+/// Broadcasts, presence and direct messages between two relays on `url`.
+pub async fn broadcast_presence_and_direct(url: &str) {
     let prefix = unique_prefix();
     let (a, b) = (
-        relay_on(&redis, &prefix, &[]).await,
-        relay_on(&redis, &prefix, &[]).await,
+        relay_at(url, &prefix, &[]).await,
+        relay_at(url, &prefix, &[]).await,
     );
     let alice_tok = token("alice", &["room=read,write"]);
     let bob_tok = token("bob", &["room=read,write"]);
@@ -134,12 +143,17 @@ async fn broadcast_presence_and_direct_across_instances() {
 
 #[tokio::test]
 async fn resume_on_the_other_instance() {
-    const N: usize = 200;
     let redis = RedisServer::start().await;
+    resume_across_instances(&redis.url()).await;
+}
+
+/// A reader resumes on another relay on `url`, missing nothing.
+pub async fn resume_across_instances(url: &str) {
+    const N: usize = 200;
     let prefix = unique_prefix();
     let (a, b) = (
-        relay_on(&redis, &prefix, &[]).await,
-        relay_on(&redis, &prefix, &[]).await,
+        relay_at(url, &prefix, &[]).await,
+        relay_at(url, &prefix, &[]).await,
     );
     let reader = token("reader", &["feed=read"]);
     let writer = token("writer", &["feed=write"]);
@@ -260,10 +274,15 @@ async fn retained_values_and_history_survive_a_relay_restart() {
 #[tokio::test]
 async fn peers_of_a_killed_instance_leave_and_their_wills_fire() {
     let redis = RedisServer::start().await;
+    killed_instance_cleanup(&redis.url()).await;
+}
+
+/// A relay on `url` is killed: its peers leave (`timeout`) and their wills
+/// fire, on the survivor, within the instance TTL and a sweep.
+pub async fn killed_instance_cleanup(url: &str) {
     let prefix = unique_prefix();
-    let url = redis.url();
     let env = [
-        ("EDGEWIRE_REDIS_URL", url.as_str()),
+        ("EDGEWIRE_REDIS_URL", url),
         ("EDGEWIRE_REDIS_PREFIX", prefix.as_str()),
         ("EDGEWIRE_INSTANCE_TTL", "1s"),
     ];
@@ -557,9 +576,14 @@ async fn a_write_answered_503_is_never_delivered_later() {
 #[tokio::test]
 async fn direct_message_ids_share_the_rooms_sequence() {
     let redis = RedisServer::start().await;
+    direct_ids_in_sequence(&redis.url()).await;
+}
+
+/// Direct messages and broadcasts from two relays on `url` share one order.
+pub async fn direct_ids_in_sequence(url: &str) {
     let prefix = unique_prefix();
-    let a = relay_on(&redis, &prefix, &[]).await;
-    let b = relay_on(&redis, &prefix, &[]).await;
+    let a = relay_at(url, &prefix, &[]).await;
+    let b = relay_at(url, &prefix, &[]).await;
     let tok = token("seq", &["q=read,write"]);
     let mut recipient = Ws::connect(&b, "/rooms/q", &tok, TokenIn::Header).await;
     let me = recipient.next_kind("welcome").await["peer"]["id"]

@@ -5,11 +5,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use futures_util::future::try_join_all;
 use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
 
 use super::RedisBroker;
 use super::errors::unavailable;
+use super::keys::INSTANCE_BUCKET;
 use super::records::{peer_member, template_error};
 use crate::broker::BrokerError;
 use crate::protocol::{Event, LeaveReason, PeerInfo, RoomName, now_ms};
@@ -38,7 +40,7 @@ impl RedisBroker {
             .scripts
             .beat
             .key(self.instance_key(&self.instance))
-            .key(self.due_key())
+            .key(self.due_key(INSTANCE_BUCKET))
             .arg(ttl)
             .arg(format!("i:{}", self.instance))
             .invoke_async(&mut self.conn())
@@ -95,9 +97,9 @@ impl RedisBroker {
                 .reassert
                 .key(self.key(room, "presence"))
                 .key(self.key(room, "order"))
-                .key(self.rooms_key())
+                .key(self.rooms_key(self.bucket(room)))
                 .key(self.key(room, "wills"))
-                .key(self.peers_key(&self.instance))
+                .key(self.peers_key(&self.instance, self.bucket(room)))
                 .arg(&*info.id)
                 .arg(&*self.instance)
                 .arg(peer_json)
@@ -122,12 +124,15 @@ impl RedisBroker {
         if instance == &*self.instance {
             return Ok(());
         }
-        let members: Vec<String> = self
-            .conn()
-            .smembers(self.peers_key(instance))
-            .await
-            .map_err(unavailable)?;
-        for member in members {
+        // Its peers, from its set in every bucket (one, on a single server;
+        // on a cluster each in its own slot, so asked for side by side).
+        let members: Vec<Vec<String>> = try_join_all((0..self.layout.buckets()).map(|bucket| {
+            let (mut conn, key) = (self.conn(), self.peers_key(instance, bucket));
+            async move { conn.smembers(key).await }
+        }))
+        .await
+        .map_err(unavailable)?;
+        for member in members.into_iter().flatten() {
             let Ok((room, peer)) = serde_json::from_str::<(String, String)>(&member) else {
                 continue;
             };
@@ -152,14 +157,31 @@ impl RedisBroker {
             self.leave_as(&room, &peer, LeaveReason::Timeout, instance)
                 .await?;
         }
-        let _: () = redis::pipe()
-            .del(self.peers_key(instance))
-            .zrem(self.due_key(), format!("i:{instance}"))
-            .query_async(&mut self.conn())
+        self.forget_instance(instance, false)
             .await
             .map_err(unavailable)?;
         tracing::info!(%instance, "cleaned up after a dead instance");
         Ok(())
+    }
+
+    /// Deletes an instance's peer sets and its deadline (and, with
+    /// `heartbeat`, its heartbeat key), one command per key: on a cluster
+    /// they are in different slots.
+    async fn forget_instance(&self, instance: &str, heartbeat: bool) -> redis::RedisResult<()> {
+        let mut keys: Vec<String> = (0..self.layout.buckets())
+            .map(|bucket| self.peers_key(instance, bucket))
+            .collect();
+        if heartbeat {
+            keys.push(self.instance_key(instance));
+        }
+        try_join_all(keys.into_iter().map(|key| {
+            let mut conn = self.conn();
+            async move { conn.del::<_, ()>(key).await }
+        }))
+        .await?;
+        self.conn()
+            .zrem(self.due_key(INSTANCE_BUCKET), format!("i:{instance}"))
+            .await
     }
 }
 
@@ -176,12 +198,7 @@ pub(super) async fn heartbeat(broker: Arc<RedisBroker>, shutdown: CancellationTo
                 // The last session has closed (each sent its own leave): only
                 // now may the heartbeat go. Deleted earlier, other instances
                 // took the draining sessions for dead and fired their wills.
-                let _: Result<(), _> = redis::pipe()
-                    .del(broker.instance_key(&broker.instance))
-                    .del(broker.peers_key(&broker.instance))
-                    .zrem(broker.due_key(), &*broker.instance)
-                    .query_async(&mut broker.conn())
-                    .await;
+                let _ = broker.forget_instance(&broker.instance, true).await;
                 return;
             }
             _ = tick.tick() => {

@@ -12,14 +12,18 @@
 //!   name their instance; instances keep a heartbeat key alive, and any
 //!   instance's sweep removes the peers (and fires the wills) of an instance
 //!   whose heartbeat lapsed.
-//! - Keys are `<prefix>:{<room>}:<what>`: the room is a hash tag, so a Redis
-//!   Cluster could shard them by room.
+//! - On a Redis Cluster (`redis+cluster://` URLs) rooms are spread over
+//!   buckets of one hash slot each (see `keys`), so every script still runs
+//!   in one slot, and fan-out uses sharded pub/sub (see `sharded`).
 //!
-//! One file per concept: `keys` (names), `scripts` (the Lua), `records`
-//! (stored forms), `events` (publish and history), `retained`, `presence`,
-//! `deadlines` (time-driven work), `liveness` (heartbeat and dead
-//! instances), `pubsub` (fan-out between instances), `errors`.
+//! One file per concept: `connection` (one server or a cluster), `keys`
+//! (names and buckets), `scripts` (the Lua), `records` (stored forms),
+//! `events` (publish and history), `retained`, `presence`, `deadlines`
+//! (time-driven work), `liveness` (heartbeat and dead instances), `pubsub`
+//! (fan-out between instances on one server), `sharded` (on a cluster),
+//! `errors`.
 
+mod connection;
 mod deadlines;
 mod errors;
 mod events;
@@ -30,6 +34,7 @@ mod pubsub;
 mod records;
 mod retained;
 mod scripts;
+mod sharded;
 
 pub use errors::{StartCause, StartError};
 pub use liveness::backoff;
@@ -40,13 +45,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use self::connection::{Conn, Target};
+use self::deadlines::SweepPlan;
+use self::keys::Layout;
 use self::liveness::heartbeat;
 use self::pubsub::{PubSubState, pubsub_loop};
 use self::scripts::Scripts;
+use self::sharded::{BoundedPush, sharded_loop};
 use crate::broker::{
     Broker, BrokerError, DeferredWill, Draft, History, Limits, RetainDraft, Retained, RoomPage,
     RoomSnapshot, Will,
@@ -60,7 +71,9 @@ use crate::topic::{Topic, TopicFilter};
 /// How the Redis broker connects and identifies itself.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
-    /// `redis://` or `rediss://` URL.
+    /// `redis://` or `rediss://` URL of one server, or
+    /// `redis+cluster://host:port,host:port` (`rediss+cluster://`) naming
+    /// seed nodes of a Redis Cluster.
     pub url: String,
     /// Prefix of every key and channel.
     pub prefix: String,
@@ -73,7 +86,11 @@ pub struct RedisSettings {
 
 /// Shared state of the Redis broker.
 pub struct RedisBroker {
-    conn: ConnectionManager,
+    conn: Conn,
+    /// One server or a cluster: how keys are laid out.
+    layout: Layout,
+    /// When each bucket's deadline set next needs a look.
+    sweep_plan: SweepPlan,
     settings: RedisSettings,
     limits: Limits,
     instance: Arc<str>,
@@ -100,6 +117,19 @@ pub struct RedisBroker {
     scripts: Scripts,
 }
 
+/// What carries this instance's subscriptions.
+enum Subscriber {
+    /// A client for the pub/sub connection to one server.
+    Single(Box<redis::Client>),
+    /// The sharded-subscription connection to a cluster, its pushes, and
+    /// the flag its bounded queue raises when it overflowed.
+    Cluster(
+        ClusterConnection,
+        tokio::sync::mpsc::Receiver<redis::PushInfo>,
+        Arc<AtomicBool>,
+    ),
+}
+
 /// One of this instance's peers as Redis should hold it.
 pub(super) struct LocalPeer {
     pub(super) info: PeerInfo,
@@ -124,21 +154,60 @@ impl RedisBroker {
             url: shown_url.clone(),
             cause,
         };
-        let client = redis::Client::open(settings.url.as_str())
-            .map_err(|e| failed(StartCause::of(&e, &url, timeout)))?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(settings.timeout))
-            .set_connection_timeout(Some(settings.timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(2));
         let timed_out = || failed(StartCause::Timeout(timeout));
-        let mut conn = tokio::time::timeout(
-            settings.timeout * 2,
-            client.get_connection_manager_with_config(config),
-        )
-        .await
-        .map_err(|_| timed_out())?
-        .map_err(|e| failed(StartCause::of(&e, &url, timeout)))?;
+        let target = Target::parse(&settings.url);
+        let (mut conn, subscriber) = match &target {
+            Target::Single(url) => {
+                let client = redis::Client::open(url.as_str())
+                    .map_err(|e| failed(StartCause::of(&e, url, timeout)))?;
+                let config = ConnectionManagerConfig::new()
+                    .set_response_timeout(Some(settings.timeout))
+                    .set_connection_timeout(Some(settings.timeout))
+                    .set_number_of_retries(2)
+                    .set_max_delay(Duration::from_secs(2));
+                let conn = tokio::time::timeout(
+                    settings.timeout * 2,
+                    client.get_connection_manager_with_config(config),
+                )
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(|e| failed(StartCause::of(&e, url, timeout)))?;
+                (Conn::Single(conn), Subscriber::Single(Box::new(client)))
+            }
+            Target::Cluster(nodes) => {
+                let builder = || {
+                    ClusterClientBuilder::new(nodes.clone())
+                        .connection_timeout(settings.timeout)
+                        .response_timeout(settings.timeout)
+                        .retries(2)
+                };
+                let client = builder()
+                    .build()
+                    .map_err(|e| failed(StartCause::of(&e, &url, timeout)))?;
+                let conn =
+                    tokio::time::timeout(settings.timeout * 2, client.get_async_connection())
+                        .await
+                        .map_err(|_| timed_out())?
+                        .map_err(|e| failed(StartCause::of(&e, &url, timeout)))?;
+                // Subscriptions on their own connections, RESP3 for pushes.
+                let overflowed = Arc::new(AtomicBool::new(false));
+                let (sender, pushes) = BoundedPush::new(overflowed.clone());
+                let sub_client = builder()
+                    .use_protocol(redis::ProtocolVersion::RESP3)
+                    .push_sender(sender)
+                    .build()
+                    .map_err(|e| failed(StartCause::of(&e, &url, timeout)))?;
+                let sub_conn =
+                    tokio::time::timeout(settings.timeout * 2, sub_client.get_async_connection())
+                        .await
+                        .map_err(|_| timed_out())?
+                        .map_err(|e| failed(StartCause::of(&e, &url, timeout)))?;
+                (
+                    Conn::Cluster(conn),
+                    Subscriber::Cluster(sub_conn, pushes, overflowed),
+                )
+            }
+        };
         // A server that wants a password accepts the connection and refuses
         // the first command: ask once, so that shows as an auth failure.
         tokio::time::timeout(
@@ -148,14 +217,24 @@ impl RedisBroker {
         .await
         .map_err(|_| timed_out())?
         .map_err(|e| failed(StartCause::of(&e, &url, timeout)))?;
+        let layout = match target {
+            Target::Single(_) => Layout::Single,
+            Target::Cluster(_) => Layout::Cluster,
+        };
         let instance: Arc<str> = Arc::from(format!("i-{}", crate::hub::random_id(9)));
+        let mut pubsub = PubSubState::default();
+        if let Subscriber::Cluster(sub_conn, ..) = &subscriber {
+            pubsub.cluster = Some(sub_conn.clone());
+        }
         let broker = Arc::new(RedisBroker {
             conn,
+            layout,
+            sweep_plan: SweepPlan::new(layout.buckets()),
             settings,
             limits,
             instance,
             fanout,
-            pubsub: Arc::new(tokio::sync::Mutex::new(PubSubState::default())),
+            pubsub: Arc::new(tokio::sync::Mutex::new(pubsub)),
             delivered: Arc::new(Mutex::new(HashMap::new())),
             commands_ok: Arc::new(AtomicBool::new(true)),
             pubsub_ok: Arc::new(AtomicBool::new(false)),
@@ -164,11 +243,20 @@ impl RedisBroker {
             connected_since: AtomicU64::new(now_ms()),
             beaten: AtomicBool::new(false),
             reassert_due: AtomicBool::new(false),
-            scripts: Scripts::load(),
+            scripts: Scripts::load(layout == Layout::Cluster),
         });
         broker.beat().await.map_err(|_| timed_out())?;
         tasks.spawn(heartbeat(broker.clone(), shutdown.clone()));
-        tasks.spawn(pubsub_loop(broker.clone(), client, shutdown));
+        match subscriber {
+            Subscriber::Single(client) => {
+                tasks.spawn(pubsub_loop(broker.clone(), *client, shutdown));
+            }
+            Subscriber::Cluster(_, pushes, overflowed) => {
+                // Subscriptions are the cluster client's to keep: ready now.
+                broker.pubsub_ok.store(true, Ordering::Relaxed);
+                tasks.spawn(sharded_loop(broker.clone(), pushes, overflowed, shutdown));
+            }
+        }
         Ok(broker)
     }
 
@@ -182,7 +270,7 @@ impl RedisBroker {
         self.commands_ok.load(Ordering::Relaxed) && self.pubsub_ok.load(Ordering::Relaxed)
     }
 
-    pub(super) fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         self.conn.clone()
     }
 

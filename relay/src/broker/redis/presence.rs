@@ -7,6 +7,7 @@ use std::sync::Arc;
 use redis::{AsyncCommands, Value};
 
 use super::errors::unavailable;
+use super::keys::Layout;
 use super::records::{PeerRecord, WillRecord, peer_member, template_error};
 use super::{LocalPeer, RedisBroker};
 use crate::broker::{BrokerError, RoomPage, RoomSnapshot, RoomSummary, Will};
@@ -42,8 +43,8 @@ impl RedisBroker {
             .join
             .key(self.key(room, "presence"))
             .key(self.key(room, "order"))
-            .key(self.rooms_key())
-            .key(self.peers_key(&self.instance))
+            .key(self.rooms_key(self.bucket(room)))
+            .key(self.peers_key(&self.instance, self.bucket(room)))
             .arg(&*peer.id)
             .arg(&*self.instance)
             .arg(peer_json)
@@ -81,12 +82,12 @@ impl RedisBroker {
             .leave
             .key(self.key(room, "presence"))
             .key(self.key(room, "retained"))
-            .key(self.rooms_key())
+            .key(self.rooms_key(self.bucket(room)))
             .arg(&**peer)
             .arg(event.json())
             .arg(self.channel(room))
             .arg(instance)
-            .arg(format!("{}:instance:", self.settings.prefix))
+            .arg(self.peers_key_prefix(self.bucket(room)))
             .arg(peer_member(room, peer))
             .arg(room.as_str())
             .invoke_async(&mut self.conn())
@@ -184,30 +185,75 @@ impl RedisBroker {
         Ok(value.as_deref().and_then(parse_presence).map(|(_, _, p)| p))
     }
 
+    /// A page of the room index. On one server the cursor is the index's
+    /// SSCAN cursor; on a cluster it is `<bucket>-<cursor>`, and a short page
+    /// goes on into the next buckets (at most one round trip per bucket).
     pub(in crate::broker) async fn rooms(
         &self,
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<RoomPage, BrokerError> {
-        let cursor: u64 = match cursor {
-            None => 0,
-            Some(c) => c.parse().map_err(|_| BrokerError::BadCursor)?,
+        let buckets = self.layout.buckets();
+        let (mut bucket, mut scan): (u32, u64) = match cursor {
+            None => (0, 0),
+            Some(c) => match c.split_once('-') {
+                Some((b, n)) => (
+                    b.parse().map_err(|_| BrokerError::BadCursor)?,
+                    n.parse().map_err(|_| BrokerError::BadCursor)?,
+                ),
+                None => (0, c.parse().map_err(|_| BrokerError::BadCursor)?),
+            },
         };
+        if bucket >= buckets {
+            return Err(BrokerError::BadCursor);
+        }
+        let limit = limit.max(1);
+        let mut rooms = Vec::new();
+        let mut trips = 0;
+        let next = loop {
+            let (next, page) = self.rooms_page(bucket, scan, limit - rooms.len()).await?;
+            rooms.extend(page);
+            trips += 1;
+            match next {
+                Some(n) => scan = n,
+                None if bucket + 1 < buckets => (bucket, scan) = (bucket + 1, 0),
+                None => break None,
+            }
+            if rooms.len() >= limit || trips >= ROOM_PAGE_TRIPS {
+                break Some(match self.layout {
+                    Layout::Single => scan.to_string(),
+                    Layout::Cluster => format!("{bucket}-{scan}"),
+                });
+            }
+        };
+        rooms.sort_by(|a, b| a.room.cmp(&b.room));
+        Ok(RoomPage { rooms, next })
+    }
+
+    /// One SSCAN page of a bucket's room index with each room's counts (see
+    /// `ROOMS_PAGE`); the next cursor, `None` at the end of the bucket.
+    async fn rooms_page(
+        &self,
+        bucket: u32,
+        cursor: u64,
+        limit: usize,
+    ) -> Result<(Option<u64>, Vec<RoomSummary>), BrokerError> {
         let reply: Vec<Value> = self
             .scripts
             .rooms_page
-            .key(self.rooms_key())
+            .key(self.rooms_key(bucket))
             .arg(cursor)
             .arg(limit.max(1))
-            .arg(format!("{}:{{", self.settings.prefix))
+            .arg(self.room_key_prefix(bucket))
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
         let mut items = reply.into_iter();
-        let next: String = items
+        let next: u64 = items
             .next()
-            .and_then(|v| redis::from_redis_value(v).ok())
-            .unwrap_or_else(|| "0".into());
+            .and_then(|v| redis::from_redis_value::<String>(v).ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         let mut rooms = Vec::new();
         while let (Some(room), Some(peers), Some(topics)) =
             (items.next(), items.next(), items.next())
@@ -223,11 +269,7 @@ impl RedisBroker {
                 });
             }
         }
-        rooms.sort_by(|a, b| a.room.cmp(&b.room));
-        Ok(RoomPage {
-            rooms,
-            next: (next != "0").then_some(next),
-        })
+        Ok(((next != 0).then_some(next), rooms))
     }
 
     pub(in crate::broker) async fn put_will(
@@ -293,3 +335,8 @@ pub(super) fn parse_presence(value: &str) -> Option<(String, u64, PeerInfo)> {
         },
     ))
 }
+
+/// Most round trips one page of `GET /rooms` makes on a cluster, going on
+/// through buckets whose part of the index is short or empty: a page of a
+/// sparse index still shows what there is (each trip is one small script).
+const ROOM_PAGE_TRIPS: usize = super::keys::CLUSTER_BUCKETS as usize;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use redis::Value;
 use redis::aio::PubSubSink;
+use redis::cluster_async::ClusterConnection;
 use tokio_util::sync::CancellationToken;
 
 use super::RedisBroker;
@@ -19,7 +20,10 @@ use crate::protocol::{Event, EventId, RoomName};
 
 #[derive(Default)]
 pub(super) struct PubSubState {
+    /// The subscribing connection to a single server, while it is up.
     pub(super) sink: Option<PubSubSink>,
+    /// The sharded-subscription connection to a cluster.
+    pub(super) cluster: Option<ClusterConnection>,
     pub(super) subscribed: HashSet<RoomName>,
 }
 
@@ -30,11 +34,17 @@ impl RedisBroker {
         if state.subscribed.contains(room) {
             return Ok(());
         }
-        let mut sink = state.sink.clone().ok_or(BrokerError::Unavailable)?;
-        tokio::time::timeout(self.settings.timeout, sink.subscribe(self.channel(room)))
-            .await
-            .map_err(|_| BrokerError::Unavailable)?
-            .map_err(unavailable)?;
+        if let Some(mut conn) = state.cluster.clone() {
+            self.sharded_watch(&mut conn, room)
+                .await
+                .map_err(unavailable)?;
+        } else {
+            let mut sink = state.sink.clone().ok_or(BrokerError::Unavailable)?;
+            tokio::time::timeout(self.settings.timeout, sink.subscribe(self.channel(room)))
+                .await
+                .map_err(|_| BrokerError::Unavailable)?
+                .map_err(unavailable)?;
+        }
         // Where this instance's delivery of the room starts: after a pub/sub
         // reconnect, the catch-up reads the stream from here (or from the
         // last event delivered), so a room that had delivered nothing yet is
@@ -63,7 +73,11 @@ impl RedisBroker {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(room);
-        if let Some(mut sink) = state.sink.clone() {
+        if let Some(mut conn) = state.cluster.clone() {
+            let _ =
+                tokio::time::timeout(self.settings.timeout, conn.sunsubscribe(self.channel(room)))
+                    .await;
+        } else if let Some(mut sink) = state.sink.clone() {
             let _ =
                 tokio::time::timeout(self.settings.timeout, sink.unsubscribe(self.channel(room)))
                     .await;
@@ -93,46 +107,64 @@ impl RedisBroker {
     /// stream could not be read (the command connection may not be back yet):
     /// the caller then reconnects and tries again, rather than go silent.
     pub(super) async fn resync(&self) -> bool {
-        let rooms: Vec<(RoomName, EventId)> = self
+        let rooms: Vec<RoomName> = self
             .delivered
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(r, id)| (r.clone(), *id))
+            .keys()
+            .cloned()
             .collect();
-        for (room, last) in rooms {
-            // A room that was empty when first watched has no id to resume
-            // after: everything its stream holds is new to this instance, and
-            // only a stream cut to its size bound can have lost some.
-            let fetched = if last == EventId::default() {
-                self.history(&room, None, usize::MAX).await.map(|mut h| {
-                    h.complete = h.events.len() < self.limits.history_size;
-                    h
-                })
-            } else {
-                self.history(&room, Some(last), usize::MAX).await
-            };
-            match fetched {
-                Ok(history) => {
-                    if !history.complete {
-                        // Redis no longer holds all that was missed (a restart
-                        // without persistence, or more than history keeps): say
-                        // so rather than go silent.
-                        tracing::warn!(%room, "events were lost while pub/sub was down; announcing reset");
-                        self.fanout
-                            .deliver(&room, Event::reset(&room, "events_lost"));
-                    }
-                    for event in history.events {
-                        self.deliver(&room, event);
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(%room, error = %e, "resync after reconnect failed; retrying");
-                    return false;
-                }
+        for room in rooms {
+            if !self.catch_up(&room).await {
+                return false;
             }
         }
         true
+    }
+
+    /// Delivers what a watched room published after the last event this
+    /// instance delivered, from its stream; a `reset` first when the stream
+    /// no longer holds all of it. False when the stream could not be read.
+    pub(super) async fn catch_up(&self, room: &RoomName) -> bool {
+        let Some(last) = self
+            .delivered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(room)
+            .copied()
+        else {
+            return true;
+        };
+        // A room that was empty when first watched has no id to resume
+        // after: everything its stream holds is new to this instance, and
+        // only a stream cut to its size bound can have lost some.
+        let fetched = if last == EventId::default() {
+            self.history(room, None, usize::MAX).await.map(|mut h| {
+                h.complete = h.events.len() < self.limits.history_size;
+                h
+            })
+        } else {
+            self.history(room, Some(last), usize::MAX).await
+        };
+        match fetched {
+            Ok(history) => {
+                if !history.complete {
+                    // Redis no longer holds all that was missed (a restart
+                    // without persistence, or more than history keeps): say
+                    // so rather than go silent.
+                    tracing::warn!(%room, "events were lost while pub/sub was down; announcing reset");
+                    self.fanout.deliver(room, Event::reset(room, "events_lost"));
+                }
+                for event in history.events {
+                    self.deliver(room, event);
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(%room, error = %e, "catching up a room after a break failed; retrying");
+                false
+            }
+        }
     }
 }
 

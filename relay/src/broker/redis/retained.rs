@@ -66,11 +66,11 @@ impl RedisBroker {
             .set_retained
             .key(self.key(room, "retained"))
             .key(self.key(room, "stream"))
-            .key(self.rooms_key())
+            .key(self.rooms_key(self.bucket(room)))
             .key(self.key(room, "history-bytes"))
             .key(once_key)
             .key(self.key(room, "trimmed"))
-            .key(self.due_key())
+            .key(self.due_key(self.bucket(room)))
             .arg(draft.topic.as_str())
             .arg(self.limits.max_topics)
             .arg(self.limits.history_size)
@@ -93,6 +93,10 @@ impl RedisBroker {
             .arg(&*draft.from)
             .invoke_async(&mut self.conn())
             .await;
+        if let (Ok(_), Some(expires)) = (&result, expires) {
+            let at = expires as i64 + self.clock_offset_ms.load(Ordering::Relaxed);
+            self.sweep_plan.expect(self.bucket(room), at.max(0) as u64);
+        }
         match result {
             Ok(id) => Event::from_json(format!("{prefix}{id}{suffix}")).ok_or_else(template_error),
             Err(e) if e.code() == Some("too_many_topics") => Err(BrokerError::TooManyTopics {
@@ -124,7 +128,7 @@ impl RedisBroker {
             .key(once_key)
             .key(self.key(room, "trimmed"))
             .key(self.key(room, "presence"))
-            .key(self.rooms_key())
+            .key(self.rooms_key(self.bucket(room)))
             .arg(topic.as_str())
             .arg(expected.unwrap_or(""))
             .arg(self.limits.history_size)

@@ -21,37 +21,46 @@ pub(super) struct Scripts {
 }
 
 impl Scripts {
-    /// Every script, ready to run (sent by hash, loaded on first use).
-    pub(super) fn load() -> Scripts {
+    /// Every script, ready to run (sent by hash, loaded on first use). With
+    /// `sharded`, events go out by sharded pub/sub (`SPUBLISH`, for a
+    /// cluster: the channel is in the room's slot) instead of `PUBLISH`.
+    pub(super) fn load(sharded: bool) -> Scripts {
+        let script = |lua: &str| {
+            if sharded {
+                Script::new(&lua.replace("redis.call('PUBLISH',", "redis.call('SPUBLISH',"))
+            } else {
+                Script::new(lua)
+            }
+        };
         Scripts {
-            append: Script::new(APPEND),
-            stream_marks: Script::new(STREAM_MARKS),
-            rooms_page: Script::new(ROOMS_PAGE),
-            claim_due: Script::new(CLAIM_DUE),
-            direct_message: Script::new(DIRECT_MESSAGE),
-            direct: Script::new(DIRECT),
-            set_retained: Script::new(SET_RETAINED),
-            clear_retained: Script::new(CLEAR_RETAINED),
-            join: Script::new(JOIN),
-            leave: Script::new(LEAVE),
-            set_state: Script::new(SET_STATE),
-            take_will: Script::new(TAKE_WILL),
-            defer_will: Script::new(DEFER_WILL),
-            reassert: Script::new(REASSERT),
-            beat: Script::new(BEAT),
+            append: script(APPEND),
+            stream_marks: script(STREAM_MARKS),
+            rooms_page: script(ROOMS_PAGE),
+            claim_due: script(CLAIM_DUE),
+            direct_message: script(DIRECT_MESSAGE),
+            direct: script(DIRECT),
+            set_retained: script(SET_RETAINED),
+            clear_retained: script(CLEAR_RETAINED),
+            join: script(JOIN),
+            leave: script(LEAVE),
+            set_state: script(SET_STATE),
+            take_will: script(TAKE_WILL),
+            defer_will: script(DEFER_WILL),
+            reassert: script(REASSERT),
+            beat: script(BEAT),
         }
     }
 }
 
 /// Lua shared by the keyed writes: `recall` answers a retry with the first
-/// attempt's id (a key named `''` means the write carries none), or
+/// attempt's id (an empty fingerprint means the write carries no key), or
 /// `key_reused` when the key named a different write; `remember` keeps the
 /// id and the write's fingerprint for the history TTL.
 macro_rules! once_fn {
     () => {
         r#"
 local function recall(k, fp)
-  if k == '' then return nil end
+  if fp == '' then return nil end
   local v = redis.call('GET', k)
   if not v then return nil end
   local sp = string.find(v, ' ', 1, true)
@@ -59,7 +68,7 @@ local function recall(k, fp)
   return string.sub(v, 1, sp - 1)
 end
 local function remember(k, fp, id, ttl)
-  if k ~= '' then redis.call('SET', k, id .. ' ' .. fp, 'PX', ttl) end
+  if fp ~= '' then redis.call('SET', k, id .. ' ' .. fp, 'PX', ttl) end
 end
 "#
     };
@@ -197,17 +206,21 @@ return out
 /// Claims the members of the deadline set whose time is at or before
 /// ARGV[1] (among the first ARGV[2]), pushing each forward by the lease
 /// ARGV[3]: another sweeper takes one up only if the claimer fails to finish
-/// it. Dead instances (`i:`) only when ARGV[4] is 1: an instance just back
+/// it. Returns the set's earliest time after the claim (`''` when it is
+/// empty), then the claimed members. Dead instances (`i:`) only when
+/// ARGV[4] is 1: an instance just back
 /// from a break leaves them to others (or to itself a TTL later).
 pub(super) const CLAIM_DUE: &str = r#"
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-local claimed = {}
+local claimed = {''}
 for _, m in ipairs(due) do
   if ARGV[4] == '1' or string.sub(m, 1, 2) ~= 'i:' then
     redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[3]), m)
     claimed[#claimed + 1] = m
   end
 end
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if first[2] then claimed[1] = first[2] end
 return claimed
 "#;
 
