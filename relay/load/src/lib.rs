@@ -2,11 +2,13 @@
 //! HTTP POST on URL templates (Edgewire, Nchan and alike). Scenarios:
 //! `fanout` (subscribers over rooms, publishers POSTing stamped messages),
 //! `connect` (many idle subscribers, the server's RSS before and after) and
-//! `publish` (POST throughput with no subscribers). Each run yields a
+//! `publish` (POST throughput with no subscribers); `delay-proxy` makes a
+//! loopback Redis answer like a distant one. Each run yields a
 //! [`Report`]: one JSON line and a readable table.
 
 pub mod compare;
 pub mod connect;
+pub mod delay;
 pub mod fanout;
 pub mod payload;
 pub mod procstat;

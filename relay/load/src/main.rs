@@ -30,6 +30,18 @@ enum Command {
     Connect(ConnectArgs),
     /// POST throughput with no subscribers.
     Publish(PublishArgs),
+    /// A TCP proxy adding a round-trip time (a distant Redis, on loopback).
+    DelayProxy {
+        /// Address to listen on.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Address to forward to.
+        #[arg(long)]
+        upstream: std::net::SocketAddr,
+        /// Round-trip time to add, ms (half each way).
+        #[arg(long, default_value_t = 25)]
+        rtt_ms: u64,
+    },
     /// Ratio table from the JSON lines of runs (files, or - for stdin).
     Compare {
         /// Files holding report lines.
@@ -224,6 +236,16 @@ async fn execute(command: Command) -> Result<Option<(Report, Option<PathBuf>)>, 
                 room_prefix: prefix(&a.common),
             };
             (publish::run(opts).await, a.common.out)
+        }
+        Command::DelayProxy {
+            listen,
+            upstream,
+            rtt_ms,
+        } => {
+            edgewire_load::delay::run(listen, upstream, Duration::from_millis(rtt_ms))
+                .await
+                .map_err(|e| format!("delay-proxy: {e}"))?;
+            return Ok(None);
         }
         Command::Compare {
             files,

@@ -117,6 +117,15 @@ pub struct RedisBroker {
     scripts: Scripts,
 }
 
+/// TCP options of every connection to Redis: no Nagle delay. Commands of
+/// many sessions share one multiplexed connection; with Nagle on, a command
+/// sent while an earlier one is unacknowledged waits for that reply, which
+/// halves concurrency to a distant Redis (measured: 2 round trips per
+/// publish at 25 ms RTT instead of 1).
+fn tcp_settings() -> redis::io::tcp::TcpSettings {
+    redis::io::tcp::TcpSettings::default().set_nodelay(true)
+}
+
 /// What carries this instance's subscriptions.
 enum Subscriber {
     /// A client for the pub/sub connection to one server.
@@ -158,7 +167,10 @@ impl RedisBroker {
         let target = Target::parse(&settings.url);
         let (mut conn, subscriber) = match &target {
             Target::Single(url) => {
-                let client = redis::Client::open(url.as_str())
+                let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())
+                    .map_err(|e| failed(StartCause::of(&e, url, timeout)))?
+                    .set_tcp_settings(tcp_settings());
+                let client = redis::Client::open(info)
                     .map_err(|e| failed(StartCause::of(&e, url, timeout)))?;
                 let config = ConnectionManagerConfig::new()
                     .set_response_timeout(Some(settings.timeout))
@@ -177,6 +189,7 @@ impl RedisBroker {
             Target::Cluster(nodes) => {
                 let builder = || {
                     ClusterClientBuilder::new(nodes.clone())
+                        .tcp_settings(tcp_settings())
                         .connection_timeout(settings.timeout)
                         .response_timeout(settings.timeout)
                         .retries(2)
