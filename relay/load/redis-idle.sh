@@ -12,8 +12,14 @@
 # (spread over the relays) and measures the same while they sit there.
 #
 # Then, unless COSTS=0, it measures what one operation costs in Redis
-# commands (those inside scripts counted), less the idle rate: a publish, a
-# retained set, and a WebSocket peer's join and leave.
+# commands (those inside scripts counted) and in bytes into and out of Redis
+# (pub/sub deliveries to the instances included), less the idle rate, and
+# Redis CPU time per operation (clock ticks, so coarse for few ops): a
+# publish, a retained set, and a WebSocket peer's join and leave.
+#
+# With CLUSTER=1 the relays use a Redis Cluster of three masters on
+# loopback (redis+cluster:// URL) instead of one server; counts and CPU are
+# summed over the three.
 #
 # The script installs redis-server when it is missing, builds the release
 # binaries, and stops everything it started.
@@ -43,7 +49,10 @@ TOKEN=$(EDGEWIRE_JWT_SECRET=$SECRET "$RELAY" token --sub idle --room '*=read,wri
 export EDGEWIRE_LOAD_TOKEN=$TOKEN
 
 PIDS=()
-cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  rm -rf "${CLUSTER_DIR:-}"
+}
 trap cleanup EXIT
 
 # shellcheck source=relay/load/wait-port.sh
@@ -51,20 +60,54 @@ trap cleanup EXIT
 
 # CPU ticks (utime + stime) of a process.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+CLUSTER=${CLUSTER:-0}
+if [ "$CLUSTER" = 1 ]; then
+  REDIS_PORTS=("$PORT_REDIS" $((PORT_REDIS + 1)) $((PORT_REDIS + 2)))
+else
+  REDIS_PORTS=("$PORT_REDIS")
+fi
+# stat NAME: a counter of Redis's INFO stats, summed over the nodes.
+stat() {
+  local port total=0 v
+  for port in "${REDIS_PORTS[@]}"; do
+    v=$(redis-cli -p "$port" info stats | awk -F: -v n="$1" '$1 == n {print $2+0}')
+    total=$((total + v))
+  done
+  echo "$total"
+}
 # Commands Redis has processed so far.
-commands() { redis-cli -p "$PORT_REDIS" info stats | awk -F: '/^total_commands_processed:/ {print $2+0}'; }
+commands() { stat total_commands_processed; }
+# Redis's CPU ticks, summed over the nodes.
+redis_ticks() {
+  local pid total=0
+  for pid in "${REDIS_PIDS[@]}"; do total=$((total + $(ticks "$pid"))); done
+  echo "$total"
+}
 
-redis-server --port "$PORT_REDIS" --bind 127.0.0.1 --save '' --appendonly no \
-  --protected-mode no >"$OUT/redis-idle.log" 2>&1 &
-REDIS_PID=$!
-PIDS+=("$REDIS_PID")
-wait_port "$PORT_REDIS"
+REDIS_PIDS=()
+CLUSTER_DIR=$(mktemp -d)
+for port in "${REDIS_PORTS[@]}"; do
+  cluster_args=()
+  [ "$CLUSTER" = 1 ] && cluster_args=(--cluster-enabled yes --cluster-config-file "$CLUSTER_DIR/nodes-$port.conf")
+  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+    --protected-mode no --dir "$CLUSTER_DIR" "${cluster_args[@]}" >"$OUT/redis-idle-$port.log" 2>&1 &
+  REDIS_PIDS+=("$!")
+  PIDS+=("$!")
+  wait_port "$port"
+done
+if [ "$CLUSTER" = 1 ]; then
+  redis-cli --cluster create $(printf '127.0.0.1:%s ' "${REDIS_PORTS[@]}") --cluster-yes >/dev/null
+  until redis-cli -p "$PORT_REDIS" cluster info | grep -q cluster_state:ok; do sleep 0.2; done
+  REDIS_URL="redis+cluster://$(printf '127.0.0.1:%s,' "${REDIS_PORTS[@]}" | sed 's/,$//')"
+else
+  REDIS_URL="redis://127.0.0.1:$PORT_REDIS/"
+fi
 
 RELAY_PIDS=()
 for i in $(seq 0 $((INSTANCES - 1))); do
   port=$((PORT_BASE + i))
   env EDGEWIRE_JWT_SECRET="$SECRET" EDGEWIRE_LISTEN="127.0.0.1:$port" \
-    EDGEWIRE_REDIS_URL="redis://127.0.0.1:$PORT_REDIS/" EDGEWIRE_REDIS_PREFIX=idle \
+    EDGEWIRE_REDIS_URL="$REDIS_URL" EDGEWIRE_REDIS_PREFIX=idle \
     EDGEWIRE_PUBLISH_RATE=1000000 EDGEWIRE_MAX_TOPICS=100000 EDGEWIRE_LOG=warn \
     EDGEWIRE_MAX_CONNECTIONS_PER_USER=100000 EDGEWIRE_MAX_CONNECTIONS_PER_ADDRESS=100000 \
     EDGEWIRE_NEW_CONNECTIONS_PER_SECOND=1000000 \
@@ -89,10 +132,10 @@ cpu_share() { awk -v a="$1" -v b="$2" -v hz="$hz" -v w="$WINDOW" 'BEGIN {printf 
 measure_window() {
   local c0 r0 c1 r1 i
   local -a q0
-  c0=$(commands); r0=$(ticks "$REDIS_PID")
+  c0=$(commands); r0=$(redis_ticks)
   for i in "${!RELAY_PIDS[@]}"; do q0[$i]=$(ticks "${RELAY_PIDS[$i]}"); done
   sleep "$WINDOW"
-  c1=$(commands); r1=$(ticks "$REDIS_PID")
+  c1=$(commands); r1=$(redis_ticks)
   RELAYS_CPU=""
   for i in "${!RELAY_PIDS[@]}"; do
     RELAYS_CPU+="$(cpu_share "${q0[$i]}" "$(ticks "${RELAY_PIDS[$i]}")") "
@@ -144,25 +187,34 @@ fi
 
 [ "${COSTS:-1}" = 1 ] || exit 0
 idle_per_s=$PER_S
-# cost NAME OPS COMMAND...: Redis commands per operation while COMMAND runs,
-# less what idling costs over the same time.
+# Bytes into and out of Redis per second while idle.
+i0=$(stat total_net_input_bytes); o0=$(stat total_net_output_bytes)
+sleep "$WINDOW"
+idle_in=$(( ($(stat total_net_input_bytes) - i0) / WINDOW ))
+idle_out=$(( ($(stat total_net_output_bytes) - o0) / WINDOW ))
+echo
+echo "Idle: $idle_in bytes/s into Redis, $idle_out bytes/s out, over ${WINDOW}s."
+# cost NAME OPS COMMAND...: Redis commands and bytes per operation while
+# COMMAND runs, less what idling costs over the same time.
 cost() {
   local name=$1 ops=$2
   shift 2
-  local c0 t0 c1 t1
-  c0=$(commands)
-  t0=$(date +%s%N)
+  local c0 i0 o0 r0 t0 c1 i1 o1 r1 t1
+  c0=$(commands); i0=$(stat total_net_input_bytes); o0=$(stat total_net_output_bytes)
+  r0=$(redis_ticks); t0=$(date +%s%N)
   "$@" >"$OUT/redis-cost.log" 2>&1
   sleep 1 # what the operation set going in the background (leaves) lands
-  c1=$(commands)
-  t1=$(date +%s%N)
-  awk -v n="$name" -v a="$c0" -v b="$c1" -v ops="$ops" -v idle="$idle_per_s" -v ns=$((t1 - t0)) \
-    'BEGIN {printf "| %s | %.1f |\n", n, (b - a - idle * ns / 1e9) / ops}'
+  c1=$(commands); i1=$(stat total_net_input_bytes); o1=$(stat total_net_output_bytes)
+  r1=$(redis_ticks); t1=$(date +%s%N)
+  awk -v n="$name" -v ops="$ops" -v s=$(( (t1 - t0) )) \
+    -v c=$((c1 - c0)) -v ic="$idle_per_s" -v i=$((i1 - i0)) -v ii="$idle_in" \
+    -v o=$((o1 - o0)) -v io="$idle_out" -v r=$((r1 - r0)) -v hz="$hz" \
+    'BEGIN {w = s / 1e9; printf "| %s | %.1f | %.0f | %.0f | %.0f |\n", n, (c - ic * w) / ops, (i - ii * w) / ops, (o - io * w) / ops, r * 1e6 / hz / ops}'
 }
 N=${OPS:-2000}
 echo
-echo "| operation | Redis commands per operation |"
-echo "|---|---:|"
+echo "| operation | Redis commands per operation | bytes into Redis | bytes out of Redis | Redis CPU µs |"
+echo "|---|---:|---:|---:|---:|"
 cost "publish (POST, 100 rooms)" "$N" "$LOAD" publish --label cost --room-prefix cost- --rooms 100 \
   --messages "$N" --publishers 8 --size 64 \
   --pub-url "http://127.0.0.1:$PORT_BASE/rooms/{room}?token={token}"

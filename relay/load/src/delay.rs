@@ -32,7 +32,10 @@ pub async fn run(listen: SocketAddr, upstream: SocketAddr, rtt: Duration) -> std
             let (in_read, in_write) = inbound.into_split();
             let (out_read, out_write) = outbound.into_split();
             let half = rtt / 2;
-            tokio::join!(pipe(in_read, out_write, half), pipe(out_read, in_write, half));
+            tokio::join!(
+                pipe(in_read, out_write, half),
+                pipe(out_read, in_write, half)
+            );
         });
     }
 }

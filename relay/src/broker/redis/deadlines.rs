@@ -82,8 +82,9 @@ impl RedisBroker {
     /// conditional scripts make each step happen once. On one server that is
     /// one command a second when nothing is due; on a cluster, the instance
     /// bucket every second and each other bucket when something this
-    /// instance set there falls due, or every [`RECHECK_MS`] for what others
-    /// set. Rooms leave the index when a leave or a clear empties them.
+    /// instance set there falls due, after another instance died (what it
+    /// set is found then), or every [`RECHECK_MS`]. Rooms leave the index
+    /// when a leave or a clear empties them.
     pub(in crate::broker) async fn sweep(
         &self,
         now: u64,
@@ -169,6 +170,8 @@ impl RedisBroker {
             .arg(100)
             .arg(WILL_LEASE.as_millis() as u64)
             .arg(if instances { "1" } else { "0" })
+            // The next time matters only where buckets are skipped.
+            .arg(if self.layout.buckets() > 1 { "1" } else { "0" })
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -186,9 +189,11 @@ impl RedisBroker {
 }
 
 /// How often (ms) a bucket's deadline set is looked at when this instance
-/// knows of nothing due in it: what other instances set there is found by
-/// then, should they die before their own sweep does it.
-pub const RECHECK_MS: u64 = 30_000;
+/// knows of nothing due in it. Deadlines are swept by the instance that set
+/// them; when one dies, the instance that cleans up after it looks at every
+/// bucket (see [`SweepPlan::look_at_all`]). This is the backstop for
+/// anything else.
+pub const RECHECK_MS: u64 = 600_000;
 
 /// When each bucket's deadline set next needs a look, as far as this
 /// instance knows (its own deadlines, and the earliest one it last saw).
@@ -224,6 +229,14 @@ impl SweepPlan {
         let b = bucket as usize;
         self.looked[b].store(at, Ordering::Relaxed);
         self.next[b].store(next.unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Looks at every bucket on the next sweep: after an instance died, the
+    /// deadlines it set (and the claims it held) are this instance's to find.
+    pub(super) fn look_at_all(&self) {
+        for next in &self.next {
+            next.store(0, Ordering::Relaxed);
+        }
     }
 
     /// Notes a deadline this instance set in `bucket`.

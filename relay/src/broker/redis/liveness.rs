@@ -160,6 +160,8 @@ impl RedisBroker {
         self.forget_instance(instance, false)
             .await
             .map_err(unavailable)?;
+        // What it had set to happen later is this instance's to sweep now.
+        self.sweep_plan.look_at_all();
         tracing::info!(%instance, "cleaned up after a dead instance");
         Ok(())
     }

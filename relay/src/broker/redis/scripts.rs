@@ -1,4 +1,6 @@
 //! The Lua scripts: each write a room sees is one script, atomic in Redis.
+//! Each script names its KEYS and ARGV in locals on its first lines; the
+//! Rust side passes them in that order.
 
 use redis::Script;
 
@@ -160,12 +162,15 @@ end
 pub(super) const APPEND: &str = concat!(
     append_fn!(),
     r#"
-local done = recall(KEYS[4], ARGV[9])
+local stream, trimmed, bytes, once = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local maxlen, head, tail, ttl, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local maxbytes, deadline, fingerprint = ARGV[7], ARGV[8], ARGV[9]
+local done = recall(once, fingerprint)
 if done then return done end
-if late(ARGV[8]) then return {err = 'late'} end
-local id = append(KEYS[1], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[7], KEYS[2])
-redis.call('PUBLISH', ARGV[5], ARGV[2] .. id .. ARGV[3])
-remember(KEYS[4], ARGV[9], id, ARGV[4])
+if late(deadline) then return {err = 'late'} end
+local id = append(stream, bytes, maxlen, head, tail, ttl, maxbytes, trimmed)
+redis.call('PUBLISH', channel, head .. id .. tail)
+remember(once, fingerprint, id, ttl)
 return id
 "#
 );
@@ -206,21 +211,25 @@ return out
 /// Claims the members of the deadline set whose time is at or before
 /// ARGV[1] (among the first ARGV[2]), pushing each forward by the lease
 /// ARGV[3]: another sweeper takes one up only if the claimer fails to finish
-/// it. Returns the set's earliest time after the claim (`''` when it is
-/// empty), then the claimed members. Dead instances (`i:`) only when
-/// ARGV[4] is 1: an instance just back
-/// from a break leaves them to others (or to itself a TTL later).
+/// it. Returns the set's earliest time after the claim (when ARGV[5] is 1;
+/// `''` otherwise or when it is empty), then the claimed members. Dead instances (`i:`) only when
+/// ARGV[4] is 1: an instance just back from a break leaves them to others
+/// (or to itself a TTL later).
 pub(super) const CLAIM_DUE: &str = r#"
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local due_set = KEYS[1]
+local now, count, lease, instances, want_next = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local due = redis.call('ZRANGEBYSCORE', due_set, '-inf', now, 'LIMIT', 0, tonumber(count))
 local claimed = {''}
 for _, m in ipairs(due) do
-  if ARGV[4] == '1' or string.sub(m, 1, 2) ~= 'i:' then
-    redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[3]), m)
+  if instances == '1' or string.sub(m, 1, 2) ~= 'i:' then
+    redis.call('ZADD', due_set, tonumber(now) + tonumber(lease), m)
     claimed[#claimed + 1] = m
   end
 end
-local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if first[2] then claimed[1] = first[2] end
+if want_next == '1' then
+  local first = redis.call('ZRANGE', due_set, 0, 0, 'WITHSCORES')
+  if first[2] then claimed[1] = first[2] end
+end
 return claimed
 "#;
 
@@ -232,15 +241,17 @@ return claimed
 pub(super) const DIRECT_MESSAGE: &str = concat!(
     once_fn!(),
     r#"
-local done = recall(KEYS[3], ARGV[6])
+local presence, stream, once = KEYS[1], KEYS[2], KEYS[3]
+local to, channel, head, tail, ttl, fingerprint = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local done = recall(once, fingerprint)
 if done then return done end
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return false end
+if redis.call('HEXISTS', presence, to) == 0 then return false end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ms, seq = now, 0
-local exists = redis.call('EXISTS', KEYS[2]) == 1
+local exists = redis.call('EXISTS', stream) == 1
 if exists then
-  local info = redis.call('XINFO', 'STREAM', KEYS[2])
+  local info = redis.call('XINFO', 'STREAM', stream)
   for i = 1, #info, 2 do
     if info[i] == 'last-generated-id' then
       local lms, lseq = string.match(info[i + 1], '^(%d+)-(%d+)$')
@@ -251,13 +262,13 @@ if exists then
 end
 local id = ms .. '-' .. seq
 if exists then
-  redis.call('XSETID', KEYS[2], id)
+  redis.call('XSETID', stream, id)
 else
-  redis.call('XADD', KEYS[2], 'MAXLEN', '0', id, 'p', '', 's', '')
-  redis.call('PEXPIRE', KEYS[2], ARGV[5])
+  redis.call('XADD', stream, 'MAXLEN', '0', id, 'p', '', 's', '')
+  redis.call('PEXPIRE', stream, ttl)
 end
-redis.call('PUBLISH', ARGV[2], ARGV[3] .. id .. ARGV[4])
-remember(KEYS[3], ARGV[6], id, ARGV[5])
+redis.call('PUBLISH', channel, head .. id .. tail)
+remember(once, fingerprint, id, ttl)
 return id
 "#
 );
@@ -274,20 +285,24 @@ return 1
 pub(super) const SET_RETAINED: &str = concat!(
     append_fn!(),
     r#"
-local done = recall(KEYS[5], ARGV[13])
+local retained, stream, rooms, bytes, once, trimmed, due = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local topic, max_topics, maxlen, head, tail, ttl, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local record_head, record_tail, room, maxbytes = ARGV[8], ARGV[9], ARGV[10], ARGV[11]
+local deadline, fingerprint, expires, from = ARGV[12], ARGV[13], ARGV[14], ARGV[15]
+local done = recall(once, fingerprint)
 if done then return done end
-if late(ARGV[12]) then return {err = 'late'} end
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[2]) then
+if late(deadline) then return {err = 'late'} end
+if redis.call('HEXISTS', retained, topic) == 0 and redis.call('HLEN', retained) >= tonumber(max_topics) then
   return {err = 'too_many_topics'}
 end
-local id = append(KEYS[2], KEYS[4], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[11], KEYS[6])
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[8] .. id .. ARGV[9])
-redis.call('SADD', KEYS[3], ARGV[10])
-if ARGV[14] ~= '' then
-  redis.call('ZADD', KEYS[7], tonumber(ARGV[14]), 'x:' .. cjson.encode({ARGV[10], ARGV[1], id, ARGV[15]}))
+local id = append(stream, bytes, maxlen, head, tail, ttl, maxbytes, trimmed)
+redis.call('HSET', retained, topic, record_head .. id .. record_tail)
+redis.call('SADD', rooms, room)
+if expires ~= '' then
+  redis.call('ZADD', due, tonumber(expires), 'x:' .. cjson.encode({room, topic, id, from}))
 end
-redis.call('PUBLISH', ARGV[7], ARGV[4] .. id .. ARGV[5])
-remember(KEYS[5], ARGV[13], id, ARGV[6])
+redis.call('PUBLISH', channel, head .. id .. tail)
+remember(once, fingerprint, id, ttl)
 return id
 "#
 );
@@ -297,51 +312,59 @@ return id
 pub(super) const CLEAR_RETAINED: &str = concat!(
     append_fn!(),
     r#"
-local done = recall(KEYS[4], ARGV[11])
+local retained, stream, bytes, once, trimmed, presence, rooms = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local topic, expected, maxlen, head, tail, ttl, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local now, maxbytes, deadline, fingerprint, room = ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]
+local done = recall(once, fingerprint)
 if done then return done end
-if late(ARGV[10]) then return {err = 'late'} end
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if late(deadline) then return {err = 'late'} end
+local cur = redis.call('HGET', retained, topic)
 if not cur then return false end
 local rec = cjson.decode(cur)
-if ARGV[2] ~= '' then
-  if rec.id ~= ARGV[2] then return false end
-elseif rec.x ~= nil and rec.x ~= cjson.null and tonumber(rec.x) <= tonumber(ARGV[8]) then
+if expected ~= '' then
+  if rec.id ~= expected then return false end
+elseif rec.x ~= nil and rec.x ~= cjson.null and tonumber(rec.x) <= tonumber(now) then
   return false
 end
-redis.call('HDEL', KEYS[1], ARGV[1])
-if redis.call('HLEN', KEYS[1]) == 0 and redis.call('HLEN', KEYS[6]) == 0 then
-  redis.call('SREM', KEYS[7], ARGV[12])
+redis.call('HDEL', retained, topic)
+if redis.call('HLEN', retained) == 0 and redis.call('HLEN', presence) == 0 then
+  redis.call('SREM', rooms, room)
 end
-local id = append(KEYS[2], KEYS[3], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[9], KEYS[5])
-redis.call('PUBLISH', ARGV[7], ARGV[4] .. id .. ARGV[5])
-remember(KEYS[4], ARGV[11], id, ARGV[6])
+local id = append(stream, bytes, maxlen, head, tail, ttl, maxbytes, trimmed)
+redis.call('PUBLISH', channel, head .. id .. tail)
+remember(once, fingerprint, id, ttl)
 return id
 "#
 );
 
 /// Adds a peer to presence and announces it.
 pub(super) const JOIN: &str = r#"
-local order = redis.call('INCR', KEYS[2])
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '\t' .. order .. '\t' .. ARGV[3])
-redis.call('SADD', KEYS[3], ARGV[6])
-redis.call('SADD', KEYS[4], ARGV[7])
-redis.call('PUBLISH', ARGV[5], ARGV[4])
+local presence, order_key, rooms, instance_peers = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local peer, instance, peer_json, event, channel, room, member = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local order = redis.call('INCR', order_key)
+redis.call('HSET', presence, peer, instance .. '\t' .. order .. '\t' .. peer_json)
+redis.call('SADD', rooms, room)
+redis.call('SADD', instance_peers, member)
+redis.call('PUBLISH', channel, event)
 return order
 "#;
 
 /// Removes a peer (only if it belongs to the expected instance, when given)
 /// and announces it; returns 1 when this call removed it.
 pub(super) const LEAVE: &str = r#"
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local presence, retained, rooms = KEYS[1], KEYS[2], KEYS[3]
+local peer, event, channel, expected_instance = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local peers_prefix, member, room = ARGV[5], ARGV[6], ARGV[7]
+local cur = redis.call('HGET', presence, peer)
 if not cur then return 0 end
-if ARGV[4] ~= '' and string.sub(cur, 1, string.len(ARGV[4]) + 1) ~= (ARGV[4] .. '\t') then return 0 end
-redis.call('HDEL', KEYS[1], ARGV[1])
-if redis.call('HLEN', KEYS[1]) == 0 and redis.call('HLEN', KEYS[2]) == 0 then
-  redis.call('SREM', KEYS[3], ARGV[7])
+if expected_instance ~= '' and string.sub(cur, 1, string.len(expected_instance) + 1) ~= (expected_instance .. '\t') then return 0 end
+redis.call('HDEL', presence, peer)
+if redis.call('HLEN', presence) == 0 and redis.call('HLEN', retained) == 0 then
+  redis.call('SREM', rooms, room)
 end
 local instance = string.match(cur, '^([^\t]*)\t')
-if instance then redis.call('SREM', ARGV[5] .. instance .. ':peers', ARGV[6]) end
-redis.call('PUBLISH', ARGV[3], ARGV[2])
+if instance then redis.call('SREM', peers_prefix .. instance .. ':peers', member) end
+redis.call('PUBLISH', channel, event)
 return 1
 "#;
 
@@ -374,14 +397,16 @@ return 1
 /// `join` so that subscribers who joined meanwhile see it again. A peer still
 /// present is left alone.
 pub(super) const REASSERT: &str = r#"
-redis.call('SADD', KEYS[5], ARGV[8])
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
-  local order = redis.call('INCR', KEYS[2])
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '\t' .. order .. '\t' .. ARGV[3])
-  redis.call('SADD', KEYS[3], ARGV[6])
-  redis.call('PUBLISH', ARGV[5], ARGV[4])
+local presence, order_key, rooms, wills, instance_peers = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local peer, instance, peer_json, event, channel, room, will, member = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+redis.call('SADD', instance_peers, member)
+if redis.call('HEXISTS', presence, peer) == 0 then
+  local order = redis.call('INCR', order_key)
+  redis.call('HSET', presence, peer, instance .. '\t' .. order .. '\t' .. peer_json)
+  redis.call('SADD', rooms, room)
+  redis.call('PUBLISH', channel, event)
 end
-if ARGV[7] ~= '' then redis.call('HSETNX', KEYS[4], ARGV[1], ARGV[7]) end
+if will ~= '' then redis.call('HSETNX', wills, peer, will) end
 return 1
 "#;
 
