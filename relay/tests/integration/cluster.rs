@@ -150,3 +150,57 @@ async fn a_master_failover_keeps_delivering() {
     }
     assert_eq!(delivered, accepted, "every 202 delivered once, in order");
 }
+
+/// A room's slot moves to another master (a reshard) under a live
+/// subscriber: the server drops the subscription, the relay subscribes
+/// again where the slot now is, and publishes go on reaching it.
+#[tokio::test]
+async fn a_slot_move_keeps_delivering() {
+    let cluster = RedisCluster::start(3, 0).await;
+    let prefix = unique_prefix();
+    let url = cluster.url();
+    let (a, b) = (
+        relay_at(&url, &prefix, &[]).await,
+        relay_at(&url, &prefix, &[]).await,
+    );
+    let tok = token("ops", &["moving=read,write"]);
+    let mut sse = Sse::open(
+        &b.http("/rooms/moving"),
+        &[("authorization", format!("Bearer {tok}").as_str())],
+    )
+    .await;
+    assert_eq!(sse.next().await["kind"], "welcome");
+    let (status, _) = crate::harness::post_text(&a, "/rooms/moving", &tok, "before").await;
+    assert_eq!(status, 202);
+    assert_eq!(sse.next_kind("message").await["data"], "before");
+
+    let (from, key) = cluster
+        .node_holding(&format!("{prefix}:*:{{moving}}:stream"))
+        .expect("the room's stream is on some master");
+    let to = cluster
+        .masters()
+        .into_iter()
+        .find(|p| *p != from)
+        .expect("another master");
+    cluster.migrate_slot(&key, to).await;
+
+    for n in 0..5 {
+        let (status, body) =
+            crate::harness::post_text(&a, "/rooms/moving", &tok, &format!("after-{n}")).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    for n in 0..5 {
+        assert_eq!(
+            sse.next_kind("message").await["data"],
+            format!("after-{n}"),
+            "publishes after the slot moved still arrive, in order"
+        );
+    }
+    // The room's history moved with it.
+    let history: Value = crate::harness::get_json(&b, "/rooms/moving/history?limit=10", &tok).await;
+    assert_eq!(
+        history["events"].as_array().map(Vec::len),
+        Some(6),
+        "{history}"
+    );
+}

@@ -222,3 +222,56 @@ impl RedisCluster {
         })
     }
 }
+
+impl RedisCluster {
+    /// The ports of the live masters.
+    pub fn masters(&self) -> Vec<u16> {
+        let Some(any) = self.live_ports().first().copied() else {
+            return Vec::new();
+        };
+        cli(any, &["CLUSTER", "NODES"])
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                (fields.len() > 2 && fields[2].contains("master") && !fields[2].contains("fail"))
+                    .then(|| fields[1].split(['@', ':']).nth(1)?.parse().ok())
+                    .flatten()
+            })
+            .collect()
+    }
+
+    /// Moves `key`'s slot, with every key in it, to the master on `to`, as
+    /// `redis-cli --cluster reshard` does slot by slot: IMPORTING and
+    /// MIGRATING, MIGRATE of the keys, then SETSLOT NODE on every master.
+    pub async fn migrate_slot(&self, key: &str, to: u16) {
+        let from = self.master_of(key).expect("a master holds the key's slot");
+        assert_ne!(from, to, "the slot is already there");
+        let slot = cli(from, &["CLUSTER", "KEYSLOT", key]).trim().to_owned();
+        let id = |port: u16| cli(port, &["CLUSTER", "MYID"]).trim().to_owned();
+        let (from_id, to_id) = (id(from), id(to));
+        cli(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]);
+        cli(from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]);
+        loop {
+            let keys = cli(from, &["CLUSTER", "GETKEYSINSLOT", &slot, "100"]);
+            let keys: Vec<&str> = keys
+                .lines()
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .collect();
+            if keys.is_empty() {
+                break;
+            }
+            let to_port = to.to_string();
+            let mut args = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "5000", "KEYS"];
+            args.extend(keys);
+            cli(from, &args);
+        }
+        for port in self.masters() {
+            cli(port, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+        }
+        self.until("the slot is served by its new master", || {
+            self.master_of(key) == Some(to)
+        })
+        .await;
+    }
+}
