@@ -45,19 +45,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManagerConfig;
-use redis::cluster::ClusterClientBuilder;
-use redis::cluster_async::ClusterConnection;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use self::connection::{Conn, Target};
+use self::connection::{Conn, Subscriber, Target};
 use self::deadlines::SweepPlan;
 use self::keys::Layout;
 use self::liveness::heartbeat;
 use self::pubsub::{PubSubState, pubsub_loop};
 use self::scripts::Scripts;
-use self::sharded::{BoundedPush, sharded_loop};
+use self::sharded::sharded_loop;
 use crate::broker::{
     Broker, BrokerError, DeferredWill, Draft, History, Limits, RetainDraft, Retained, RoomPage,
     RoomSnapshot, Will,
@@ -117,28 +114,6 @@ pub struct RedisBroker {
     scripts: Scripts,
 }
 
-/// TCP options of every connection to Redis: no Nagle delay. Commands of
-/// many sessions share one multiplexed connection; with Nagle on, a command
-/// sent while an earlier one is unacknowledged waits for that reply, which
-/// halves concurrency to a distant Redis (measured: 2 round trips per
-/// publish at 25 ms RTT instead of 1).
-fn tcp_settings() -> redis::io::tcp::TcpSettings {
-    redis::io::tcp::TcpSettings::default().set_nodelay(true)
-}
-
-/// What carries this instance's subscriptions.
-enum Subscriber {
-    /// A client for the pub/sub connection to one server.
-    Single(Box<redis::Client>),
-    /// The sharded-subscription connection to a cluster, its pushes, and
-    /// the flag its bounded queue raises when it overflowed.
-    Cluster(
-        ClusterConnection,
-        tokio::sync::mpsc::Receiver<redis::PushInfo>,
-        Arc<AtomicBool>,
-    ),
-}
-
 /// One of this instance's peers as Redis should hold it.
 pub(super) struct LocalPeer {
     pub(super) info: PeerInfo,
@@ -157,79 +132,16 @@ impl RedisBroker {
         shutdown: CancellationToken,
         tasks: &TaskTracker,
     ) -> Result<Arc<RedisBroker>, StartError> {
+        let timeout = settings.timeout;
         let shown_url = crate::redact::url_password(&settings.url);
-        let (url, timeout) = (settings.url.clone(), settings.timeout);
         let failed = |cause: StartCause| StartError {
             url: shown_url.clone(),
             cause,
         };
-        let timed_out = || failed(StartCause::Timeout(timeout));
         let target = Target::parse(&settings.url);
-        let (mut conn, subscriber) = match &target {
-            Target::Single(url) => {
-                let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())
-                    .map_err(|e| failed(StartCause::of(&e, url, timeout)))?
-                    .set_tcp_settings(tcp_settings());
-                let client = redis::Client::open(info)
-                    .map_err(|e| failed(StartCause::of(&e, url, timeout)))?;
-                let config = ConnectionManagerConfig::new()
-                    .set_response_timeout(Some(settings.timeout))
-                    .set_connection_timeout(Some(settings.timeout))
-                    .set_number_of_retries(2)
-                    .set_max_delay(Duration::from_secs(2));
-                let conn = tokio::time::timeout(
-                    settings.timeout * 2,
-                    client.get_connection_manager_with_config(config),
-                )
-                .await
-                .map_err(|_| timed_out())?
-                .map_err(|e| failed(StartCause::of(&e, url, timeout)))?;
-                (Conn::Single(conn), Subscriber::Single(Box::new(client)))
-            }
-            Target::Cluster(nodes) => {
-                let builder = || {
-                    ClusterClientBuilder::new(nodes.clone())
-                        .tcp_settings(tcp_settings())
-                        .connection_timeout(settings.timeout)
-                        .response_timeout(settings.timeout)
-                        .retries(2)
-                };
-                let client = builder()
-                    .build()
-                    .map_err(|e| failed(StartCause::of(&e, &url, timeout)))?;
-                let conn =
-                    tokio::time::timeout(settings.timeout * 2, client.get_async_connection())
-                        .await
-                        .map_err(|_| timed_out())?
-                        .map_err(|e| failed(StartCause::of(&e, &url, timeout)))?;
-                // Subscriptions on their own connections, RESP3 for pushes.
-                let overflowed = Arc::new(AtomicBool::new(false));
-                let (sender, pushes) = BoundedPush::new(overflowed.clone());
-                let sub_client = builder()
-                    .use_protocol(redis::ProtocolVersion::RESP3)
-                    .push_sender(sender)
-                    .build()
-                    .map_err(|e| failed(StartCause::of(&e, &url, timeout)))?;
-                let sub_conn =
-                    tokio::time::timeout(settings.timeout * 2, sub_client.get_async_connection())
-                        .await
-                        .map_err(|_| timed_out())?
-                        .map_err(|e| failed(StartCause::of(&e, &url, timeout)))?;
-                (
-                    Conn::Cluster(conn),
-                    Subscriber::Cluster(sub_conn, pushes, overflowed),
-                )
-            }
-        };
-        // A server that wants a password accepts the connection and refuses
-        // the first command: ask once, so that shows as an auth failure.
-        tokio::time::timeout(
-            settings.timeout,
-            redis::cmd("PING").query_async::<String>(&mut conn),
-        )
-        .await
-        .map_err(|_| timed_out())?
-        .map_err(|e| failed(StartCause::of(&e, &url, timeout)))?;
+        let (conn, subscriber) = connection::open(&target, &settings.url, timeout)
+            .await
+            .map_err(failed)?;
         let layout = match target {
             Target::Single(_) => Layout::Single,
             Target::Cluster(_) => Layout::Cluster,
@@ -258,7 +170,10 @@ impl RedisBroker {
             reassert_due: AtomicBool::new(false),
             scripts: Scripts::load(layout == Layout::Cluster),
         });
-        broker.beat().await.map_err(|_| timed_out())?;
+        broker
+            .beat()
+            .await
+            .map_err(|_| failed(StartCause::Timeout(timeout)))?;
         tasks.spawn(heartbeat(broker.clone(), shutdown.clone()));
         match subscriber {
             Subscriber::Single(client) => {
