@@ -34,29 +34,10 @@ OUT=${OUT:-$ROOT/target/bench}
 PORT_REDIS=${PORT_REDIS:-18479}
 PORT_BASE=${PORT_BASE:-18180}
 
-command -v redis-server >/dev/null || {
-  echo "== installing redis-server"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server >/dev/null
-}
-echo "== building (release)"
-cargo build --release --locked -p edgewire -p edgewire-load 2>&1 | tail -n 1
-RELAY=$ROOT/target/release/edgewire
-LOAD=$ROOT/target/release/edgewire-load
-mkdir -p "$OUT"
-SECRET=$(cat fixtures/keys/hs.secret)
+# shellcheck source=relay/load/redis-setup.sh
+. "$ROOT/relay/load/redis-setup.sh"
 TOKEN=$(EDGEWIRE_JWT_SECRET=$SECRET "$RELAY" token --sub idle --room '*=read,write,retain' --ttl 1d)
 export EDGEWIRE_LOAD_TOKEN=$TOKEN
-
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  rm -rf "${CLUSTER_DIR:-}"
-}
-trap cleanup EXIT
-
-# shellcheck source=relay/load/wait-port.sh
-. "$ROOT/relay/load/wait-port.sh"
 
 # CPU ticks (utime + stime) of a process.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -86,6 +67,7 @@ redis_ticks() {
 
 REDIS_PIDS=()
 CLUSTER_DIR=$(mktemp -d)
+TEMP_DIRS+=("$CLUSTER_DIR")
 for port in "${REDIS_PORTS[@]}"; do
   cluster_args=()
   [ "$CLUSTER" = 1 ] && cluster_args=(--cluster-enabled yes --cluster-config-file "$CLUSTER_DIR/nodes-$port.conf")

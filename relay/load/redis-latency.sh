@@ -28,25 +28,10 @@ PORT_PROXY=${PORT_PROXY:-18580}
 PORT_A=${PORT_A:-18581}
 PORT_B=${PORT_B:-18582}
 
-command -v redis-server >/dev/null || {
-  echo "== installing redis-server"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server >/dev/null
-}
-echo "== building (release)"
-cargo build --release --locked -p edgewire -p edgewire-load 2>&1 | tail -n 1
-RELAY=$ROOT/target/release/edgewire
-LOAD=$ROOT/target/release/edgewire-load
-mkdir -p "$OUT"
-SECRET=$(cat fixtures/keys/hs.secret)
+# shellcheck source=relay/load/redis-setup.sh
+. "$ROOT/relay/load/redis-setup.sh"
 TOKEN=$(EDGEWIRE_JWT_SECRET=$SECRET "$RELAY" token --sub latency --room '*=read,write' --ttl 1d)
 export EDGEWIRE_LOAD_TOKEN=$TOKEN
-
-PIDS=()
-cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; }
-trap cleanup EXIT
-# shellcheck source=relay/load/wait-port.sh
-. "$ROOT/relay/load/wait-port.sh"
 
 redis-server --port "$PORT_REDIS" --bind 127.0.0.1 --save '' --appendonly no \
   --protected-mode no >"$OUT/redis-latency.log" 2>&1 &
