@@ -5,6 +5,8 @@ import { test } from "node:test";
 
 import { CLOSE_CODES, ERROR_CODES, Edgewire, backoffDelay, closePolicy, topicMatches } from "../src/index.js";
 import type { WebSocketLike } from "../src/index.js";
+import { SseParser } from "../src/sse.js";
+import type { SseFrame } from "../src/sse.js";
 import { ROOT } from "./support.js";
 
 test("close and error codes agree with the relay's table in fixtures/codes.json", () => {
@@ -215,4 +217,73 @@ test("a reset mid-stream (events lost) rebuilds presence and topics from the roo
   await flush();
   assert.equal(asked.length, 1);
   client.close();
+});
+
+// The HTML standard's event-stream examples (§9.2.6), fed whole and one
+// character at a time, with LF, CRLF and CR line endings.
+
+function parseAll(text: string, piece: number): SseFrame[] {
+  const parser = new SseParser();
+  const frames: SseFrame[] = [];
+  for (let i = 0; i < text.length; i += piece) frames.push(...parser.push(text.slice(i, i + piece)));
+  return frames;
+}
+
+function eachWay(text: string, check: (frames: SseFrame[], how: string) => void): void {
+  for (const [name, ending] of [["LF", "\n"], ["CRLF", "\r\n"], ["CR", "\r"]] as const) {
+    const body = text.replace(/\n/g, ending);
+    for (const piece of [body.length || 1, 1, 2]) check(parseAll(body, piece), `${name}, pieces of ${piece}`);
+  }
+}
+
+test("SSE: data lines join with LF (the standard's stock example)", () => {
+  eachWay("data: YHOO\ndata: +2\ndata: 10\n\n", (frames, how) => {
+    assert.deepEqual(frames, [{ event: "message", data: "YHOO\n+2\n10" }], how);
+  });
+});
+
+test("SSE: comments, ids kept across events, an empty id, one space stripped", () => {
+  eachWay(": test stream\n\ndata: first event\nid: 1\n\ndata:second event\nid\n\ndata:  third event\n\n", (frames, how) => {
+    assert.deepEqual(
+      frames,
+      [
+        { event: "message", data: "first event", id: "1" },
+        { event: "message", data: "second event", id: "" },
+        { event: "message", data: " third event", id: "" },
+      ],
+      how,
+    );
+  });
+});
+
+test("SSE: empty data lines count, an unfinished event at the end is dropped", () => {
+  eachWay("data\n\ndata\ndata\n\ndata:", (frames, how) => {
+    assert.deepEqual(
+      frames,
+      [
+        { event: "message", data: "" },
+        { event: "message", data: "\n" },
+      ],
+      how,
+    );
+  });
+});
+
+test("SSE: a colon with or without its space reads the same", () => {
+  eachWay("data:test\n\ndata: test\n\n", (frames, how) => {
+    assert.deepEqual(frames, [{ event: "message", data: "test" }, { event: "message", data: "test" }], how);
+  });
+});
+
+test("SSE: event names, retry, unknown fields, a blank event and a BOM", () => {
+  eachWay("\uFEFFretry: 2000\nfoo: bar\n\nevent: welcome\ndata: {\"a\":1}\n\nevent: error\nretry: x\ndata: e\n\n", (frames, how) => {
+    assert.deepEqual(
+      frames,
+      [
+        { event: "welcome", data: '{"a":1}', retry: 2000 },
+        { event: "error", data: "e", retry: 2000 },
+      ],
+      how,
+    );
+  });
 });
