@@ -5,6 +5,7 @@ import { test } from "node:test";
 
 import { CLOSE_CODES, ERROR_CODES, Edgewire, backoffDelay, closePolicy, topicMatches } from "../src/index.js";
 import type { WebSocketLike } from "../src/index.js";
+import { Emitter } from "../src/emitter.js";
 import { SseParser } from "../src/sse.js";
 import type { SseFrame } from "../src/sse.js";
 import { ROOT } from "./support.js";
@@ -286,4 +287,28 @@ test("SSE: event names, retry, unknown fields, a blank event and a BOM", () => {
       how,
     );
   });
+});
+
+test("a listener that throws is reported and the others still run", () => {
+  class Probe extends Emitter<{ ping: [number] }> {
+    fire(n: number): void {
+      this.emit("ping", n);
+    }
+  }
+  const probe = new Probe();
+  const seen: number[] = [];
+  const reported: unknown[] = [];
+  const original = console.error;
+  console.error = (...args: unknown[]) => reported.push(args[1]);
+  try {
+    probe.on("ping", () => {
+      throw new Error("app bug");
+    });
+    probe.on("ping", (n) => seen.push(n));
+    probe.fire(7);
+  } finally {
+    console.error = original;
+  }
+  assert.deepEqual(seen, [7], "the second listener ran");
+  assert.equal((reported[0] as Error).message, "app bug", "the throw was reported");
 });
