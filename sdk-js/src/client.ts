@@ -1,7 +1,7 @@
 import { backoffDelay } from "./backoff.js";
 import { closePolicy } from "./codes.js";
 import { Emitter } from "./emitter.js";
-import type { RelayEvent } from "./protocol.js";
+import type { AckEvent, ErrorEvent, Op, RelayEvent, WelcomeEvent } from "./protocol.js";
 import { Room, type RoomSnapshot } from "./room.js";
 import { readSse } from "./sse.js";
 
@@ -96,7 +96,28 @@ export class RelayError extends Error {
   }
 }
 
-type Waiting = { resolve: (ev: RelayEvent) => void; reject: (e: Error) => void };
+type Waiting = { resolve: (ev: AckEvent) => void; reject: (e: Error) => void };
+
+/** An op waiting for a connection: as sent (with its `ref`) and as made. */
+type Queued = { op: Op; text: string; ref: number; keyed: boolean };
+
+/** The error an `error` event carries. */
+function relayError(event: ErrorEvent): RelayError {
+  return new RelayError(event.code, event.message, event.retry_after);
+}
+
+/** A frame's JSON as a relay event: `undefined` for anything that is not an
+ * object with a `kind` (not from a relay). */
+export function parseEvent(text: string): RelayEvent | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (typeof value !== "object" || value === null || typeof (value as { kind?: unknown }).kind !== "string") return undefined;
+  return value as RelayEvent;
+}
 
 /** One room's SSE stream while on the fallback transport. */
 type Stream = { abort: AbortController; conn?: string; waiters: ((conn: string) => void)[]; attempt: number };
@@ -116,13 +137,13 @@ export class Edgewire extends Emitter<ClientEvents> {
 
   private readonly url: string;
   private readonly httpBase: string;
-  private readonly rooms = new Map<string, Room>();
+  private readonly rooms = new Map<string, Room<unknown, unknown>>();
   private readonly waiting = new Map<number, Waiting>();
-  private readonly queue: { text: string; ref: number; keyed: boolean }[] = [];
+  private readonly queue: Queued[] = [];
   /** Publishes sent on the socket and not yet answered: on a lost connection
    * they go back to the queue and are sent again with the same idempotency
    * key, so the relay does each once. */
-  private readonly inflight = new Map<number, string>();
+  private readonly inflight = new Map<number, Queued>();
   /** Retries made of each keyed publish the relay answered with a retriable error. */
   private readonly retries = new Map<number, number>();
   private readonly streams = new Map<string, Stream>();
@@ -148,15 +169,17 @@ export class Edgewire extends Emitter<ClientEvents> {
     void this.connect();
   }
 
-  /** Joins a room (once; later calls return the same room). */
-  join(name: string, options: { state?: unknown } = {}): Room {
-    let room = this.rooms.get(name);
-    if (room) return room;
-    room = new Room(name, { request: (op) => this.request(op), snapshot: (r) => this.snapshot(r) }, (r) => this.rooms.delete(r.name));
-    room.initialState = options.state;
-    this.rooms.set(name, room);
-    if (this.transport === "sse") this.openStream(room);
-    else if (this.isOpen()) this.joinOnServer(room);
+  /** Joins a room (once; later calls return the same room). `Msg` is the
+   * type of the room's message payloads, `State` of its presence states. */
+  join<Msg = unknown, State = unknown>(name: string, options: { state?: State } = {}): Room<Msg, State> {
+    const known = this.rooms.get(name);
+    // One room object per name: the types are the caller's promise.
+    if (known) return known as Room<Msg, State>;
+    const link = { request: (op: Op) => this.request(op), snapshot: (r: string) => this.snapshot(r) };
+    const room = new Room<Msg, State>(name, link, (r) => this.rooms.delete(r), options.state);
+    this.rooms.set(name, room as Room<unknown, unknown>);
+    if (this.transport === "sse") this.openStream(room as Room<unknown, unknown>);
+    else if (this.isOpen()) this.joinOnServer(room as Room<unknown, unknown>);
     return room;
   }
 
@@ -175,17 +198,16 @@ export class Edgewire extends Emitter<ClientEvents> {
   /** @internal Sends an op (queued while disconnected) and resolves with its
    * `ack`. A publish gets an idempotency key, so that resending it after a
    * lost connection (or retrying it over HTTP) never doubles it. */
-  request(op: Record<string, unknown>): Promise<RelayEvent> {
+  request(op: Op): Promise<AckEvent> {
     if (this.stopped) return Promise.reject(new Error("the client was closed"));
     if (op.op === "pub" && op.idempotency_key === undefined) op = { ...op, idempotency_key: newKey() };
     if (this.transport === "sse") return this.viaHttp(op);
     const ref = this.nextRef++;
-    const text = JSON.stringify({ ...op, ref });
-    const keyed = op.op === "pub";
+    const queued: Queued = { op, text: JSON.stringify({ ...op, ref }), ref, keyed: op.op === "pub" };
     return new Promise((resolve, reject) => {
       if (this.isOpen()) {
         this.waiting.set(ref, { resolve, reject });
-        this.sendNow(text, ref, keyed);
+        this.sendNow(queued);
         return;
       }
       if (this.queue.length >= (this.options.maxQueue ?? 1000)) {
@@ -193,14 +215,14 @@ export class Edgewire extends Emitter<ClientEvents> {
         return;
       }
       this.waiting.set(ref, { resolve, reject });
-      this.queue.push({ text, ref, keyed });
+      this.queue.push(queued);
     });
   }
 
   /** Writes an op to the open socket, remembering a (keyed) publish until it is answered. */
-  private sendNow(text: string, ref: number, keyed: boolean): void {
-    if (keyed) this.inflight.set(ref, text);
-    this.ws?.send(text);
+  private sendNow(queued: Queued): void {
+    if (queued.keyed) this.inflight.set(queued.ref, queued);
+    this.ws?.send(queued.text);
   }
 
   private isOpen(): boolean {
@@ -250,63 +272,62 @@ export class Edgewire extends Emitter<ClientEvents> {
   }
 
   private onFrame(data: unknown): void {
-    let event: RelayEvent;
-    try {
-      event = JSON.parse(String(data)) as RelayEvent;
-    } catch {
-      return; // A frame that is not JSON is not from a relay.
-    }
-    this.onEvent(event);
+    const event = parseEvent(String(data));
+    if (event) this.onEvent(event);
   }
 
   private onEvent(event: RelayEvent): void {
-    if (event.kind === "welcome" && (event.room === null || event.room === undefined)) {
-      this.welcomed = true;
-      this.quickRetoken = true;
-      this.peerId = (event.peer as { id: string }).id;
-      this.openedAt = Date.now();
-      this.setState("open");
-      for (const room of this.rooms.values()) this.joinOnServer(room);
-      for (const { text, ref, keyed } of this.queue.splice(0)) this.sendNow(text, ref, keyed);
-      return;
+    switch (event.kind) {
+      case "welcome":
+        if (event.room !== null && event.room !== undefined) break;
+        this.welcomed = true;
+        this.quickRetoken = true;
+        this.peerId = event.peer.id;
+        this.openedAt = Date.now();
+        this.setState("open");
+        for (const room of this.rooms.values()) this.joinOnServer(room);
+        for (const queued of this.queue.splice(0)) this.sendNow(queued);
+        return;
+      case "ack":
+        if (event.ref !== undefined) this.answered(event.ref, event);
+        return;
+      case "error":
+        if (event.ref !== undefined) return this.answered(event.ref, event);
+        if (typeof event.retry_after === "number") this.retryAfter = event.retry_after;
+        this.emit("error", relayError(event));
+        return;
+      case "expiring":
+        void this.refresh();
+        return;
+      case "pong":
+        return;
+      default:
+        break;
     }
-    if (event.kind === "ack" || (event.kind === "error" && event.ref !== undefined)) {
-      const ref = Number(event.ref);
-      const sent = this.inflight.get(ref);
-      this.inflight.delete(ref);
-      if (event.kind === "error" && sent !== undefined && this.retryKeyed(ref, sent, event)) return;
-      this.retries.delete(ref);
-      const waiting = this.waiting.get(ref);
-      this.waiting.delete(ref);
-      if (event.kind === "ack") waiting?.resolve(event);
-      else waiting?.reject(new RelayError(String(event.code), String(event.message), event.retry_after as number | undefined));
-      return;
-    }
-    if (event.kind === "expiring") {
-      void this.refresh();
-      return;
-    }
-    if (event.kind === "error") {
-      if (typeof event.retry_after === "number") this.retryAfter = event.retry_after;
-      this.emit("error", new RelayError(String(event.code), String(event.message), event.retry_after as number | undefined));
-      return;
-    }
-    if (typeof event.room === "string") this.rooms.get(event.room)?.apply(event);
+    if ("room" in event && typeof event.room === "string") this.rooms.get(event.room)?.apply(event);
   }
 
-  private joinOnServer(room: Room): void {
-    const op: Record<string, unknown> = { op: "join", room: room.name };
-    if (room.lastId) op.since = room.lastId;
-    this.request(op)
+  /** The relay's answer to the op sent with `ref`. */
+  private answered(ref: number, event: AckEvent | ErrorEvent): void {
+    const sent = this.inflight.get(ref);
+    this.inflight.delete(ref);
+    if (event.kind === "error" && sent !== undefined && this.retryKeyed(sent, event)) return;
+    this.retries.delete(ref);
+    const waiting = this.waiting.get(ref);
+    this.waiting.delete(ref);
+    if (event.kind === "ack") waiting?.resolve(event);
+    else waiting?.reject(relayError(event));
+  }
+
+  private joinOnServer(room: Room<unknown, unknown>): void {
+    this.request({ op: "join", room: room.name, since: room.lastId })
       .then(() => this.reapply(room))
       .catch((e: Error) => this.emit("error", e));
   }
 
   /** After a (re)join: announce the presence state and re-declare the will, both of which belong to a connection. */
-  private async reapply(room: Room): Promise<void> {
-    if (room.initialState !== undefined) await this.request({ op: "state", room: room.name, state: room.initialState });
-    const will = room.willSpec;
-    if (will) await this.request({ op: "will", room: room.name, topic: will.topic, data: will.data, after: will.after });
+  private async reapply(room: Room<unknown, unknown>): Promise<void> {
+    for (const op of room.rejoinOps()) await this.request(op);
   }
 
   private async refresh(): Promise<void> {
@@ -322,25 +343,26 @@ export class Edgewire extends Emitter<ClientEvents> {
 
   /** A keyed publish the relay could not do (or could not say whether it
    * did): sent again after a backoff, with the same key, a few times. */
-  private retryKeyed(ref: number, text: string, error: RelayEvent): boolean {
+  private retryKeyed(sent: Queued, error: ErrorEvent): boolean {
+    const { ref } = sent;
     const attempt = this.retries.get(ref) ?? 0;
-    if (!RETRIABLE.has(String(error.code)) || attempt >= 4 || this.stopped) return false;
+    if (!RETRIABLE.has(error.code) || attempt >= 4 || this.stopped) return false;
     this.retries.set(ref, attempt + 1);
     const hint = typeof error.retry_after === "number" ? error.retry_after * 1000 : 0;
     setTimeout(() => {
       if (this.stopped || !this.waiting.has(ref)) return;
-      if (this.isOpen()) this.sendNow(text, ref, true);
-      else this.queue.push({ text, ref, keyed: true });
+      if (this.isOpen()) this.sendNow(sent);
+      else this.queue.push(sent);
     }, Math.max(hint, backoffDelay(attempt, this.options.backoff)));
     return true;
   }
 
   /** Puts unanswered publishes back at the head of the queue, in the order sent. */
   private requeueInflight(): void {
-    const sent = [...this.inflight.entries()].sort(([a], [b]) => a - b);
+    const sent = [...this.inflight.values()].sort((a, b) => a.ref - b.ref);
     this.inflight.clear();
     if (this.stopped) return;
-    this.queue.unshift(...sent.map(([ref, text]) => ({ text, ref, keyed: true })));
+    this.queue.unshift(...sent);
   }
 
   private failWaiting(error: Error): void {
@@ -403,10 +425,9 @@ export class Edgewire extends Emitter<ClientEvents> {
     this.emit("transport", "sse");
     this.setState("reconnecting");
     // Ops queued for the socket go out over HTTP instead.
-    for (const { text, ref } of this.queue.splice(0)) {
+    for (const { op, ref } of this.queue.splice(0)) {
       const waiting = this.waiting.get(ref);
       this.waiting.delete(ref);
-      const { ref: _ref, ...op } = JSON.parse(text) as Record<string, unknown>;
       this.viaHttp(op).then(
         (ev) => waiting?.resolve(ev),
         (e: Error) => waiting?.reject(e),
@@ -423,16 +444,11 @@ export class Edgewire extends Emitter<ClientEvents> {
   }
 
   /** Handles one event of a room's SSE stream. */
-  private onStreamEvent(room: Room, stream: Stream, data: string | undefined): void {
-    let event: RelayEvent | null;
-    try {
-      event = JSON.parse(data ?? "null") as RelayEvent | null;
-    } catch {
-      return;
-    }
+  private onStreamEvent(room: Room<unknown, unknown>, stream: Stream, data: string | undefined): void {
+    const event = parseEvent(data ?? "");
     if (!event) return;
     if (event.kind === "welcome") {
-      stream.conn = (event.peer as { id: string }).id;
+      stream.conn = event.peer.id;
       stream.attempt = 0;
       this.peerId ??= stream.conn;
       this.setState("open");
@@ -445,7 +461,7 @@ export class Edgewire extends Emitter<ClientEvents> {
       // The relay ends a stream with an error (draining, token_expired,
       // slow_consumer): the app hears it as it would over a WebSocket.
       if (typeof event.retry_after === "number") this.retryAfter = event.retry_after;
-      this.emit("error", new RelayError(String(event.code), String(event.message), event.retry_after as number | undefined));
+      this.emit("error", relayError(event));
     } else {
       room.apply(event);
     }
@@ -460,7 +476,7 @@ export class Edgewire extends Emitter<ClientEvents> {
   /** The EventSource reader: the token in the URL (EventSource cannot send
    * headers), and reconnection in our hands, since a native EventSource gives
    * up for good on any non-200 answer. */
-  private openEventSource(room: Room, stream: Stream, live: () => boolean): void {
+  private openEventSource(room: Room<unknown, unknown>, stream: Stream, live: () => boolean): void {
     const Ctor = this.options.EventSource ?? (globalThis as unknown as { EventSource?: EventSourceConstructor }).EventSource;
     if (!Ctor) throw new Error("no EventSource implementation: pass options.EventSource");
     const connectOnce = async () => {
@@ -484,7 +500,7 @@ export class Edgewire extends Emitter<ClientEvents> {
   }
 
   /** Opens (and keeps open, resuming after drops) the SSE stream of one room. */
-  private openStream(room: Room): void {
+  private openStream(room: Room<unknown, unknown>): void {
     if (this.streams.has(room.name)) return;
     const stream: Stream = { abort: new AbortController(), waiters: [], attempt: 0 };
     this.streams.set(room.name, stream);
@@ -536,7 +552,7 @@ export class Edgewire extends Emitter<ClientEvents> {
     return new Promise((resolve) => stream.waiters.push(resolve));
   }
 
-  private async http(method: string, path: string, body?: unknown, key?: string): Promise<RelayEvent> {
+  private async http(method: string, path: string, body?: unknown, key?: string): Promise<AckEvent> {
     const headers: Record<string, string> = { "content-type": "application/json" };
     if (key) headers["idempotency-key"] = key;
     const token = this.currentToken ?? (await this.token());
@@ -553,7 +569,7 @@ export class Edgewire extends Emitter<ClientEvents> {
       const retry = Number(res.headers.get("retry-after")) || undefined;
       throw new RelayError(String(json.error ?? res.status), String(json.message ?? res.statusText), retry);
     }
-    return { kind: "ack", ...json };
+    return typeof json.id === "string" ? { kind: "ack", id: json.id } : { kind: "ack" };
   }
 
   /** A room's presence and retained values, read over HTTP. */
@@ -568,7 +584,7 @@ export class Edgewire extends Emitter<ClientEvents> {
 
   /** Runs a keyed write, retrying (with the same key, so it is done once)
    * while the relay is unreachable or answers 503: a few attempts with backoff. */
-  private async keyed(write: () => Promise<RelayEvent>): Promise<RelayEvent> {
+  private async keyed(write: () => Promise<AckEvent>): Promise<AckEvent> {
     for (let attempt = 0; ; attempt++) {
       try {
         return await write();
@@ -582,22 +598,30 @@ export class Edgewire extends Emitter<ClientEvents> {
   }
 
   /** An op over HTTP, as the room's own SSE peer (`conn`). */
-  private async viaHttp(op: Record<string, unknown>): Promise<RelayEvent> {
-    const name = String(op.room ?? "");
-    const room = encodeURIComponent(name);
+  private async viaHttp(op: Op): Promise<AckEvent> {
     switch (op.op) {
       case "ping":
-        return { kind: "pong" };
-      case "join": {
-        const r = this.rooms.get(name);
-        if (r) this.openStream(r);
-        await this.connOf(name);
         return { kind: "ack" };
-      }
       case "refresh": {
         for (const [n, s] of this.streams) {
           if (s.conn) await this.http("POST", `/rooms/${encodeURIComponent(n)}/refresh?conn=${encodeURIComponent(s.conn)}`);
         }
+        return { kind: "ack" };
+      }
+      default:
+        return this.roomViaHttp(op);
+    }
+  }
+
+  /** A room's op over HTTP, as the room's own SSE peer (`conn`). */
+  private async roomViaHttp(op: Exclude<Op, { op: "ping" } | { op: "refresh" }>): Promise<AckEvent> {
+    const name = op.room;
+    const room = encodeURIComponent(name);
+    switch (op.op) {
+      case "join": {
+        const r = this.rooms.get(name);
+        if (r) this.openStream(r);
+        await this.connOf(name);
         return { kind: "ack" };
       }
       case "leave": {
@@ -617,7 +641,7 @@ export class Edgewire extends Emitter<ClientEvents> {
     };
     switch (op.op) {
       case "pub": {
-        const key = typeof op.idempotency_key === "string" ? op.idempotency_key : undefined;
+        const key = op.idempotency_key;
         if (op.retain) {
           const path = `/rooms/${room}/topics/${String(op.topic).split("/").map(encodeURIComponent).join("/")}`;
           if (op.data === null) return this.keyed(() => this.http("DELETE", path + query({}), undefined, key));
@@ -630,8 +654,6 @@ export class Edgewire extends Emitter<ClientEvents> {
       case "will":
         if (op.topic) return this.http("PUT", `/rooms/${room}/will` + query({ topic: op.topic, after: op.after }), op.data ?? null);
         return this.http("DELETE", `/rooms/${room}/will` + query({}));
-      default:
-        throw new Error(`op ${String(op.op)} is not available over SSE`);
     }
   }
 
@@ -653,13 +675,8 @@ export class Edgewire extends Emitter<ClientEvents> {
     let welcomed = false;
     ws.onmessage = (ev) => {
       if (welcomed) return this.onFrame(ev.data);
-      let event: RelayEvent;
-      try {
-        event = JSON.parse(String(ev.data)) as RelayEvent;
-      } catch {
-        return;
-      }
-      if (event.kind !== "welcome") return;
+      const event = parseEvent(String(ev.data));
+      if (event?.kind !== "welcome") return;
       welcomed = true;
       this.upgrade(ws, event);
     };
@@ -671,14 +688,14 @@ export class Edgewire extends Emitter<ClientEvents> {
   }
 
   /** Moves from SSE back to a welcomed WebSocket: rooms join it (resuming), then the streams go. */
-  private upgrade(ws: WebSocketLike, welcome: RelayEvent): void {
+  private upgrade(ws: WebSocketLike, welcome: WelcomeEvent): void {
     const streams = [...this.streams.entries()];
     this.streams.clear();
     this.ws = ws;
     this.welcomed = true;
     this.transport = "websocket";
     this.emit("transport", "websocket");
-    this.peerId = (welcome.peer as { id: string }).id;
+    this.peerId = welcome.peer.id;
     this.openedAt = Date.now();
     this.attempt = 0;
     this.setState("open");

@@ -6,6 +6,32 @@ export type { ClientEvents, ConnectionState, EdgewireOptions, EventSourceConstru
 export { CLOSE_CODES, ERROR_CODES, closePolicy } from "./codes.js";
 export type { ClosePolicy } from "./codes.js";
 export { topicMatches } from "./filter.js";
-export type { Message, PeerInfo, RelayEvent, StatusEvent } from "./protocol.js";
+export type {
+  AckEvent,
+  ErrorEvent,
+  ExpiringEvent,
+  JoinEvent,
+  JoinOp,
+  LeaveEvent,
+  LeaveOp,
+  LeaveReason,
+  Message,
+  MessageEvent,
+  Op,
+  PeerInfo,
+  PingOp,
+  PongEvent,
+  PubOp,
+  RefreshOp,
+  RelayEvent,
+  RelayEventKind,
+  ResetEvent,
+  StateEvent,
+  StateOp,
+  StatusEvent,
+  StatusWireEvent,
+  WelcomeEvent,
+  WillOp,
+} from "./protocol.js";
 export { Room } from "./room.js";
 export type { RequestOptions, RoomEvents, RoomSnapshot } from "./room.js";

@@ -1,21 +1,22 @@
 import { Emitter } from "./emitter.js";
 import { topicMatches } from "./filter.js";
-import type { Message, PeerInfo, RelayEvent, StatusEvent } from "./protocol.js";
+import type { AckEvent, LeaveReason, Message, Op, PeerInfo, RelayEvent, StatusEvent } from "./protocol.js";
 
 /** Message types the SDK uses for request/response between peers. */
 const REQUEST = "edgewire:request";
 const RESPONSE = "edgewire:response";
 
-/** What a room emits. */
-export type RoomEvents = {
+/** What a room emits; `Msg` is its messages' payload type, `State` its
+ * peers' presence state type. */
+export type RoomEvents<Msg = unknown, State = unknown> = {
   /** A message (broadcast or direct to you). */
-  message: [Message];
+  message: [Message<Msg>];
   /** A peer joined. */
-  join: [PeerInfo];
+  join: [PeerInfo<State>];
   /** A peer left (`closed`, `timeout`, `replaced`, `expired`). */
-  leave: [PeerInfo, string];
+  leave: [PeerInfo<State>, LeaveReason];
   /** A peer changed its presence state (your own `self` included). */
-  state: [PeerInfo];
+  state: [PeerInfo<State>];
   /** A topic value changed or was replayed. */
   status: [StatusEvent];
   /** The relay could not replay what was missed: peers and topics were rebuilt. */
@@ -25,7 +26,7 @@ export type RoomEvents = {
 /** The client side a room talks through. */
 export interface RoomLink {
   /** Sends an op and resolves with its `ack`. */
-  request(op: Record<string, unknown>): Promise<RelayEvent>;
+  request(op: Op): Promise<AckEvent>;
   /** Reads the room's presence and retained values over HTTP (`GET /rooms/{room}`). */
   snapshot(room: string): Promise<RoomSnapshot>;
 }
@@ -44,53 +45,79 @@ export interface RequestOptions {
 
 type Pending = { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: ReturnType<typeof setTimeout>; peer: string };
 
-/** One joined room: presence, messages, topics and peer requests. */
-export class Room extends Emitter<RoomEvents> {
+/** One joined room: presence, messages, topics and peer requests. `Msg` is
+ * the type of its messages' payloads, `State` of its peers' presence state
+ * (both unchecked at run time: they say what the app sends). */
+export class Room<Msg = unknown, State = unknown> extends Emitter<RoomEvents<Msg, State>> {
   /** The room's name. */
   readonly name: string;
   /** Resolves when the relay has welcomed this client into the room. */
   readonly ready: Promise<void>;
-  /** This client's own peer entry (after `ready`). */
-  self?: PeerInfo;
   /** The other peers present, by id. */
-  readonly peers = new Map<string, PeerInfo>();
+  readonly peers = new Map<string, PeerInfo<State>>();
   /** Current retained topic values, by topic. */
   readonly topics = new Map<string, StatusEvent>();
-  /** The last history id seen: where a reconnect resumes. */
-  lastId?: string;
+
+  private me?: PeerInfo<State>;
+  private last?: string;
   /** Presence state to (re)announce after each join. */
-  initialState?: unknown;
-  /** @internal The will to re-declare after each join (a will belongs to a connection). */
-  willSpec?: { topic: string; data: unknown; after?: number };
+  private state?: State;
+  /** The will to re-declare after each join (a will belongs to a connection). */
+  private willOp?: Op;
 
   private markReady!: () => void;
-  private handlers = new Map<string, (args: unknown, from: PeerInfo | undefined) => unknown>();
+  private handlers = new Map<string, (args: unknown, from: PeerInfo<State> | undefined) => unknown>();
   private requests = new Map<string, Pending>();
   private left = false;
 
-  constructor(name: string, private readonly link: RoomLink, private readonly onLeave: (room: Room) => void) {
+  /** @internal Made by `Edgewire.join`. */
+  constructor(name: string, private readonly link: RoomLink, private readonly onLeave: (name: string) => void, state?: State) {
     super();
     this.name = name;
+    this.state = state;
     this.ready = new Promise((resolve) => (this.markReady = resolve));
   }
 
+  /** This client's own peer entry (after `ready`). */
+  get self(): PeerInfo<State> | undefined {
+    return this.me;
+  }
+
+  /** The last history id seen: where a reconnect resumes. */
+  get lastId(): string | undefined {
+    return this.last;
+  }
+
+  /** @internal The ops that re-establish this client in the room after
+   * each (re)join: its presence state and its will. */
+  rejoinOps(): Op[] {
+    const ops: Op[] = [];
+    if (this.state !== undefined) ops.push({ op: "state", room: this.name, state: this.state });
+    if (this.willOp) ops.push(this.willOp);
+    return ops;
+  }
+
   /** Broadcasts a message (or sends it to one peer with `to`); resolves with its id. */
-  async send(type: string, data: unknown, options: { to?: string } = {}): Promise<string> {
+  async send(type: string, data: Msg, options: { to?: string } = {}): Promise<string> {
+    return this.publish(type, data, options.to);
+  }
+
+  private async publish(type: string, data: unknown, to?: string): Promise<string> {
     // `data` is required by the relay; `undefined` (which JSON drops) is sent as null.
-    const ack = await this.link.request({ op: "pub", room: this.name, type, data: data ?? null, to: options.to });
-    return String(ack.id ?? "");
+    const ack = await this.link.request({ op: "pub", room: this.name, type, data: data ?? null, to });
+    return ack.id ?? "";
   }
 
   /** Sets this client's presence state, seen by every peer. */
-  async setState(state: unknown): Promise<void> {
-    this.initialState = state;
+  async setState(state: State): Promise<void> {
+    this.state = state;
     await this.link.request({ op: "state", room: this.name, state });
   }
 
   /** Stores `data` as the topic's retained value (needs the `retain` right). */
   async retain(topic: string, data: unknown, options: { ttl?: number } = {}): Promise<string> {
     const ack = await this.link.request({ op: "pub", room: this.name, topic, retain: true, data: data ?? null, ttl: options.ttl });
-    return String(ack.id ?? "");
+    return ack.id ?? "";
   }
 
   /** Clears a topic's retained value. */
@@ -101,8 +128,8 @@ export class Room extends Emitter<RoomEvents> {
   /** Sets the value the relay stores on `topic` if this connection ends without
    * leaving (after `after` seconds, unless the same user is back by then). */
   async will(topic: string, data: unknown, options: { after?: number } = {}): Promise<void> {
-    this.willSpec = { topic, data, after: options.after };
-    await this.link.request({ op: "will", room: this.name, topic, data, after: options.after });
+    this.willOp = { op: "will", room: this.name, topic, data, after: options.after };
+    await this.link.request(this.willOp);
   }
 
   /** Calls `listener` with every current value matching `filter`, then with
@@ -117,7 +144,7 @@ export class Room extends Emitter<RoomEvents> {
   }
 
   /** Answers requests for `method` from other peers with `handler`'s result. */
-  handle(method: string, handler: (args: unknown, from: PeerInfo | undefined) => unknown): void {
+  handle(method: string, handler: (args: unknown, from: PeerInfo<State> | undefined) => unknown): void {
     this.handlers.set(method, handler);
   }
 
@@ -131,7 +158,7 @@ export class Room extends Emitter<RoomEvents> {
         reject(new Error(`request ${method} to ${peer} timed out`));
       }, options.timeout ?? 10_000);
       this.requests.set(id, { resolve, reject, timer, peer });
-      this.send(REQUEST, { id, method, args }, { to: peer }).catch((e: Error) => {
+      this.publish(REQUEST, { id, method, args }, peer).catch((e: Error) => {
         clearTimeout(timer);
         this.requests.delete(id);
         reject(e);
@@ -143,7 +170,7 @@ export class Room extends Emitter<RoomEvents> {
   async leave(): Promise<void> {
     if (this.left) return;
     this.left = true;
-    this.onLeave(this);
+    this.onLeave(this.name);
     await this.link.request({ op: "leave", room: this.name }).catch(() => undefined);
   }
 
@@ -151,34 +178,35 @@ export class Room extends Emitter<RoomEvents> {
   apply(event: RelayEvent): void {
     // History events at or before the last one seen were already delivered
     // (a resume that overlaps, or two transports during an upgrade).
-    const inHistory = (event.kind === "message" && !event.to) || (event.kind === "status" && typeof event.id === "string");
-    if (inHistory && typeof event.id === "string" && this.lastId !== undefined && !idAfter(event.id, this.lastId)) return;
+    const historyId = event.kind === "message" && !event.to ? event.id : event.kind === "status" ? event.id : undefined;
+    if (historyId !== undefined && this.last !== undefined && !idAfter(historyId, this.last)) return;
     switch (event.kind) {
       case "reset":
         this.peers.clear();
         this.topics.clear();
-        this.lastId = undefined;
+        this.last = undefined;
         this.emit("reset");
         // Mid-stream, the relay lost events and no welcome follows: rebuild
         // presence and topics from a fresh snapshot.
         if (event.reason === "events_lost") void this.resync();
         return;
       case "welcome": {
-        this.self = event.peer as PeerInfo;
+        // Peer states are whatever peers set: the app's `State`, unchecked.
+        this.me = event.peer as PeerInfo<State>;
         this.peers.clear();
-        for (const p of (event.peers as PeerInfo[]) ?? []) this.peers.set(p.id, p);
-        if (this.lastId === undefined && typeof event.last_id === "string") this.lastId = event.last_id;
+        for (const p of event.peers ?? []) this.peers.set(p.id, p as PeerInfo<State>);
+        if (this.last === undefined && typeof event.last_id === "string") this.last = event.last_id;
         this.markReady();
         return;
       }
       case "join": {
-        const peer = event.peer as PeerInfo;
+        const peer = event.peer as PeerInfo<State>;
         this.peers.set(peer.id, peer);
         this.emit("join", peer);
         return;
       }
       case "leave": {
-        const id = (event.peer as { id: string }).id;
+        const id = event.peer.id;
         const peer = this.peers.get(id);
         if (!peer) return; // Not a peer we knew (for example our own previous connection).
         this.peers.delete(id);
@@ -189,39 +217,38 @@ export class Room extends Emitter<RoomEvents> {
             pending.reject(new Error(`peer ${id} left before answering`));
           }
         }
-        this.emit("leave", peer, String(event.reason ?? "closed"));
+        this.emit("leave", peer, event.reason ?? "closed");
         return;
       }
       case "state": {
-        const id = (event.peer as { id: string }).id;
-        const peer = this.peers.get(id);
+        const id = event.peer.id;
+        const peer = this.peers.get(id) ?? (this.me?.id === id ? this.me : undefined);
+        // Your own state, echoed by the relay, is emitted too, so a page that
+        // renders presence from `state` shows your own entry as you set it.
         if (peer) {
-          peer.state = event.state;
+          peer.state = event.state as State;
           this.emit("state", peer);
-        } else if (this.self && this.self.id === id) {
-          // Your own state, echoed by the relay: emitted too, so a page that
-          // renders presence from `state` shows your own entry as you set it.
-          this.self.state = event.state;
-          this.emit("state", this.self);
         }
         return;
       }
       case "status": {
-        const status = event as unknown as StatusEvent;
-        if (status.id) this.lastId = status.id;
+        const { kind: _kind, room: _room, ...status } = event;
+        if (status.id) this.last = status.id;
         if (status.data === null) this.topics.delete(status.topic);
         else this.topics.set(status.topic, status);
         this.emit("status", status);
         return;
       }
       case "message": {
-        const message = event as unknown as Message;
-        if (!message.to) this.lastId = message.id;
+        const { kind: _kind, room: _room, ...message } = event;
+        if (!message.to) this.last = message.id;
         if (message.type === REQUEST && message.to) return void this.answer(message);
         if (message.type === RESPONSE && message.to) return this.settle(message);
-        this.emit("message", message);
+        this.emit("message", message as Message<Msg>);
         return;
       }
+      default:
+        return;
     }
   }
 
@@ -235,13 +262,14 @@ export class Room extends Emitter<RoomEvents> {
     }
     if (this.left) return;
     for (const peer of snapshot.peers) {
-      if (peer.id === this.self?.id || this.peers.has(peer.id)) continue;
-      this.peers.set(peer.id, peer);
-      this.emit("join", peer);
+      if (peer.id === this.me?.id || this.peers.has(peer.id)) continue;
+      const known = peer as PeerInfo<State>;
+      this.peers.set(peer.id, known);
+      this.emit("join", known);
     }
     for (const value of Object.values(snapshot.topics)) {
       if (this.topics.has(value.topic)) continue;
-      const status = { kind: "status", room: this.name, retained: true, ...value } as unknown as StatusEvent;
+      const status: StatusEvent = { retained: true, ...value };
       this.topics.set(value.topic, status);
       this.emit("status", status);
     }
@@ -257,7 +285,7 @@ export class Room extends Emitter<RoomEvents> {
     } catch (e) {
       reply = { id, error: e instanceof Error ? e.message : String(e) };
     }
-    await this.send(RESPONSE, reply, { to: message.from }).catch(() => undefined);
+    await this.publish(RESPONSE, reply, message.from).catch(() => undefined);
   }
 
   private settle(message: Message): void {

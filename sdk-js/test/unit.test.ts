@@ -312,3 +312,14 @@ test("a listener that throws is reported and the others still run", () => {
   assert.deepEqual(seen, [7], "the second listener ran");
   assert.equal((reported[0] as Error).message, "app bug", "the throw was reported");
 });
+
+test("the typed usage example compiles without a single cast", () => {
+  const source = readFileSync(path.join(ROOT, "sdk-js/test/typed-usage.ts"), "utf8");
+  const code = source
+    .split("\n")
+    .filter((line) => !line.trimStart().startsWith("//"))
+    .join("\n");
+  assert.doesNotMatch(code, /\bas\s+[A-Za-z{(]/, "a cast in typed-usage.ts");
+  assert.doesNotMatch(code, /<[A-Za-z]+>\s*[a-z(]/, "an angle-bracket cast in typed-usage.ts");
+  assert.doesNotMatch(code, /!\./, "a non-null assertion in typed-usage.ts");
+});
