@@ -69,6 +69,12 @@ export interface EdgewireOptions {
   minUptimeMs?: number;
   /** Ops queued while disconnected before new ones are refused (default 1000). */
   maxQueue?: number;
+  /** An op the relay has not answered within this many ms fails with a
+   * `RelayError` of code `timeout` (default 15 000); so does an HTTP call. */
+  ackTimeoutMs?: number;
+  /** A WebSocket not welcomed within this many ms is given up as if it had
+   * closed: the client falls back to SSE or reconnects (default 10 000). */
+  connectTimeoutMs?: number;
 }
 
 /** What the client emits. */
@@ -96,7 +102,7 @@ export class RelayError extends Error {
   }
 }
 
-type Waiting = { resolve: (ev: AckEvent) => void; reject: (e: Error) => void };
+type Waiting = { resolve: (ev: AckEvent) => void; reject: (e: Error) => void; timer: ReturnType<typeof setTimeout> };
 
 /** An op waiting for a connection: as sent (with its `ref`) and as made. */
 type Queued = { op: Op; text: string; ref: number; keyed: boolean };
@@ -156,6 +162,7 @@ export class Edgewire extends Emitter<ClientEvents> {
   private stopped = false;
   private retryTimer?: ReturnType<typeof setTimeout>;
   private probeTimer?: ReturnType<typeof setTimeout>;
+  private connectTimer?: ReturnType<typeof setTimeout>;
   /** Seconds the relay asked to wait (from the error before a 4429 close). */
   private retryAfter?: number;
   /** One immediate reconnect with a fresh token per welcomed connection (on 4401),
@@ -171,7 +178,7 @@ export class Edgewire extends Emitter<ClientEvents> {
 
   /** Joins a room (once; later calls return the same room). `Msg` is the
    * type of the room's message payloads, `State` of its presence states. */
-  join<Msg = unknown, State = unknown>(name: string, options: { state?: State } = {}): Room<Msg, State> {
+  join<Msg = unknown, State = unknown>(name: string, options: { state?: State; signal?: AbortSignal } = {}): Room<Msg, State> {
     const known = this.rooms.get(name);
     // One room object per name: the types are the caller's promise.
     if (known) return known as Room<Msg, State>;
@@ -180,6 +187,9 @@ export class Edgewire extends Emitter<ClientEvents> {
     this.rooms.set(name, room as Room<unknown, unknown>);
     if (this.transport === "sse") this.openStream(room as Room<unknown, unknown>);
     else if (this.isOpen()) this.joinOnServer(room as Room<unknown, unknown>);
+    // Aborting the signal leaves the room.
+    options.signal?.addEventListener("abort", () => void room.leave(), { once: true });
+    if (options.signal?.aborted) void room.leave();
     return room;
   }
 
@@ -188,6 +198,7 @@ export class Edgewire extends Emitter<ClientEvents> {
     this.stopped = true;
     clearTimeout(this.retryTimer);
     clearTimeout(this.probeTimer);
+    clearTimeout(this.connectTimer);
     this.ws?.close(1000, "client closed");
     for (const stream of this.streams.values()) stream.abort.abort();
     this.streams.clear();
@@ -205,18 +216,44 @@ export class Edgewire extends Emitter<ClientEvents> {
     const ref = this.nextRef++;
     const queued: Queued = { op, text: JSON.stringify({ ...op, ref }), ref, keyed: op.op === "pub" };
     return new Promise((resolve, reject) => {
-      if (this.isOpen()) {
-        this.waiting.set(ref, { resolve, reject });
-        this.sendNow(queued);
-        return;
-      }
-      if (this.queue.length >= (this.options.maxQueue ?? 1000)) {
+      if (!this.isOpen() && this.queue.length >= (this.options.maxQueue ?? 1000)) {
         reject(new Error("disconnected and the send queue is full"));
         return;
       }
-      this.waiting.set(ref, { resolve, reject });
-      this.queue.push(queued);
+      const timer = setTimeout(() => this.timedOut(ref), this.ackTimeout());
+      this.waiting.set(ref, { resolve, reject, timer });
+      if (this.isOpen()) this.sendNow(queued);
+      else this.queue.push(queued);
     });
+  }
+
+  private ackTimeout(): number {
+    return this.options.ackTimeoutMs ?? 15_000;
+  }
+
+  /** No answer in time: an op still queued is dropped (never sent); one
+   * sent may or may not have been applied, and the error says so. */
+  private timedOut(ref: number): void {
+    const waiting = this.waiting.get(ref);
+    if (!waiting) return;
+    this.waiting.delete(ref);
+    this.retries.delete(ref);
+    const ms = this.ackTimeout();
+    const queued = this.queue.findIndex((q) => q.ref === ref);
+    if (queued >= 0) {
+      this.queue.splice(queued, 1);
+      waiting.reject(new RelayError("timeout", `not sent: no connection to the relay within ${ms} ms`));
+      return;
+    }
+    const publish = this.inflight.delete(ref);
+    waiting.reject(
+      new RelayError(
+        "timeout",
+        publish
+          ? `no answer from the relay within ${ms} ms: the publish may still be delivered (once, by its idempotency key)`
+          : `no answer from the relay within ${ms} ms: the op may or may not have been applied`,
+      ),
+    );
   }
 
   /** Writes an op to the open socket, remembering a (keyed) publish until it is answered. */
@@ -260,15 +297,35 @@ export class Edgewire extends Emitter<ClientEvents> {
     this.welcomed = false;
     ws.onmessage = (ev) => this.onFrame(ev.data);
     ws.onclose = (ev) => {
-      if (this.ws !== ws) return;
-      // A socket that never got its welcome: a proxy blocks WebSockets, or the
-      // upgrade was refused. Fall back to SSE + POST (which reports an
-      // unreachable relay itself).
-      if (!this.welcomed && this.options.fallback !== false && ev.code !== 4401 && ev.code !== 4403) return this.switchToSse();
-      if (!this.welcomed && ev.code === 1006) this.emit("error", unreachable(this.url));
-      this.onClose(ev.code);
+      if (this.ws === ws) this.socketClosed(ev.code);
     };
     ws.onerror = () => undefined;
+    // A socket that neither opens nor fails (a black-holed port, a proxy
+    // holding the upgrade) is given up as if it had closed.
+    clearTimeout(this.connectTimer);
+    this.connectTimer = setTimeout(() => {
+      if (this.ws !== ws || this.welcomed) return;
+      ws.onclose = null;
+      ws.onmessage = null;
+      try {
+        ws.close();
+      } catch {
+        // Closing a socket that never opened may throw; it is gone either way.
+      }
+      this.emit("error", new RelayError("timeout", `no welcome from the relay at ${this.url} within ${this.options.connectTimeoutMs ?? 10_000} ms`));
+      this.socketClosed(4408);
+    }, this.options.connectTimeoutMs ?? 10_000);
+  }
+
+  /** The current socket closed (or was given up) with `code`. */
+  private socketClosed(code: number): void {
+    clearTimeout(this.connectTimer);
+    // A socket that never got its welcome: a proxy blocks WebSockets, or the
+    // upgrade was refused. Fall back to SSE + POST (which reports an
+    // unreachable relay itself).
+    if (!this.welcomed && this.options.fallback !== false && code !== 4401 && code !== 4403) return this.switchToSse();
+    if (!this.welcomed && code === 1006) this.emit("error", unreachable(this.url));
+    this.onClose(code);
   }
 
   private onFrame(data: unknown): void {
@@ -280,6 +337,7 @@ export class Edgewire extends Emitter<ClientEvents> {
     switch (event.kind) {
       case "welcome":
         if (event.room !== null && event.room !== undefined) break;
+        clearTimeout(this.connectTimer);
         this.welcomed = true;
         this.quickRetoken = true;
         this.peerId = event.peer.id;
@@ -315,6 +373,7 @@ export class Edgewire extends Emitter<ClientEvents> {
     this.retries.delete(ref);
     const waiting = this.waiting.get(ref);
     this.waiting.delete(ref);
+    if (waiting) clearTimeout(waiting.timer);
     if (event.kind === "ack") waiting?.resolve(event);
     else waiting?.reject(relayError(event));
   }
@@ -370,6 +429,7 @@ export class Edgewire extends Emitter<ClientEvents> {
     for (const [ref, waiting] of this.waiting) {
       if (!queued.has(ref) || this.stopped) {
         this.waiting.delete(ref);
+        clearTimeout(waiting.timer);
         waiting.reject(error);
       }
     }
@@ -428,6 +488,7 @@ export class Edgewire extends Emitter<ClientEvents> {
     for (const { op, ref } of this.queue.splice(0)) {
       const waiting = this.waiting.get(ref);
       this.waiting.delete(ref);
+      if (waiting) clearTimeout(waiting.timer);
       this.viaHttp(op).then(
         (ev) => waiting?.resolve(ev),
         (e: Error) => waiting?.reject(e),
@@ -557,8 +618,10 @@ export class Edgewire extends Emitter<ClientEvents> {
     if (key) headers["idempotency-key"] = key;
     const token = this.currentToken ?? (await this.token());
     if (token) headers.authorization = `Bearer ${token}`;
-    const res = await this.fetcher()(`${this.httpBase}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-    const text = await res.text();
+    const res = await this.timed(() =>
+      this.fetcher()(`${this.httpBase}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal: AbortSignal.timeout(this.ackTimeout()) }),
+    );
+    const text = await this.timed(() => res.text());
     let json: Record<string, unknown> = {};
     try {
       json = text ? (JSON.parse(text) as Record<string, unknown>) : {};
@@ -572,12 +635,23 @@ export class Edgewire extends Emitter<ClientEvents> {
     return typeof json.id === "string" ? { kind: "ack", id: json.id } : { kind: "ack" };
   }
 
+  /** Runs an HTTP step bounded by `AbortSignal.timeout`, its timeout as a
+   * `RelayError` of code `timeout` (the call's outcome is unknown). */
+  private async timed<T>(step: () => Promise<T>): Promise<T> {
+    try {
+      return await step();
+    } catch (e) {
+      if ((e as Error)?.name === "TimeoutError") throw new RelayError("timeout", `no answer from the relay within ${this.ackTimeout()} ms: the call may or may not have been applied`);
+      throw e;
+    }
+  }
+
   /** A room's presence and retained values, read over HTTP. */
   private async snapshot(room: string): Promise<RoomSnapshot> {
     const headers: Record<string, string> = { accept: "application/json" };
     const token = this.currentToken ?? (await this.token());
     if (token) headers.authorization = `Bearer ${token}`;
-    const res = await this.fetcher()(`${this.httpBase}/rooms/${encodeURIComponent(room)}`, { headers });
+    const res = await this.timed(() => this.fetcher()(`${this.httpBase}/rooms/${encodeURIComponent(room)}`, { headers, signal: AbortSignal.timeout(this.ackTimeout()) }));
     if (!res.ok) throw new RelayError(String(res.status), res.statusText);
     return (await res.json()) as RoomSnapshot;
   }

@@ -13,8 +13,11 @@ function report(error: unknown): void {
 export class Emitter<Events extends Record<string, unknown[]>> {
   private listeners = new Map<keyof Events, Set<AnyListener>>();
 
-  /** Calls `listener` for every `name` event; returns a function that stops it. */
-  on<K extends keyof Events>(name: K, listener: (...args: Events[K]) => void): () => void {
+  /** Calls `listener` for every `name` event until the returned function
+   * is called or `options.signal` aborts. */
+  on<K extends keyof Events>(name: K, listener: (...args: Events[K]) => void, options: { signal?: AbortSignal } = {}): () => void {
+    const { signal } = options;
+    if (signal?.aborted) return () => undefined;
     let set = this.listeners.get(name);
     if (!set) {
       set = new Set();
@@ -22,9 +25,60 @@ export class Emitter<Events extends Record<string, unknown[]>> {
     }
     const stored = listener as unknown as AnyListener;
     set.add(stored);
-    return () => {
+    const stop = () => {
       set.delete(stored);
+      signal?.removeEventListener("abort", stop);
     };
+    signal?.addEventListener("abort", stop, { once: true });
+    return stop;
+  }
+
+  /** The `name` events as an async iterator (of each event's first
+   * argument), until `signal` aborts or the loop breaks. At most `buffer`
+   * events (default 1,000) wait for a slow loop: past that the iterator
+   * throws rather than hold memory without bound. */
+  iterate<K extends keyof Events>(name: K, options: { signal?: AbortSignal; buffer?: number } = {}): AsyncIterableIterator<Events[K][0]> {
+    const limit = options.buffer ?? 1000;
+    const waiting: Events[K][0][] = [];
+    let wake: (() => void) | undefined;
+    let failure: Error | undefined;
+    let done = false;
+    const stop = this.on(
+      name,
+      (...args: Events[K]) => {
+        if (waiting.length >= limit) failure ??= new Error(`more than ${limit} ${String(name)} events waited for the loop`);
+        else waiting.push(args[0]);
+        wake?.();
+      },
+      { signal: options.signal },
+    );
+    const finish = () => {
+      done = true;
+      stop();
+      wake?.();
+    };
+    options.signal?.addEventListener("abort", finish, { once: true });
+    if (options.signal?.aborted) finish();
+    const iterator: AsyncIterableIterator<Events[K][0]> = {
+      [Symbol.asyncIterator]: () => iterator,
+      next: async () => {
+        for (;;) {
+          if (failure) {
+            finish();
+            throw failure;
+          }
+          if (waiting.length > 0) return { value: waiting.shift() as Events[K][0], done: false };
+          if (done) return { value: undefined, done: true };
+          await new Promise<void>((resolve) => (wake = resolve));
+          wake = undefined;
+        }
+      },
+      return: async () => {
+        finish();
+        return { value: undefined, done: true };
+      },
+    };
+    return iterator;
   }
 
   /** Calls every listener of `name`; one that throws is reported and the

@@ -41,6 +41,8 @@ export interface RoomSnapshot {
 export interface RequestOptions {
   /** Milliseconds before the request fails (default 10 000). */
   timeout?: number;
+  /** Abandons the request (it rejects with the signal's reason). */
+  signal?: AbortSignal;
 }
 
 type Pending = { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: ReturnType<typeof setTimeout>; peer: string };
@@ -152,11 +154,22 @@ export class Room<Msg = unknown, State = unknown> extends Emitter<RoomEvents<Msg
    * timeout, on an error from the peer, or when the peer leaves. */
   request(peer: string, method: string, args?: unknown, options: RequestOptions = {}): Promise<unknown> {
     const id = Math.random().toString(36).slice(2) + Date.now().toString(36);
+    const { signal } = options;
+    if (signal?.aborted) return Promise.reject(signal.reason);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.requests.delete(id);
         reject(new Error(`request ${method} to ${peer} timed out`));
       }, options.timeout ?? 10_000);
+      signal?.addEventListener(
+        "abort",
+        () => {
+          if (!this.requests.delete(id)) return;
+          clearTimeout(timer);
+          reject(signal.reason);
+        },
+        { once: true },
+      );
       this.requests.set(id, { resolve, reject, timer, peer });
       this.publish(REQUEST, { id, method, args }, peer).catch((e: Error) => {
         clearTimeout(timer);
@@ -164,6 +177,12 @@ export class Room<Msg = unknown, State = unknown> extends Emitter<RoomEvents<Msg
         reject(e);
       });
     });
+  }
+
+  /** The room's messages as an async iterator: `for await (const m of
+   * room.messages({ signal }))`. See [`Emitter.iterate`] for its bound. */
+  messages(options: { signal?: AbortSignal; buffer?: number } = {}): AsyncIterableIterator<Message<Msg>> {
+    return this.iterate("message", options);
   }
 
   /** Leaves the room (a clean leave: wills do not fire). */

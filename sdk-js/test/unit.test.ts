@@ -3,7 +3,7 @@ import { readFileSync, readdirSync } from "node:fs";
 import path from "node:path";
 import { test } from "node:test";
 
-import { CLOSE_CODES, ERROR_CODES, Edgewire, backoffDelay, closePolicy, topicMatches } from "../src/index.js";
+import { CLOSE_CODES, ERROR_CODES, Edgewire, RelayError, backoffDelay, closePolicy, topicMatches } from "../src/index.js";
 import type { WebSocketLike } from "../src/index.js";
 import { Emitter } from "../src/emitter.js";
 import { SseParser } from "../src/sse.js";
@@ -322,4 +322,95 @@ test("the typed usage example compiles without a single cast", () => {
   assert.doesNotMatch(code, /\bas\s+[A-Za-z{(]/, "a cast in typed-usage.ts");
   assert.doesNotMatch(code, /<[A-Za-z]+>\s*[a-z(]/, "an angle-bracket cast in typed-usage.ts");
   assert.doesNotMatch(code, /!\./, "a non-null assertion in typed-usage.ts");
+});
+
+test("an op with no answer fails with code timeout; one still queued is never sent", async () => {
+  Scripted.made = [];
+  const client = new Edgewire("http://relay.test", { token: "t", WebSocket: Scripted, fallback: false, ackTimeoutMs: 30 });
+  await flush();
+  const room = client.join("r");
+  const queued = room.send("m", "late");
+  await assert.rejects(queued, (e: RelayError) => e.code === "timeout" && /not sent/.test(e.message));
+  Scripted.made[0]?.welcome();
+  const ops = (Scripted.made[0]?.sent ?? []).map((s) => (JSON.parse(s) as { op: string }).op);
+  assert.deepEqual(ops, ["join"], "the timed-out publish was dropped from the queue");
+  const unanswered = room.send("m", "sent");
+  await assert.rejects(unanswered, (e: RelayError) => e.code === "timeout" && /may still be delivered/.test(e.message));
+  client.close();
+});
+
+test("a WebSocket never welcomed is given up after the connect timeout, and retried", async () => {
+  Scripted.made = [];
+  const errors: string[] = [];
+  const client = new Edgewire("http://relay.test", {
+    token: "t",
+    WebSocket: Scripted,
+    fallback: false,
+    connectTimeoutMs: 20,
+    backoff: { baseMs: 1, capMs: 1 },
+  });
+  client.on("error", (e) => errors.push(e instanceof RelayError ? e.code : e.message));
+  for (let i = 0; i < 100 && Scripted.made.length < 2; i++) await new Promise((r) => setTimeout(r, 5));
+  assert.ok(Scripted.made.length >= 2, "a second socket after the first was given up");
+  assert.equal(errors[0], "timeout");
+  Scripted.made.at(-1)?.welcome();
+  assert.equal(client.state, "open");
+  client.close();
+});
+
+test("AbortSignal: listeners, peer requests, the room, and for-await over messages", async () => {
+  Scripted.made = [];
+  const client = new Edgewire("http://relay.test", { token: "t", WebSocket: Scripted, fallback: false });
+  await flush();
+  const rooms = new AbortController();
+  const room = client.join<string>("r", { signal: rooms.signal });
+  const ws = Scripted.made[0];
+  ws?.welcome();
+  ws?.event({ kind: "welcome", room: "r", peer: { id: "u.1", user: "u", meta: null }, peers: [{ id: "b.1", user: "b", meta: null, state: null }], last_id: null });
+  await room.ready;
+
+  const listening = new AbortController();
+  const heard: string[] = [];
+  room.on("message", (m) => heard.push(m.data), { signal: listening.signal });
+  const loop = new AbortController();
+  const looped: string[] = [];
+  const consumer = (async () => {
+    for await (const m of room.messages({ signal: loop.signal })) looped.push(m.data);
+  })();
+  ws?.event({ kind: "message", room: "r", id: "1-0", ts: 1, from: "b.1", type: "chat", data: "one" });
+  listening.abort();
+  ws?.event({ kind: "message", room: "r", id: "2-0", ts: 2, from: "b.1", type: "chat", data: "two" });
+  await flush();
+  loop.abort();
+  await consumer;
+  assert.deepEqual(heard, ["one"], "an aborted listener hears nothing more");
+  assert.deepEqual(looped, ["one", "two"], "the loop saw both, then ended on abort");
+
+  const asking = new AbortController();
+  const pending = room.request("b.1", "slow", null, { signal: asking.signal });
+  asking.abort(new Error("gave up"));
+  await assert.rejects(pending, /gave up/);
+
+  rooms.abort();
+  await flush();
+  const ops = (ws?.sent ?? []).map((s) => (JSON.parse(s) as { op: string }).op);
+  assert.equal(ops.at(-1), "leave", "aborting the join's signal leaves the room");
+  client.close();
+});
+
+test("a message loop that falls too far behind throws instead of growing", async () => {
+  Scripted.made = [];
+  const client = new Edgewire("http://relay.test", { token: "t", WebSocket: Scripted, fallback: false });
+  await flush();
+  const room = client.join("r");
+  const ws = Scripted.made[0];
+  ws?.welcome();
+  const iterator = room.messages({ buffer: 2 });
+  for (let i = 1; i <= 3; i++) ws?.event({ kind: "message", room: "r", id: `${i}-0`, ts: i, from: "b.1", type: "chat", data: i });
+  await assert.rejects(async () => {
+    for await (const _ of iterator) {
+      // never catches up
+    }
+  }, /more than 2 message events/);
+  client.close();
 });
