@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import WebSocket from "ws";
 
-import { Edgewire } from "../src/index.js";
+import { Edgewire, RelayError } from "../src/index.js";
 import type { Message, StatusEvent, WebSocketConstructor } from "../src/index.js";
 import { type RunningRelay, mint, startProxy, startRedis, startRelay, until } from "./support.js";
 
@@ -402,4 +402,62 @@ test("where fetch cannot stream, the fallback reads with EventSource (token in t
     ada.close();
     bob.close();
   }
+});
+
+/** Every error code an app sees, by transport: a room the token may not
+ * read, a write it may not make, a token the relay refuses, a token that
+ * expires with nobody to refresh it, and a relay that drains. */
+async function errorsSeen(transport: "websocket" | "sse"): Promise<string[]> {
+  const own = await startRelay({ EDGEWIRE_JWT_LEEWAY: "0", EDGEWIRE_SHUTDOWN_GRACE: "5s" });
+  const WebSocketCtor = transport === "sse" ? (Blocked as unknown as WebSocketConstructor) : WS;
+  const make = (token: string) => new Edgewire(own.base, { token, WebSocket: WebSocketCtor, retryWebSocketMs: 0, backoff: { baseMs: 50, capMs: 200 } });
+  const seen: string[] = [];
+  const record = (e: Error) => seen.push(e instanceof RelayError ? e.code : e.message);
+  const clients: Edgewire[] = [];
+  try {
+    // A room the token may not read: the join is refused.
+    const reader = make(mint("errs", ["open=read"]));
+    clients.push(reader);
+    reader.on("error", record);
+    reader.join("closed-room");
+    await until(() => seen.includes("forbidden") || undefined);
+    // A write the token may not make: the send rejects with the same code.
+    const open = reader.join("open");
+    await open.ready;
+    await open.send("chat", "no").catch(record);
+    await until(() => seen.filter((c) => c === "forbidden").length === 2 || undefined);
+    // A token signed with another key.
+    const forged = make(`${mint("errs", ["*=read"]).slice(0, -4)}AAAA`);
+    clients.push(forged);
+    forged.on("error", record);
+    forged.join("open");
+    await until(() => seen.includes("token_invalid") || undefined);
+    forged.close();
+    // A token that expires (a string: nothing to refresh it with).
+    const brief = make(mint("errs", ["*=read"], "2s"));
+    clients.push(brief);
+    brief.on("error", record);
+    await brief.join("open").ready;
+    await until(() => seen.includes("token_expired") || undefined, 15_000);
+    brief.close();
+    // The relay drains: the open session hears it before its end.
+    const staying = make(mint("errs", ["*=read"]));
+    clients.push(staying);
+    staying.on("error", record);
+    await staying.join("open").ready;
+    void own.stop("SIGTERM");
+    await until(() => seen.includes("draining") || undefined);
+  } finally {
+    for (const c of clients) c.close();
+    await own.stop("SIGKILL");
+  }
+  return [...new Set(seen)].sort();
+}
+
+test("every relay error reaches the app with the same code on WebSocket and on SSE", async () => {
+  Blocked.blocked = true;
+  const overWebSocket = await errorsSeen("websocket");
+  const overSse = await errorsSeen("sse");
+  assert.deepEqual(overWebSocket, ["draining", "forbidden", "token_expired", "token_invalid"]);
+  assert.deepEqual(overSse, overWebSocket, "the same codes on both transports");
 });
