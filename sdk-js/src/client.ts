@@ -1,39 +1,20 @@
 import { backoffDelay } from "./backoff.js";
-import { closePolicy } from "./codes.js";
 import { Emitter } from "./emitter.js";
+import { ClosedError, RETRIABLE, RelayError, relayError, unreachable } from "./errors.js";
 import type { AckEvent, ErrorEvent, Op, RelayEvent, WelcomeEvent } from "./protocol.js";
-import { Room, type RoomSnapshot } from "./room.js";
-import { readSse } from "./sse.js";
+import { Reconnect } from "./reconnect.js";
+import { Room } from "./room.js";
+import { HttpApi } from "./transport/http.js";
+import { type EventSourceConstructor, SseTransport } from "./transport/sse.js";
+import { OPEN, type WebSocketConstructor, type WebSocketLike, openSocket, websocketUrl } from "./transport/websocket.js";
+import { parseEvent } from "./wire.js";
+
+export { ClosedError, RelayError } from "./errors.js";
+export type { EventSourceConstructor, EventSourceLike } from "./transport/sse.js";
+export type { WebSocketConstructor, WebSocketLike } from "./transport/websocket.js";
 
 /** The connection's state. */
 export type ConnectionState = "connecting" | "open" | "reconnecting" | "closed";
-
-/** A WebSocket constructor: the browser's, or one injected for Node (`ws`). */
-export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
-
-/** The part of a WebSocket the client uses. */
-export interface WebSocketLike {
-  readonly readyState: number;
-  send(data: string): void;
-  close(code?: number, reason?: string): void;
-  onopen: ((ev: unknown) => void) | null;
-  onmessage: ((ev: { data: unknown }) => void) | null;
-  onclose: ((ev: { code: number; reason: string }) => void) | null;
-  onerror: ((ev: unknown) => void) | null;
-}
-
-/** An EventSource constructor (the browser's, or an injected one). */
-export type EventSourceConstructor = new (url: string) => EventSourceLike;
-
-/** The part of an EventSource the client uses. */
-export interface EventSourceLike {
-  addEventListener(type: string, listener: (ev: { data: string }) => void): void;
-  onerror: ((ev: unknown) => void) | null;
-  close(): void;
-}
-
-/** Answers after which a keyed write is retried: it was not done, or its outcome is unknown. */
-const RETRIABLE = new Set(["backend_unavailable", "outcome_unknown", "draining", "over_capacity"]);
 
 /** A fresh idempotency key. */
 function newKey(): string {
@@ -41,9 +22,6 @@ function newKey(): string {
   if (c?.randomUUID) return c.randomUUID();
   return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}${Math.random().toString(36).slice(2)}`;
 }
-
-/** Event kinds a room's stream carries. */
-const STREAM_KINDS = ["welcome", "message", "status", "join", "leave", "state", "reset", "expiring", "error"];
 
 /** Options of an [[Edgewire]] client. */
 export interface EdgewireOptions {
@@ -87,52 +65,15 @@ export type ClientEvents = {
   error: [Error];
 };
 
-/** An error answered by the relay (its contract code), or the SDK's own
- * `unreachable` when no relay answered at all. */
-export class RelayError extends Error {
-  /** The contract's error code (`forbidden`, `rate_limited`, ...), or `unreachable`. */
-  readonly code: string;
-  /** Seconds to wait before retrying, when given. */
-  readonly retryAfter?: number;
-
-  constructor(code: string, message: string, retryAfter?: number) {
-    super(`${code}: ${message}`);
-    this.code = code;
-    this.retryAfter = retryAfter;
-  }
-}
-
 type Waiting = { resolve: (ev: AckEvent) => void; reject: (e: Error) => void; timer: ReturnType<typeof setTimeout> };
 
-/** An op waiting for a connection: as sent (with its `ref`) and as made. */
+/** An op waiting for the socket: as made, as sent (with its `ref`). */
 type Queued = { op: Op; text: string; ref: number; keyed: boolean };
-
-/** The error an `error` event carries. */
-function relayError(event: ErrorEvent): RelayError {
-  return new RelayError(event.code, event.message, event.retry_after);
-}
-
-/** A frame's JSON as a relay event: `undefined` for anything that is not an
- * object with a `kind` (not from a relay). */
-export function parseEvent(text: string): RelayEvent | undefined {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-  if (typeof value !== "object" || value === null || typeof (value as { kind?: unknown }).kind !== "string") return undefined;
-  return value as RelayEvent;
-}
-
-/** One room's SSE stream while on the fallback transport. */
-type Stream = { abort: AbortController; conn?: string; waiters: ((conn: string) => void)[]; attempt: number };
-
-const OPEN = 1;
 
 /** A connection to an Edgewire relay: one WebSocket for every joined room
  * (or, where WebSockets are blocked, one SSE stream per room plus POST), with
- * reconnect, resume and token refresh. */
+ * reconnect, resume and token refresh. The transports are in `transport/`;
+ * this class routes ops and events between them and the rooms. */
 export class Edgewire extends Emitter<ClientEvents> {
   /** The connection state. */
   state: ConnectionState = "connecting";
@@ -143,6 +84,9 @@ export class Edgewire extends Emitter<ClientEvents> {
 
   private readonly url: string;
   private readonly httpBase: string;
+  private readonly http: HttpApi;
+  private readonly sse: SseTransport;
+  private readonly reconnect: Reconnect;
   private readonly rooms = new Map<string, Room<unknown, unknown>>();
   private readonly waiting = new Map<number, Waiting>();
   private readonly queue: Queued[] = [];
@@ -152,27 +96,48 @@ export class Edgewire extends Emitter<ClientEvents> {
   private readonly inflight = new Map<number, Queued>();
   /** Retries made of each keyed publish the relay answered with a retriable error. */
   private readonly retries = new Map<number, number>();
-  private readonly streams = new Map<string, Stream>();
   private ws?: WebSocketLike;
   private welcomed = false;
-  private currentToken?: string;
+  private token?: string;
   private nextRef = 1;
-  private attempt = 0;
-  private openedAt = 0;
   private stopped = false;
   private retryTimer?: ReturnType<typeof setTimeout>;
   private probeTimer?: ReturnType<typeof setTimeout>;
   private connectTimer?: ReturnType<typeof setTimeout>;
-  /** Seconds the relay asked to wait (from the error before a 4429 close). */
-  private retryAfter?: number;
-  /** One immediate reconnect with a fresh token per welcomed connection (on 4401),
-   * so a token that keeps failing falls back to the backoff. */
-  private quickRetoken = true;
 
   constructor(url: string, private readonly options: EdgewireOptions = {}) {
     super();
     this.url = websocketUrl(url);
     this.httpBase = this.url.replace(/^ws/, "http");
+    this.reconnect = new Reconnect(options);
+    this.http = new HttpApi({
+      httpBase: this.httpBase,
+      backoff: options.backoff,
+      fetcher: () => this.fetcher(),
+      currentToken: async () => this.token ?? (await this.freshToken()),
+      ackTimeout: () => this.ackTimeout(),
+      isStopped: () => this.stopped,
+    });
+    this.sse = new SseTransport({
+      httpBase: this.httpBase,
+      http: this.http,
+      options,
+      token: () => this.freshToken(),
+      fetcher: () => this.fetcher(),
+      isStopped: () => this.stopped,
+      welcomed: (room, conn) => {
+        this.peerId ??= conn;
+        this.setState("open");
+        void this.reapply(room).catch((e: Error) => this.internalFailed(e));
+      },
+      reconnecting: () => this.setState("reconnecting"),
+      expiring: () => void this.refresh(),
+      report: (error, retryAfter) => {
+        if (typeof retryAfter === "number") this.reconnect.heardRetryAfter(retryAfter);
+        this.emit("error", error);
+      },
+      room: (name) => this.rooms.get(name),
+    });
     void this.connect();
   }
 
@@ -182,11 +147,12 @@ export class Edgewire extends Emitter<ClientEvents> {
     const known = this.rooms.get(name);
     // One room object per name: the types are the caller's promise.
     if (known) return known as Room<Msg, State>;
-    const link = { request: (op: Op) => this.request(op), snapshot: (r: string) => this.snapshot(r) };
+    const link = { request: (op: Op) => this.request(op), snapshot: (r: string) => this.http.snapshot(r) };
     const room = new Room<Msg, State>(name, link, (r) => this.rooms.delete(r), options.state);
-    this.rooms.set(name, room as Room<unknown, unknown>);
-    if (this.transport === "sse") this.openStream(room as Room<unknown, unknown>);
-    else if (this.isOpen()) this.joinOnServer(room as Room<unknown, unknown>);
+    const stored = room as Room<unknown, unknown>;
+    this.rooms.set(name, stored);
+    if (this.transport === "sse") this.sse.open(stored);
+    else if (this.isOpen()) this.joinOnServer(stored);
     // Aborting the signal leaves the room.
     options.signal?.addEventListener("abort", () => void room.leave(), { once: true });
     if (options.signal?.aborted) void room.leave();
@@ -200,10 +166,9 @@ export class Edgewire extends Emitter<ClientEvents> {
     clearTimeout(this.probeTimer);
     clearTimeout(this.connectTimer);
     this.ws?.close(1000, "client closed");
-    for (const stream of this.streams.values()) stream.abort.abort();
-    this.streams.clear();
+    this.sse.close();
     this.setState("closed");
-    this.failWaiting(new Error("the client was closed"));
+    this.failWaiting(new ClosedError("the client was closed"));
   }
 
   /** @internal Sends an op (queued while disconnected) and resolves with its
@@ -212,7 +177,7 @@ export class Edgewire extends Emitter<ClientEvents> {
   request(op: Op): Promise<AckEvent> {
     if (this.stopped) return Promise.reject(new Error("the client was closed"));
     if (op.op === "pub" && op.idempotency_key === undefined) op = { ...op, idempotency_key: newKey() };
-    if (this.transport === "sse") return this.viaHttp(op);
+    if (this.transport === "sse") return this.sse.send(op);
     const ref = this.nextRef++;
     const queued: Queued = { op, text: JSON.stringify({ ...op, ref }), ref, keyed: op.op === "pub" };
     return new Promise((resolve, reject) => {
@@ -229,6 +194,19 @@ export class Edgewire extends Emitter<ClientEvents> {
 
   private ackTimeout(): number {
     return this.options.ackTimeoutMs ?? 15_000;
+  }
+
+  private fetcher(): typeof fetch {
+    const f = this.options.fetch ?? globalThis.fetch;
+    if (!f) throw new Error("no fetch implementation: pass options.fetch");
+    return f;
+  }
+
+  /** A token from the option (a provider is called each time). */
+  private async freshToken(): Promise<string | undefined> {
+    const t = this.options.token;
+    this.token = typeof t === "function" ? await t() : t;
+    return this.token;
   }
 
   /** No answer in time: an op still queued is dropped (never sent); one
@@ -272,26 +250,14 @@ export class Edgewire extends Emitter<ClientEvents> {
     this.emit("state", state);
   }
 
-  private async token(): Promise<string | undefined> {
-    const t = this.options.token;
-    this.currentToken = typeof t === "function" ? await t() : t;
-    return this.currentToken;
-  }
-
-  private openSocket(token: string | undefined): WebSocketLike {
-    const Ctor = this.options.WebSocket ?? (globalThis as unknown as { WebSocket?: WebSocketConstructor }).WebSocket;
-    if (!Ctor) throw new Error("no WebSocket implementation: pass options.WebSocket");
-    return new Ctor(`${this.url}/rooms`, token ? ["edgewire", `bearer.${token}`] : ["edgewire"]);
-  }
-
   private async connect(): Promise<void> {
     if (this.stopped) return;
     let ws: WebSocketLike;
     try {
-      ws = this.openSocket(await this.token());
+      ws = openSocket(this.options.WebSocket, this.url, await this.freshToken());
     } catch (e) {
       this.emit("error", e instanceof Error ? e : new Error(String(e)));
-      return this.scheduleReconnect();
+      return this.after(this.reconnect.backoff());
     }
     this.ws = ws;
     this.welcomed = false;
@@ -303,6 +269,7 @@ export class Edgewire extends Emitter<ClientEvents> {
     // A socket that neither opens nor fails (a black-holed port, a proxy
     // holding the upgrade) is given up as if it had closed.
     clearTimeout(this.connectTimer);
+    const limit = this.options.connectTimeoutMs ?? 10_000;
     this.connectTimer = setTimeout(() => {
       if (this.ws !== ws || this.welcomed) return;
       ws.onclose = null;
@@ -312,9 +279,9 @@ export class Edgewire extends Emitter<ClientEvents> {
       } catch {
         // Closing a socket that never opened may throw; it is gone either way.
       }
-      this.emit("error", new RelayError("timeout", `no welcome from the relay at ${this.url} within ${this.options.connectTimeoutMs ?? 10_000} ms`));
+      this.emit("error", new RelayError("timeout", `no welcome from the relay at ${this.url} within ${limit} ms`));
       this.socketClosed(4408);
-    }, this.options.connectTimeoutMs ?? 10_000);
+    }, limit);
   }
 
   /** The current socket closed (or was given up) with `code`. */
@@ -339,9 +306,8 @@ export class Edgewire extends Emitter<ClientEvents> {
         if (event.room !== null && event.room !== undefined) break;
         clearTimeout(this.connectTimer);
         this.welcomed = true;
-        this.quickRetoken = true;
+        this.reconnect.opened();
         this.peerId = event.peer.id;
-        this.openedAt = Date.now();
         this.setState("open");
         for (const room of this.rooms.values()) this.joinOnServer(room);
         for (const queued of this.queue.splice(0)) this.sendNow(queued);
@@ -351,7 +317,7 @@ export class Edgewire extends Emitter<ClientEvents> {
         return;
       case "error":
         if (event.ref !== undefined) return this.answered(event.ref, event);
-        if (typeof event.retry_after === "number") this.retryAfter = event.retry_after;
+        if (typeof event.retry_after === "number") this.reconnect.heardRetryAfter(event.retry_after);
         this.emit("error", relayError(event));
         return;
       case "expiring":
@@ -381,7 +347,13 @@ export class Edgewire extends Emitter<ClientEvents> {
   private joinOnServer(room: Room<unknown, unknown>): void {
     this.request({ op: "join", room: room.name, since: room.lastId })
       .then(() => this.reapply(room))
-      .catch((e: Error) => this.emit("error", e));
+      .catch((e: Error) => this.internalFailed(e));
+  }
+
+  /** An op the SDK sent on its own (a join, a state or will re-declared)
+   * failed: the app hears it, unless the client was closed meanwhile. */
+  private internalFailed(error: Error): void {
+    if (!this.stopped && !(error instanceof ClosedError)) this.emit("error", error);
   }
 
   /** After a (re)join: announce the presence state and re-declare the will, both of which belong to a connection. */
@@ -391,10 +363,8 @@ export class Edgewire extends Emitter<ClientEvents> {
 
   private async refresh(): Promise<void> {
     try {
-      const token = await this.token();
-      if (!token) return;
-      if (this.transport === "websocket") await this.request({ op: "refresh", token });
-      else await this.viaHttp({ op: "refresh", token });
+      const token = await this.freshToken();
+      if (token) await this.request({ op: "refresh", token });
     } catch (e) {
       this.emit("error", e instanceof Error ? e : new Error(String(e)));
     }
@@ -441,43 +411,27 @@ export class Edgewire extends Emitter<ClientEvents> {
     // their keys. Other ops may or may not have been applied: fail them so
     // the app decides; queued ones wait for the next connection.
     this.requeueInflight();
-    this.failWaiting(new Error(`connection closed (${code})`));
+    this.failWaiting(new ClosedError(`connection closed (${code})`));
     if (this.stopped) return;
-    const policy = closePolicy(code);
-    if (policy === "stop") {
+    const next = this.reconnect.afterClose(code);
+    if (next.kind === "stop") {
       this.stopped = true;
       this.setState("closed");
       this.failWaiting(new Error(`the relay ended the session (${code})`));
       this.emit("error", new Error(`the relay ended the session for good (${code})`));
       return;
     }
-    if (Date.now() - this.openedAt >= (this.options.minUptimeMs ?? 5000) && this.openedAt > 0) this.attempt = 0;
-    this.openedAt = 0;
-    if (policy === "refresh-token" && this.quickRetoken) {
-      this.quickRetoken = false;
-      this.setState("reconnecting");
-      void this.connect();
-      return;
-    }
-    if (policy === "retry-after" && this.retryAfter !== undefined) {
-      // Rate limited: wait what the relay asked, plus jitter so clients spread.
-      const delay = this.retryAfter * 1000 + backoffDelay(0, { baseMs: 1000 });
-      this.retryAfter = undefined;
-      this.attempt++;
-      this.setState("reconnecting");
-      this.retryTimer = setTimeout(() => void this.connect(), delay);
-      return;
-    }
-    this.scheduleReconnect();
+    this.after(next);
   }
 
-  private scheduleReconnect(): void {
+  /** Reconnects now or after the delay the policy chose. */
+  private after(next: { kind: "now" } | { kind: "after"; delayMs: number }): void {
     this.setState("reconnecting");
-    const delay = backoffDelay(this.attempt++, this.options.backoff);
-    this.retryTimer = setTimeout(() => void this.connect(), delay);
+    if (next.kind === "now") void this.connect();
+    else this.retryTimer = setTimeout(() => void this.connect(), next.delayMs);
   }
 
-  // ---- The SSE + POST fallback ----
+  // ---- Falling back to SSE + POST, and back to a WebSocket ----
 
   private switchToSse(): void {
     this.ws = undefined;
@@ -489,246 +443,13 @@ export class Edgewire extends Emitter<ClientEvents> {
       const waiting = this.waiting.get(ref);
       this.waiting.delete(ref);
       if (waiting) clearTimeout(waiting.timer);
-      this.viaHttp(op).then(
+      this.sse.send(op).then(
         (ev) => waiting?.resolve(ev),
         (e: Error) => waiting?.reject(e),
       );
     }
-    for (const room of this.rooms.values()) this.openStream(room);
+    for (const room of this.rooms.values()) this.sse.open(room);
     this.scheduleProbe();
-  }
-
-  private fetcher(): typeof fetch {
-    const f = this.options.fetch ?? globalThis.fetch;
-    if (!f) throw new Error("no fetch implementation: pass options.fetch");
-    return f;
-  }
-
-  /** Handles one event of a room's SSE stream. */
-  private onStreamEvent(room: Room<unknown, unknown>, stream: Stream, data: string | undefined): void {
-    const event = parseEvent(data ?? "");
-    if (!event) return;
-    if (event.kind === "welcome") {
-      stream.conn = event.peer.id;
-      stream.attempt = 0;
-      this.peerId ??= stream.conn;
-      this.setState("open");
-      room.apply(event);
-      for (const waiter of stream.waiters.splice(0)) waiter(stream.conn);
-      void this.reapply(room).catch((e: Error) => this.emit("error", e));
-    } else if (event.kind === "expiring") {
-      void this.refresh();
-    } else if (event.kind === "error") {
-      // The relay ends a stream with an error (draining, token_expired,
-      // slow_consumer): the app hears it as it would over a WebSocket.
-      if (typeof event.retry_after === "number") this.retryAfter = event.retry_after;
-      this.emit("error", relayError(event));
-    } else {
-      room.apply(event);
-    }
-  }
-
-  private useEventSource(): boolean {
-    if (this.options.sseReader) return this.options.sseReader === "eventsource";
-    const canStream = typeof ReadableStream !== "undefined" && typeof Response !== "undefined" && "body" in Response.prototype;
-    return !canStream;
-  }
-
-  /** The EventSource reader: the token in the URL (EventSource cannot send
-   * headers), and reconnection in our hands, since a native EventSource gives
-   * up for good on any non-200 answer. */
-  private openEventSource(room: Room<unknown, unknown>, stream: Stream, live: () => boolean): void {
-    const Ctor = this.options.EventSource ?? (globalThis as unknown as { EventSource?: EventSourceConstructor }).EventSource;
-    if (!Ctor) throw new Error("no EventSource implementation: pass options.EventSource");
-    const connectOnce = async () => {
-      if (!live()) return;
-      const token = await this.token();
-      const query = new URLSearchParams();
-      if (token) query.set("token", token);
-      if (room.lastId) query.set("last_event_id", room.lastId);
-      const source = new Ctor(`${this.httpBase}/rooms/${encodeURIComponent(room.name)}?${query.toString()}`);
-      stream.abort.signal.addEventListener("abort", () => source.close());
-      for (const kind of STREAM_KINDS) source.addEventListener(kind, (ev) => this.onStreamEvent(room, stream, ev.data));
-      source.onerror = () => {
-        source.close();
-        stream.conn = undefined;
-        if (!live()) return;
-        this.setState("reconnecting");
-        setTimeout(() => void connectOnce(), backoffDelay(stream.attempt++, this.options.backoff));
-      };
-    };
-    void connectOnce();
-  }
-
-  /** Opens (and keeps open, resuming after drops) the SSE stream of one room. */
-  private openStream(room: Room<unknown, unknown>): void {
-    if (this.streams.has(room.name)) return;
-    const stream: Stream = { abort: new AbortController(), waiters: [], attempt: 0 };
-    this.streams.set(room.name, stream);
-    const live = () => !this.stopped && this.streams.get(room.name) === stream && !stream.abort.signal.aborted;
-    if (this.useEventSource()) return this.openEventSource(room, stream, live);
-    void (async () => {
-      while (live()) {
-        let answered = false;
-        try {
-          const token = await this.token();
-          const query = room.lastId ? `?last_event_id=${encodeURIComponent(room.lastId)}` : "";
-          const headers: Record<string, string> = { accept: "text/event-stream" };
-          if (token) headers.authorization = `Bearer ${token}`;
-          const res = await this.fetcher()(`${this.httpBase}/rooms/${encodeURIComponent(room.name)}${query}`, { headers, signal: stream.abort.signal });
-          answered = true;
-          if (!res.ok || !res.body) {
-            const body = (await res.json().catch(() => ({}))) as { error?: string; message?: string };
-            const retry = Number(res.headers.get("retry-after")) || undefined;
-            const error = new RelayError(body.error ?? String(res.status), body.message ?? res.statusText, retry);
-            // Every refusal reaches the app (a bad token, a room it may not
-            // read, a relay draining); the permanent ones end the stream.
-            this.emit("error", error);
-            if (res.status === 403 || res.status === 404 || res.status === 400) {
-              this.streams.delete(room.name);
-              return;
-            }
-          } else {
-            for await (const frame of readSse(res.body)) this.onStreamEvent(room, stream, frame.data);
-          }
-        } catch (e) {
-          // Dropped or aborted: retry below unless aborted. A fetch that
-          // failed before any answer means no relay is there.
-          if (live() && !answered && (e as Error)?.name === "TypeError") this.emit("error", unreachable(this.httpBase));
-        }
-        stream.conn = undefined;
-        if (!live()) return;
-        this.setState("reconnecting");
-        await new Promise((r) => setTimeout(r, backoffDelay(stream.attempt++, this.options.backoff)));
-      }
-    })();
-  }
-
-  /** The peer id of a room's SSE stream, once welcomed. */
-  private connOf(room: string): Promise<string> {
-    const stream = this.streams.get(room);
-    if (!stream) return Promise.reject(new Error(`not joined to room ${room}`));
-    if (stream.conn) return Promise.resolve(stream.conn);
-    if (stream.waiters.length >= (this.options.maxQueue ?? 1000)) return Promise.reject(new Error("disconnected and the send queue is full"));
-    return new Promise((resolve) => stream.waiters.push(resolve));
-  }
-
-  private async http(method: string, path: string, body?: unknown, key?: string): Promise<AckEvent> {
-    const headers: Record<string, string> = { "content-type": "application/json" };
-    if (key) headers["idempotency-key"] = key;
-    const token = this.currentToken ?? (await this.token());
-    if (token) headers.authorization = `Bearer ${token}`;
-    const res = await this.timed(() =>
-      this.fetcher()(`${this.httpBase}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal: AbortSignal.timeout(this.ackTimeout()) }),
-    );
-    const text = await this.timed(() => res.text());
-    let json: Record<string, unknown> = {};
-    try {
-      json = text ? (JSON.parse(text) as Record<string, unknown>) : {};
-    } catch {
-      // Not JSON: keep the status.
-    }
-    if (!res.ok) {
-      const retry = Number(res.headers.get("retry-after")) || undefined;
-      throw new RelayError(String(json.error ?? res.status), String(json.message ?? res.statusText), retry);
-    }
-    return typeof json.id === "string" ? { kind: "ack", id: json.id } : { kind: "ack" };
-  }
-
-  /** Runs an HTTP step bounded by `AbortSignal.timeout`, its timeout as a
-   * `RelayError` of code `timeout` (the call's outcome is unknown). */
-  private async timed<T>(step: () => Promise<T>): Promise<T> {
-    try {
-      return await step();
-    } catch (e) {
-      if ((e as Error)?.name === "TimeoutError") throw new RelayError("timeout", `no answer from the relay within ${this.ackTimeout()} ms: the call may or may not have been applied`);
-      throw e;
-    }
-  }
-
-  /** A room's presence and retained values, read over HTTP. */
-  private async snapshot(room: string): Promise<RoomSnapshot> {
-    const headers: Record<string, string> = { accept: "application/json" };
-    const token = this.currentToken ?? (await this.token());
-    if (token) headers.authorization = `Bearer ${token}`;
-    const res = await this.timed(() => this.fetcher()(`${this.httpBase}/rooms/${encodeURIComponent(room)}`, { headers, signal: AbortSignal.timeout(this.ackTimeout()) }));
-    if (!res.ok) throw new RelayError(String(res.status), res.statusText);
-    return (await res.json()) as RoomSnapshot;
-  }
-
-  /** Runs a keyed write, retrying (with the same key, so it is done once)
-   * while the relay is unreachable or answers 503: a few attempts with backoff. */
-  private async keyed(write: () => Promise<AckEvent>): Promise<AckEvent> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await write();
-      } catch (e) {
-        const retriable = e instanceof RelayError ? RETRIABLE.has(e.code) : (e as Error)?.name === "TypeError";
-        if (!retriable || attempt >= 4 || this.stopped) throw e;
-        const hint = e instanceof RelayError && e.retryAfter ? e.retryAfter * 1000 : 0;
-        await new Promise((r) => setTimeout(r, Math.max(hint, backoffDelay(attempt, this.options.backoff))));
-      }
-    }
-  }
-
-  /** An op over HTTP, as the room's own SSE peer (`conn`). */
-  private async viaHttp(op: Op): Promise<AckEvent> {
-    switch (op.op) {
-      case "ping":
-        return { kind: "ack" };
-      case "refresh": {
-        for (const [n, s] of this.streams) {
-          if (s.conn) await this.http("POST", `/rooms/${encodeURIComponent(n)}/refresh?conn=${encodeURIComponent(s.conn)}`);
-        }
-        return { kind: "ack" };
-      }
-      default:
-        return this.roomViaHttp(op);
-    }
-  }
-
-  /** A room's op over HTTP, as the room's own SSE peer (`conn`). */
-  private async roomViaHttp(op: Exclude<Op, { op: "ping" } | { op: "refresh" }>): Promise<AckEvent> {
-    const name = op.room;
-    const room = encodeURIComponent(name);
-    switch (op.op) {
-      case "join": {
-        const r = this.rooms.get(name);
-        if (r) this.openStream(r);
-        await this.connOf(name);
-        return { kind: "ack" };
-      }
-      case "leave": {
-        const stream = this.streams.get(name);
-        this.streams.delete(name);
-        // A clean leave: cancel the will before the stream goes.
-        if (stream?.conn) await this.http("DELETE", `/rooms/${room}/will?conn=${encodeURIComponent(stream.conn)}`).catch(() => undefined);
-        stream?.abort.abort();
-        return { kind: "ack" };
-      }
-    }
-    const conn = await this.connOf(name);
-    const query = (params: Record<string, unknown>) => {
-      const q = new URLSearchParams({ conn });
-      for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null) q.set(k, String(v));
-      return `?${q.toString()}`;
-    };
-    switch (op.op) {
-      case "pub": {
-        const key = op.idempotency_key;
-        if (op.retain) {
-          const path = `/rooms/${room}/topics/${String(op.topic).split("/").map(encodeURIComponent).join("/")}`;
-          if (op.data === null) return this.keyed(() => this.http("DELETE", path + query({}), undefined, key));
-          return this.keyed(() => this.http("PUT", path + query({ ttl: op.ttl }), op.data, key));
-        }
-        return this.keyed(() => this.http("POST", `/rooms/${room}` + query({ type: op.type, to: op.to, topic: op.topic }), op.data ?? null, key));
-      }
-      case "state":
-        return this.http("PUT", `/rooms/${room}/state` + query({}), op.state ?? null);
-      case "will":
-        if (op.topic) return this.http("PUT", `/rooms/${room}/will` + query({ topic: op.topic, after: op.after }), op.data ?? null);
-        return this.http("DELETE", `/rooms/${room}/will` + query({}));
-    }
   }
 
   private scheduleProbe(): void {
@@ -742,7 +463,7 @@ export class Edgewire extends Emitter<ClientEvents> {
     if (this.stopped || this.transport !== "sse") return;
     let ws: WebSocketLike;
     try {
-      ws = this.openSocket(await this.token());
+      ws = openSocket(this.options.WebSocket, this.url, await this.freshToken());
     } catch {
       return this.scheduleProbe();
     }
@@ -763,34 +484,14 @@ export class Edgewire extends Emitter<ClientEvents> {
 
   /** Moves from SSE back to a welcomed WebSocket: rooms join it (resuming), then the streams go. */
   private upgrade(ws: WebSocketLike, welcome: WelcomeEvent): void {
-    const streams = [...this.streams.entries()];
-    this.streams.clear();
     this.ws = ws;
     this.welcomed = true;
     this.transport = "websocket";
     this.emit("transport", "websocket");
     this.peerId = welcome.peer.id;
-    this.openedAt = Date.now();
-    this.attempt = 0;
+    this.reconnect.reset();
     this.setState("open");
     for (const room of this.rooms.values()) this.joinOnServer(room);
-    for (const [name, stream] of streams) {
-      const conn = stream.conn;
-      const cancelWill = conn ? this.http("DELETE", `/rooms/${encodeURIComponent(name)}/will?conn=${encodeURIComponent(conn)}`) : Promise.resolve();
-      void cancelWill.catch(() => undefined).finally(() => stream.abort.abort());
-    }
+    this.sse.handOver();
   }
-}
-
-/** The SDK's error for a relay that did not answer at all. */
-function unreachable(url: string): RelayError {
-  return new RelayError("unreachable", `cannot reach the relay at ${url}; check the URL and that it is running`);
-}
-
-/** `http(s)://` or a relative URL to `ws(s)://`, without a trailing slash. */
-function websocketUrl(url: string): string {
-  const base = (globalThis as { location?: { href: string } }).location?.href;
-  const absolute = new URL(url, base ?? "http://localhost/");
-  absolute.protocol = absolute.protocol === "https:" ? "wss:" : absolute.protocol === "http:" ? "ws:" : absolute.protocol;
-  return absolute.toString().replace(/\/+$/, "");
 }

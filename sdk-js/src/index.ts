@@ -1,7 +1,7 @@
 /** Edgewire: rooms, presence, direct messages, request/response and retained
  * topics for browser peer apps, over an Edgewire relay. */
 export { backoffDelay } from "./backoff.js";
-export { Edgewire, RelayError } from "./client.js";
+export { ClosedError, Edgewire, RelayError } from "./client.js";
 export type { ClientEvents, ConnectionState, EdgewireOptions, EventSourceConstructor, EventSourceLike, WebSocketConstructor, WebSocketLike } from "./client.js";
 export { CLOSE_CODES, ERROR_CODES, closePolicy } from "./codes.js";
 export type { ClosePolicy } from "./codes.js";

@@ -354,7 +354,7 @@ class TestEventSource {
       try {
         const res = await fetch(url, { headers: { accept: "text/event-stream" }, signal: this.abort.signal });
         if (!res.ok || !res.body) throw new Error(String(res.status));
-        const { readSse } = await import("../src/sse.js");
+        const { readSse } = await import("../src/transport/event-stream.js");
         for await (const frame of readSse(res.body)) {
           for (const l of this.listeners.get(frame.event ?? "message") ?? []) l({ data: frame.data ?? "" });
         }

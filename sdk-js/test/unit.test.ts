@@ -6,8 +6,8 @@ import { test } from "node:test";
 import { CLOSE_CODES, ERROR_CODES, Edgewire, RelayError, backoffDelay, closePolicy, topicMatches } from "../src/index.js";
 import type { WebSocketLike } from "../src/index.js";
 import { Emitter } from "../src/emitter.js";
-import { SseParser } from "../src/sse.js";
-import type { SseFrame } from "../src/sse.js";
+import { SseParser } from "../src/transport/event-stream.js";
+import type { SseFrame } from "../src/transport/event-stream.js";
 import { ROOT } from "./support.js";
 
 test("close and error codes agree with the relay's table in fixtures/codes.json", () => {
