@@ -414,3 +414,20 @@ test("a message loop that falls too far behind throws instead of growing", async
   }, /more than 2 message events/);
   client.close();
 });
+
+test("the core bundle stays within 8 KiB gzipped (minified, everything the index exports)", async () => {
+  const esbuild = await import("esbuild");
+  const { gzipSync } = await import("node:zlib");
+  const result = await esbuild.build({
+    entryPoints: [path.join(ROOT, "sdk-js/src/index.ts")],
+    bundle: true,
+    minify: true,
+    format: "esm",
+    target: "es2022",
+    write: false,
+  });
+  const code = result.outputFiles[0]?.contents ?? new Uint8Array();
+  const gzipped = gzipSync(code, { level: 9 }).length;
+  console.log(`core bundle: ${code.length} B minified, ${gzipped} B gzipped`);
+  assert.ok(gzipped <= 8192, `core bundle ${gzipped} B gzipped, over 8 KiB`);
+});
