@@ -185,3 +185,52 @@ test("the example app shows every error a user can cause, with the SDK's code", 
     }
   }
 });
+
+test("the React example: two pages under StrictMode see each other and chat", async () => {
+  const esbuild = await import("esbuild");
+  await esbuild.build({
+    entryPoints: [path.join(SDK, "examples/react/app.ts")],
+    bundle: true,
+    format: "esm",
+    target: "es2022",
+    outfile: path.join(SDK, "build-test/react-app.js"),
+    define: { "process.env.NODE_ENV": '"development"' },
+    logLevel: "silent",
+  });
+  const site = await staticServer();
+  const room = "e2e-react";
+  const open = async (name: string) => {
+    const page = await browser.newPage();
+    const errors: string[] = [];
+    page.on("pageerror", (e) => errors.push(String(e)));
+    const token = mint(`user-${name.toLowerCase()}`, [`${room}=read,write`]);
+    const query = new URLSearchParams({ relay: relay.base, token, room, name });
+    await page.goto(`${site}/examples/react/index.html?${query.toString()}`);
+    return { page, errors };
+  };
+  const ada = await open("Ada");
+  const bob = await open("Bob");
+  try {
+    // Presence from usePresence: each page lists both chosen names.
+    for (const { page } of [ada, bob]) {
+      await page.waitForFunction(() => {
+        const text = document.querySelector("#peers")?.textContent ?? "";
+        return text.includes("Ada") && text.includes("Bob");
+      }, null, { timeout: 15_000 });
+    }
+    await ada.page.fill("#text", "hello from React");
+    await ada.page.press("#text", "Enter");
+    await bob.page.waitForFunction(() => document.querySelector("#log")?.textContent?.includes("Ada: hello from React"), null, { timeout: 15_000 });
+    // StrictMode mounted everything twice: still one entry per page.
+    const items = await ada.page.$$eval("#peers li", (lis) => lis.map((li) => li.textContent));
+    assert.deepEqual([...items].sort(), ["Ada", "Bob"], "each page once in presence");
+    assert.deepEqual([...ada.errors, ...bob.errors], [], "no errors in the pages");
+    await shot(ada.page, "react-ada");
+    // Leaving: Bob's page closes, Ada's list drops him.
+    await bob.page.close();
+    await ada.page.waitForFunction(() => !document.querySelector("#peers")?.textContent?.includes("Bob"), null, { timeout: 15_000 });
+  } finally {
+    await ada.page.close();
+    if (!bob.page.isClosed()) await bob.page.close();
+  }
+});

@@ -430,4 +430,16 @@ test("the core bundle stays within 8 KiB gzipped (minified, everything the index
   const gzipped = gzipSync(code, { level: 9 }).length;
   console.log(`core bundle: ${code.length} B minified, ${gzipped} B gzipped`);
   assert.ok(gzipped <= 8192, `core bundle ${gzipped} B gzipped, over 8 KiB`);
+  const react = await esbuild.build({
+    entryPoints: [path.join(ROOT, "sdk-js/src/react/index.ts")],
+    bundle: true,
+    minify: true,
+    format: "esm",
+    target: "es2022",
+    external: ["react"],
+    write: false,
+  });
+  const bindings = react.outputFiles[0]?.contents ?? new Uint8Array();
+  console.log(`react entry (with the core it imports, React itself external): ${gzipSync(bindings, { level: 9 }).length} B gzipped`);
+  assert.ok(!new TextDecoder().decode(code).includes("useSyncExternalStore"), "the core bundle holds no React code");
 });
