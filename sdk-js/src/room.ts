@@ -1,10 +1,8 @@
 import { Emitter } from "./emitter.js";
 import { topicMatches } from "./filter.js";
+import { PeerCalls, type RequestOptions } from "./rpc.js";
 import type { AckEvent, LeaveReason, Message, Op, PeerInfo, RelayEvent, StatusEvent } from "./protocol.js";
 
-/** Message types the SDK uses for request/response between peers. */
-const REQUEST = "edgewire:request";
-const RESPONSE = "edgewire:response";
 
 /** What a room emits; `Msg` is its messages' payload type, `State` its
  * peers' presence state type. */
@@ -37,15 +35,7 @@ export interface RoomSnapshot {
   topics: Record<string, { topic: string; data: unknown; ts: number; from: string }>;
 }
 
-/** Options of a request to a peer. */
-export interface RequestOptions {
-  /** Milliseconds before the request fails (default 10 000). */
-  timeout?: number;
-  /** Abandons the request (it rejects with the signal's reason). */
-  signal?: AbortSignal;
-}
-
-type Pending = { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: ReturnType<typeof setTimeout>; peer: string };
+export type { RequestOptions } from "./rpc.js";
 
 /** One joined room: presence, messages, topics and peer requests. `Msg` is
  * the type of its messages' payloads, `State` of its peers' presence state
@@ -68,8 +58,7 @@ export class Room<Msg = unknown, State = unknown> extends Emitter<RoomEvents<Msg
   private willOp?: Op;
 
   private markReady!: () => void;
-  private handlers = new Map<string, (args: unknown, from: PeerInfo<State> | undefined) => unknown>();
-  private requests = new Map<string, Pending>();
+  private readonly calls = new PeerCalls<State>((type, data, to) => this.publish(type, data, to));
   private left = false;
 
   /** @internal Made by `Edgewire.join`. */
@@ -147,36 +136,14 @@ export class Room<Msg = unknown, State = unknown> extends Emitter<RoomEvents<Msg
 
   /** Answers requests for `method` from other peers with `handler`'s result. */
   handle(method: string, handler: (args: unknown, from: PeerInfo<State> | undefined) => unknown): void {
-    this.handlers.set(method, handler);
+    this.calls.handle(method, handler);
   }
 
   /** Calls `method` on peer `peer` and resolves with its answer; fails on
-   * timeout, on an error from the peer, or when the peer leaves. */
+   * timeout, on an error from the peer, when the peer leaves, or when
+   * `options.signal` aborts. */
   request(peer: string, method: string, args?: unknown, options: RequestOptions = {}): Promise<unknown> {
-    const id = Math.random().toString(36).slice(2) + Date.now().toString(36);
-    const { signal } = options;
-    if (signal?.aborted) return Promise.reject(signal.reason);
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.requests.delete(id);
-        reject(new Error(`request ${method} to ${peer} timed out`));
-      }, options.timeout ?? 10_000);
-      signal?.addEventListener(
-        "abort",
-        () => {
-          if (!this.requests.delete(id)) return;
-          clearTimeout(timer);
-          reject(signal.reason);
-        },
-        { once: true },
-      );
-      this.requests.set(id, { resolve, reject, timer, peer });
-      this.publish(REQUEST, { id, method, args }, peer).catch((e: Error) => {
-        clearTimeout(timer);
-        this.requests.delete(id);
-        reject(e);
-      });
-    });
+    return this.calls.call(peer, method, args, options);
   }
 
   /** The room's messages as an async iterator: `for await (const m of
@@ -229,13 +196,7 @@ export class Room<Msg = unknown, State = unknown> extends Emitter<RoomEvents<Msg
         const peer = this.peers.get(id);
         if (!peer) return; // Not a peer we knew (for example our own previous connection).
         this.peers.delete(id);
-        for (const [key, pending] of this.requests) {
-          if (pending.peer === id) {
-            clearTimeout(pending.timer);
-            this.requests.delete(key);
-            pending.reject(new Error(`peer ${id} left before answering`));
-          }
-        }
+        this.calls.left(id);
         this.emit("leave", peer, event.reason ?? "closed");
         return;
       }
@@ -261,8 +222,7 @@ export class Room<Msg = unknown, State = unknown> extends Emitter<RoomEvents<Msg
       case "message": {
         const { kind: _kind, room: _room, ...message } = event;
         if (!message.to) this.last = message.id;
-        if (message.type === REQUEST && message.to) return void this.answer(message);
-        if (message.type === RESPONSE && message.to) return this.settle(message);
+        if (this.calls.received(message, this.peers.get(message.from))) return;
         this.emit("message", message as Message<Msg>);
         return;
       }
@@ -292,29 +252,6 @@ export class Room<Msg = unknown, State = unknown> extends Emitter<RoomEvents<Msg
       this.topics.set(value.topic, status);
       this.emit("status", status);
     }
-  }
-
-  private async answer(message: Message): Promise<void> {
-    const { id, method, args } = (message.data ?? {}) as { id?: string; method?: string; args?: unknown };
-    const handler = method ? this.handlers.get(method) : undefined;
-    let reply: Record<string, unknown>;
-    try {
-      if (!handler) throw new Error(`no handler for ${method}`);
-      reply = { id, result: await handler(args, this.peers.get(message.from)) };
-    } catch (e) {
-      reply = { id, error: e instanceof Error ? e.message : String(e) };
-    }
-    await this.publish(RESPONSE, reply, message.from).catch(() => undefined);
-  }
-
-  private settle(message: Message): void {
-    const { id, result, error } = (message.data ?? {}) as { id?: string; result?: unknown; error?: string };
-    const pending = id ? this.requests.get(id) : undefined;
-    if (!pending || !id) return;
-    clearTimeout(pending.timer);
-    this.requests.delete(id);
-    if (error !== undefined) pending.reject(new Error(error));
-    else pending.resolve(result);
   }
 }
 
