@@ -93,13 +93,14 @@ export class Edgewire extends Emitter<ClientEvents> {
   }
 
   /** Joins a room (once; later calls return the same room). `Msg` is the
-   * type of the room's message payloads, `State` of its presence states. */
-  join<Msg = unknown, State = unknown>(name: string, options: { state?: State; signal?: AbortSignal } = {}): Room<Msg, State> {
+   * type of the room's message payloads, `State` of its presence states;
+   * `since` resumes after a history id seen elsewhere (another tab). */
+  join<Msg = unknown, State = unknown>(name: string, options: { state?: State; signal?: AbortSignal; since?: string } = {}): Room<Msg, State> {
     const known = this.rooms.get(name);
     // One room object per name: the types are the caller's promise.
     if (known) return known as Room<Msg, State>;
     const link = { request: (op: Op) => this.request(op), snapshot: (r: string) => this.http.snapshot(r) };
-    const room = new Room<Msg, State>(name, link, (r) => this.rooms.delete(r), options.state);
+    const room = new Room<Msg, State>(name, link, (r) => this.rooms.delete(r), options.state, options.since);
     const stored = room as Room<unknown, unknown>;
     this.rooms.set(name, stored);
     if (this.transport === "sse") this.sse.open(stored);

@@ -62,10 +62,11 @@ export class Room<Msg = unknown, State = unknown> extends Emitter<RoomEvents<Msg
   private left = false;
 
   /** @internal Made by `Edgewire.join`. */
-  constructor(name: string, private readonly link: RoomLink, private readonly onLeave: (name: string) => void, state?: State) {
+  constructor(name: string, private readonly link: RoomLink, private readonly onLeave: (name: string) => void, state?: State, since?: string) {
     super();
     this.name = name;
     this.state = state;
+    this.last = since;
     this.ready = new Promise((resolve) => (this.markReady = resolve));
   }
 

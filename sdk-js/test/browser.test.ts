@@ -234,3 +234,81 @@ test("the React example: two pages under StrictMode see each other and chat", as
     if (!bob.page.isClosed()) await bob.page.close();
   }
 });
+
+/** Live sessions at the relay, WebSocket and SSE. */
+async function relaySessions(): Promise<number> {
+  const text = await (await fetch(`${relay.base}/metrics`)).text();
+  return text
+    .split("\n")
+    .filter((l) => l.startsWith("edgewire_sessions{"))
+    .reduce((sum, l) => sum + Number(l.split(" ")[1] ?? "0"), 0);
+}
+
+async function untilTrue(check: () => Promise<boolean>, what: string): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  while (!(await check())) {
+    assert.ok(Date.now() < deadline, what);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+test("three tabs share one relay connection, and the leader's close loses and doubles nothing", async () => {
+  const esbuild = await import("esbuild");
+  await esbuild.build({
+    entryPoints: [path.join(SDK, "examples/tabs/app.ts")],
+    bundle: true,
+    format: "esm",
+    target: "es2022",
+    outfile: path.join(SDK, "build-test/tabs-app.js"),
+    logLevel: "silent",
+  });
+  const site = await staticServer();
+  const room = "e2e-tabs";
+  const token = mint("tabs", [`${room}=read,write`]);
+  const url = `${site}/examples/tabs/index.html?${new URLSearchParams({ relay: relay.base, token, room }).toString()}`;
+  await untilTrue(async () => (await relaySessions()) === 0, "sessions of earlier tests are gone");
+  const context = await browser.newContext();
+  try {
+    const pages: Page[] = [];
+    for (let i = 0; i < 3; i++) {
+      const page = await context.newPage();
+      await page.goto(url);
+      await page.waitForSelector("body[data-ready='1']", { state: "attached", timeout: 15_000 });
+      pages.push(page);
+    }
+    await untilTrue(async () => (await relaySessions()) === 1, "one relay session for three tabs");
+    // Each tab sends; every tab receives all three.
+    for (const [i, page] of pages.entries()) await page.evaluate((n) => (globalThis as unknown as { edgewireSend(t: string): Promise<string> }).edgewireSend(`from-${n}`), i);
+    const logOf = (page: Page) => page.$$eval("#log li", (lis) => lis.map((li) => li.textContent ?? ""));
+    for (const page of pages) {
+      await untilTrue(async () => (await logOf(page)).length >= 3, "three messages in every tab");
+      assert.deepEqual([...(await logOf(page))].sort(), ["from-0", "from-1", "from-2"]);
+    }
+    assert.equal(await relaySessions(), 1, "still one session");
+
+    // The leading tab closes; messages published meanwhile reach the others once, in order.
+    const leaders = await Promise.all(pages.map((p) => p.getAttribute("body", "data-leader")));
+    const leaderAt = leaders.indexOf("1");
+    assert.ok(leaderAt >= 0, `one tab leads: ${leaders.join(",")}`);
+    const [leader] = pages.splice(leaderAt, 1);
+    // The remaining tabs are offline while the leader goes and messages are
+    // published: the new leader must resume from where the tabs were.
+    await context.setOffline(true);
+    await leader?.close();
+    const writer = mint("writer", [`${room}=write`]);
+    for (let k = 0; k < 5; k++) {
+      const res = await fetch(`${relay.base}/rooms/${room}`, { method: "POST", headers: { authorization: `Bearer ${writer}` }, body: `after-${k}` });
+      assert.equal(res.status, 202);
+    }
+    await context.setOffline(false);
+    const expected = ["after-0", "after-1", "after-2", "after-3", "after-4"];
+    for (const page of pages) {
+      await untilTrue(async () => (await logOf(page)).filter((m) => m.startsWith("after-")).length >= 5, `the messages after the hand-over in every remaining tab: ${JSON.stringify(await Promise.all(pages.map(logOf)))} leaders ${JSON.stringify(await Promise.all(pages.map((p) => p.getAttribute("body", "data-leader"))))}`);
+      assert.deepEqual((await logOf(page)).filter((m) => m.startsWith("after-")), expected, "each once, in order");
+    }
+    await untilTrue(async () => (await Promise.all(pages.map((p) => p.getAttribute("body", "data-leader")))).includes("1"), "another tab leads");
+    await untilTrue(async () => (await relaySessions()) === 1, "one relay session again");
+  } finally {
+    await context.close();
+  }
+});
