@@ -308,6 +308,21 @@ test("three tabs share one relay connection, and the leader's close loses and do
     }
     await untilTrue(async () => (await Promise.all(pages.map((p) => p.getAttribute("body", "data-leader")))).includes("1"), "another tab leads");
     await untilTrue(async () => (await relaySessions()) === 1, "one relay session again");
+
+    // The browser is one peer; it leaves the room when its last tab does.
+    const reader = mint("reader", [`${room}=read`]);
+    const present = async () => {
+      const res = await fetch(`${relay.base}/rooms/${room}`, { headers: { accept: "application/json", authorization: `Bearer ${reader}` } });
+      return ((await res.json()) as { peers: unknown[] }).peers.length;
+    };
+    await untilTrue(async () => (await present()) === 1, "the browser present once");
+    const leave = (page: Page) => page.evaluate(() => (globalThis as unknown as { edgewireLeave(): void }).edgewireLeave());
+    await leave(pages[0] as Page);
+    // A check that nothing happens: a short wait cannot fail a slow run.
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(await present(), 1, "still present while a tab holds the room");
+    await leave(pages[1] as Page);
+    await untilTrue(async () => (await present()) === 0, "gone once the last tab left");
   } finally {
     await context.close();
   }

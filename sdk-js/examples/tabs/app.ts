@@ -21,5 +21,5 @@ shared.on("leader", (leading) => {
 void room.ready.then(() => {
   document.body.dataset.ready = "1";
 });
-// For the test (and a console): send from this tab.
-Object.assign(globalThis, { edgewireSend: (text: string) => room.send("chat", text) });
+// For the test (and a console): send from this tab, or leave the room.
+Object.assign(globalThis, { edgewireSend: (text: string) => room.send("chat", text), edgewireLeave: () => room.leave() });

@@ -25,6 +25,8 @@ type Said =
   | { t: "leader"; tab: string }
   | { t: "hello"; tab: string; rooms: { room: string; state?: unknown; since?: string }[] }
   | { t: "join"; tab: string; room: string; state?: unknown; since?: string }
+  | { t: "leave"; tab: string; room: string }
+  | { t: "bye"; tab: string }
   | { t: "write"; tab: string; id: string; room: string; write: Write }
   | { t: "result"; to: string; id: string; value?: string; error?: string; code?: string }
   | { t: "event"; room: string; name: keyof RoomEvents; args: unknown[] }
@@ -50,6 +52,7 @@ export class SharedRoom<Msg = unknown, State = unknown> extends Emitter<RoomEven
   constructor(
     readonly name: string,
     private readonly write: (w: Write) => Promise<string>,
+    private readonly onLeave: () => void,
   ) {
     super();
     this.ready = new Promise((resolve) => (this.markReady = resolve));
@@ -78,6 +81,11 @@ export class SharedRoom<Msg = unknown, State = unknown> extends Emitter<RoomEven
   /** Stores a topic's retained value. */
   retain(topic: string, data: unknown, options: { ttl?: number } = {}): Promise<string> {
     return this.write({ m: "retain", topic, data, ttl: options.ttl });
+  }
+
+  /** Leaves the room for this tab; the browser leaves it when no tab holds it. */
+  leave(): void {
+    this.onLeave();
   }
 
   /** @internal The room's state as the leader holds it. */
@@ -161,7 +169,9 @@ export class SharedClient extends Emitter<SharedEvents> {
   private readonly pending = new Map<string, { resolve: (v: string) => void; reject: (e: Error) => void; timer: ReturnType<typeof setTimeout> }>();
   private client?: Edgewire;
   private led = new Map<string, Room<unknown, unknown>>();
-  private release?: () => void;
+  /** As the leader: which tabs hold each room (this one included). */
+  private holders = new Map<string, Set<string>>();
+  private unlock?: () => void;
   private closed = false;
 
   constructor(
@@ -172,6 +182,8 @@ export class SharedClient extends Emitter<SharedEvents> {
     const name = options.channel ?? `edgewire:${new URL(url, globalThis.location?.href).toString()}`;
     this.channel = new BroadcastChannel(name);
     this.channel.onmessage = (ev: MessageEvent<Said>) => this.heard(ev.data);
+    // A tab that goes says so, so the leader can leave the rooms it held.
+    globalThis.addEventListener?.("pagehide", () => this.close());
     // Waits in the lock's queue; holds it, as the leader, until closed.
     void navigator.locks.request(`${name}:leader`, () => this.lead());
   }
@@ -180,18 +192,40 @@ export class SharedClient extends Emitter<SharedEvents> {
   join<Msg = unknown, State = unknown>(name: string, options: { state?: State } = {}): SharedRoom<Msg, State> {
     const known = this.rooms.get(name);
     if (known) return known.room as SharedRoom<Msg, State>;
-    const room = new SharedRoom<Msg, State>(name, (w) => this.write(name, w));
+    const room = new SharedRoom<Msg, State>(
+      name,
+      (w) => this.write(name, w),
+      () => this.leaveRoom(name),
+    );
     this.rooms.set(name, { room: room as SharedRoom<unknown, unknown>, state: options.state });
-    if (this.leader) this.leadRoom(name, options.state, undefined);
+    if (this.leader) this.leadRoom(name, options.state, undefined, this.tab);
     else this.say({ t: "join", tab: this.tab, room: name, state: options.state });
     return room;
   }
 
+  /** This tab leaves a room. */
+  private leaveRoom(name: string): void {
+    if (!this.rooms.delete(name)) return;
+    if (this.leader) this.release(name, this.tab);
+    else this.say({ t: "leave", tab: this.tab, room: name });
+  }
+
+  /** As the leader: `tab` no longer holds `name`; the last one out leaves it. */
+  private release(name: string, tab: string): void {
+    const holders = this.holders.get(name);
+    if (!holders?.delete(tab) || holders.size > 0) return;
+    this.holders.delete(name);
+    const room = this.led.get(name);
+    this.led.delete(name);
+    void room?.leave();
+  }
+
   /** Leaves the shared connection (a leader hands it to another tab). */
   close(): void {
+    if (!this.leader) this.say({ t: "bye", tab: this.tab });
     this.closed = true;
     this.client?.close();
-    this.release?.();
+    this.unlock?.();
     this.channel.close();
     for (const p of this.pending.values()) {
       clearTimeout(p.timer);
@@ -209,15 +243,18 @@ export class SharedClient extends Emitter<SharedEvents> {
     this.leader = true;
     this.client = new Edgewire(this.url, this.options);
     this.client.on("error", (e) => this.emit("error", e));
-    for (const [name, { room, state }] of this.rooms) this.leadRoom(name, state, room.lastId);
+    for (const [name, { room, state }] of this.rooms) this.leadRoom(name, state, room.lastId, this.tab);
     this.say({ t: "leader", tab: this.tab });
     this.emit("leader", true);
-    return new Promise((resolve) => (this.release = resolve));
+    return new Promise((resolve) => (this.unlock = resolve));
   }
 
   /** As the leader: joins `name` once, relaying its events to every tab. */
-  private leadRoom(name: string, state: unknown, since: string | undefined): void {
+  private leadRoom(name: string, state: unknown, since: string | undefined, tab: string): void {
     if (!this.client) return;
+    let holders = this.holders.get(name);
+    if (!holders) this.holders.set(name, (holders = new Set()));
+    holders.add(tab);
     const known = this.led.get(name);
     if (known) {
       void known.ready.then(() => this.sendSnapshot(name, known));
@@ -289,10 +326,16 @@ export class SharedClient extends Emitter<SharedEvents> {
         });
         return;
       case "hello":
-        for (const r of said.rooms) this.leadRoom(r.room, r.state, r.since);
+        for (const r of said.rooms) this.leadRoom(r.room, r.state, r.since, said.tab);
         return;
       case "join":
-        this.leadRoom(said.room, said.state, said.since);
+        this.leadRoom(said.room, said.state, said.since, said.tab);
+        return;
+      case "leave":
+        if (this.leader) this.release(said.room, said.tab);
+        return;
+      case "bye":
+        if (this.leader) for (const name of [...this.holders.keys()]) this.release(name, said.tab);
         return;
       case "write":
         if (!this.leader) return;
