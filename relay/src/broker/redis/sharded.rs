@@ -102,6 +102,9 @@ pub(super) async fn sharded_loop(
     let mut attempt = 0u32;
     let retry_at = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(retry_at);
+    // Armed once when retries appear, not pushed back by every later push:
+    // a busy shard's messages must not starve another room's retry.
+    let mut armed = false;
     loop {
         tokio::select! {
             () = &mut drained => return,
@@ -145,12 +148,14 @@ pub(super) async fn sharded_loop(
                     }
                     _ => {}
                 }
-                if !retry.is_empty() {
+                if !retry.is_empty() && !armed {
+                    armed = true;
                     let wait = backoff(attempt, Duration::from_millis(100), Duration::from_secs(5));
                     retry_at.as_mut().reset(tokio::time::Instant::now() + wait);
                 }
             }
-            () = &mut retry_at, if !retry.is_empty() => {
+            () = &mut retry_at, if armed => {
+                armed = false;
                 let rooms: Vec<RoomName> = retry.drain().collect();
                 let mut failed = false;
                 for room in rooms {
@@ -168,8 +173,11 @@ pub(super) async fn sharded_loop(
                     }
                 }
                 attempt = if failed { attempt.saturating_add(1) } else { 0 };
-                let wait = backoff(attempt, Duration::from_millis(100), Duration::from_secs(5));
-                retry_at.as_mut().reset(tokio::time::Instant::now() + wait);
+                if !retry.is_empty() {
+                    armed = true;
+                    let wait = backoff(attempt, Duration::from_millis(100), Duration::from_secs(5));
+                    retry_at.as_mut().reset(tokio::time::Instant::now() + wait);
+                }
             }
         }
     }
