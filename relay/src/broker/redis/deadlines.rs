@@ -90,7 +90,7 @@ impl RedisBroker {
         now: u64,
     ) -> Result<Vec<DeferredWill>, BrokerError> {
         // `now` on Redis's clock, where the deadlines are.
-        let at = (now as i64 + self.clock_offset_ms.load(Ordering::Relaxed)).max(0) as u64;
+        let at = self.on_redis_clock(now);
         let judge = self.may_judge_others();
         let mut wills = Vec::new();
         for bucket in 0..self.layout.buckets() {
@@ -184,7 +184,7 @@ impl RedisBroker {
 
     /// Now on Redis's clock, as last measured.
     pub(super) fn redis_now(&self) -> u64 {
-        (now_ms() as i64 + self.clock_offset_ms.load(Ordering::Relaxed)).max(0) as u64
+        self.on_redis_clock(now_ms())
     }
 }
 

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use super::RedisBroker;
 use super::errors::{unavailable, write_failed};
@@ -34,7 +33,6 @@ impl RedisBroker {
             .arg(&suffix)
             .arg(self.ttl_ms())
             .arg(self.channel(room))
-            .arg(room.as_str())
             .arg(self.limits.history_bytes)
             .arg(self.write_deadline())
             .arg(fingerprint)
@@ -172,7 +170,7 @@ impl RedisBroker {
         let key = self.key(room, "stream");
         let count = limit.min(self.limits.history_size.max(1));
         // The oldest id still within the history's age, on Redis's clock.
-        let redis_now = now_ms() as i64 + self.clock_offset_ms.load(Ordering::Relaxed);
+        let redis_now = self.on_redis_clock(now_ms()) as i64;
         let fresh = EventId {
             ms: (redis_now - self.ttl_ms() as i64).max(0) as u64,
             seq: 0,

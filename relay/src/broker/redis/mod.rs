@@ -202,6 +202,12 @@ impl RedisBroker {
         self.conn.clone()
     }
 
+    /// A time of this relay's clock (ms) on Redis's, where the deadlines
+    /// and stream ids are, as last measured.
+    pub(super) fn on_redis_clock(&self, local_ms: u64) -> u64 {
+        (local_ms as i64 + self.clock_offset_ms.load(Ordering::Relaxed)).max(0) as u64
+    }
+
     pub(super) fn ttl_ms(&self) -> u64 {
         (self.limits.history_ttl.as_millis() as u64).max(1)
     }

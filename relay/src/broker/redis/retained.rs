@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use redis::AsyncCommands;
 
@@ -86,16 +85,15 @@ impl RedisBroker {
             .arg(fingerprint)
             .arg(
                 expires
-                    .map(|x| x as i64 + self.clock_offset_ms.load(Ordering::Relaxed))
-                    .map(|at| at.to_string())
+                    .map(|x| self.on_redis_clock(x).to_string())
                     .unwrap_or_default(),
             )
             .arg(&*draft.from)
             .invoke_async(&mut self.conn())
             .await;
         if let (Ok(_), Some(expires)) = (&result, expires) {
-            let at = expires as i64 + self.clock_offset_ms.load(Ordering::Relaxed);
-            self.sweep_plan.expect(self.bucket(room), at.max(0) as u64);
+            self.sweep_plan
+                .expect(self.bucket(room), self.on_redis_clock(expires));
         }
         match result {
             Ok(id) => Event::from_json(format!("{prefix}{id}{suffix}")).ok_or_else(template_error),

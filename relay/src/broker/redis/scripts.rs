@@ -164,7 +164,7 @@ pub(super) const APPEND: &str = concat!(
     r#"
 local stream, trimmed, bytes, once = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local maxlen, head, tail, ttl, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local maxbytes, deadline, fingerprint = ARGV[7], ARGV[8], ARGV[9]
+local maxbytes, deadline, fingerprint = ARGV[6], ARGV[7], ARGV[8]
 local done = recall(once, fingerprint)
 if done then return done end
 if late(deadline) then return {err = 'late'} end
