@@ -12,7 +12,7 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
 
-import { type Browser, type Page, chromium } from "playwright-core";
+import { type Browser, type BrowserContext, type Page, chromium } from "playwright-core";
 
 import { ROOT, type RunningRelay, SECRET, freePort, mint, startRelay } from "./support.js";
 
@@ -252,34 +252,100 @@ async function untilTrue(check: () => Promise<boolean>, what: string): Promise<v
   }
 }
 
-test("three tabs share one relay connection, and the leader's close loses and doubles nothing", async () => {
+/** Bundles the tabs example (page and shared worker) into build-test/. */
+async function bundleTabsExample(): Promise<void> {
   const esbuild = await import("esbuild");
-  await esbuild.build({
-    entryPoints: [path.join(SDK, "examples/tabs/app.ts")],
-    bundle: true,
-    format: "esm",
-    target: "es2022",
-    outfile: path.join(SDK, "build-test/tabs-app.js"),
-    logLevel: "silent",
-  });
+  for (const name of ["app", "worker"]) {
+    await esbuild.build({
+      entryPoints: [path.join(SDK, `examples/tabs/${name}.ts`)],
+      bundle: true,
+      format: "esm",
+      target: "es2022",
+      outfile: path.join(SDK, `build-test/tabs-${name}.js`),
+      logLevel: "silent",
+    });
+  }
+}
+
+type TabGlobals = {
+  edgewireSend(t: string): Promise<string>;
+  edgewireLeave(): void;
+  edgewireHandle(method: string, answer: string): void;
+  edgewireRequest(peer: string, method: string): Promise<unknown>;
+};
+const logOf = (page: Page) => page.$$eval("#log li", (lis) => lis.map((li) => li.textContent ?? ""));
+
+/** Opens `count` pages of the tabs example in `context`, each welcomed. */
+async function openTabs(context: BrowserContext, url: string, count: number): Promise<Page[]> {
+  const pages: Page[] = [];
+  for (let i = 0; i < count; i++) {
+    const page = await context.newPage();
+    await page.goto(url);
+    await page.waitForSelector("body[data-ready='1']", { state: "attached", timeout: 15_000 });
+    pages.push(page);
+  }
+  return pages;
+}
+
+test("three tabs share one relay connection held by a SharedWorker: each sends, receives and answers requests", async () => {
+  await bundleTabsExample();
+  const site = await staticServer();
+  const room = "e2e-tabs-worker";
+  const token = mint("tabs", [`${room}=read,write`]);
+  const url = `${site}/examples/tabs/index.html?${new URLSearchParams({ relay: relay.base, token, room, mode: "worker" }).toString()}`;
+  await untilTrue(async () => (await relaySessions()) === 0, "sessions of earlier tests are gone");
+  const context = await browser.newContext();
+  const other = await browser.newContext();
+  try {
+    const pages = await openTabs(context, url, 3);
+    assert.deepEqual(await Promise.all(pages.map((p) => p.getAttribute("body", "data-mode"))), ["worker", "worker", "worker"]);
+    await untilTrue(async () => (await relaySessions()) === 1, "one relay session for three tabs");
+    for (const [i, page] of pages.entries()) await page.evaluate((n) => (globalThis as unknown as TabGlobals).edgewireSend(`from-${n}`), i);
+    for (const page of pages) {
+      await untilTrue(async () => (await logOf(page)).length >= 3, "three messages in every tab");
+      assert.deepEqual([...(await logOf(page))].sort(), ["from-0", "from-1", "from-2"]);
+    }
+    // Another browser (its own tab, its own connection) sees this one once,
+    // and its requests reach the tab that handles them.
+    const selves = new Set(await Promise.all(pages.map((p) => p.getAttribute("body", "data-self"))));
+    assert.equal(selves.size, 1, "one peer for the browser, whichever tab asks");
+    const [browserPeer] = [...selves];
+    await pages[1]?.evaluate(() => (globalThis as unknown as TabGlobals).edgewireHandle("whoami", "tab-1"));
+    const [stranger] = await openTabs(other, url.replace("mode=worker", "mode=alone"), 1);
+    assert.ok(stranger);
+    assert.equal(await stranger.getAttribute("body", "data-mode"), "alone");
+    await untilTrue(async () => (await relaySessions()) === 2, "one session per browser");
+    const answer = await stranger.evaluate((peer) => (globalThis as unknown as TabGlobals).edgewireRequest(peer, "whoami"), browserPeer ?? "");
+    assert.equal(answer, "tab-1");
+
+    // The worker outlives the tab that started it: the others go on, once.
+    await pages.shift()?.close();
+    await stranger.evaluate(() => (globalThis as unknown as TabGlobals).edgewireSend("after-close"));
+    for (const page of pages) {
+      await untilTrue(async () => (await logOf(page)).includes("after-close"), "the message after a tab closed");
+      assert.equal((await logOf(page)).filter((m) => m === "after-close").length, 1);
+    }
+    assert.equal(await relaySessions(), 2, "still one session for the browser");
+  } finally {
+    await context.close();
+    await other.close();
+  }
+});
+
+test("three tabs share one relay connection by Web Locks, and the leader's close loses and doubles nothing", async () => {
+  await bundleTabsExample();
   const site = await staticServer();
   const room = "e2e-tabs";
   const token = mint("tabs", [`${room}=read,write`]);
-  const url = `${site}/examples/tabs/index.html?${new URLSearchParams({ relay: relay.base, token, room }).toString()}`;
+  const url = `${site}/examples/tabs/index.html?${new URLSearchParams({ relay: relay.base, token, room, mode: "locks" }).toString()}`;
   await untilTrue(async () => (await relaySessions()) === 0, "sessions of earlier tests are gone");
   const context = await browser.newContext();
   try {
-    const pages: Page[] = [];
-    for (let i = 0; i < 3; i++) {
-      const page = await context.newPage();
-      await page.goto(url);
-      await page.waitForSelector("body[data-ready='1']", { state: "attached", timeout: 15_000 });
-      pages.push(page);
-    }
+    const pages = await openTabs(context, url, 3);
+    assert.deepEqual(await Promise.all(pages.map((p) => p.getAttribute("body", "data-mode"))), ["locks", "locks", "locks"]);
     await untilTrue(async () => (await relaySessions()) === 1, "one relay session for three tabs");
     // Each tab sends; every tab receives all three.
-    for (const [i, page] of pages.entries()) await page.evaluate((n) => (globalThis as unknown as { edgewireSend(t: string): Promise<string> }).edgewireSend(`from-${n}`), i);
-    const logOf = (page: Page) => page.$$eval("#log li", (lis) => lis.map((li) => li.textContent ?? ""));
+    for (const [i, page] of pages.entries()) await page.evaluate((n) => (globalThis as unknown as TabGlobals).edgewireSend(`from-${n}`), i);
     for (const page of pages) {
       await untilTrue(async () => (await logOf(page)).length >= 3, "three messages in every tab");
       assert.deepEqual([...(await logOf(page))].sort(), ["from-0", "from-1", "from-2"]);
@@ -316,7 +382,7 @@ test("three tabs share one relay connection, and the leader's close loses and do
       return ((await res.json()) as { peers: unknown[] }).peers.length;
     };
     await untilTrue(async () => (await present()) === 1, "the browser present once");
-    const leave = (page: Page) => page.evaluate(() => (globalThis as unknown as { edgewireLeave(): void }).edgewireLeave());
+    const leave = (page: Page) => page.evaluate(() => (globalThis as unknown as TabGlobals).edgewireLeave());
     await leave(pages[0] as Page);
     // A check that nothing happens: a short wait cannot fail a slow run.
     await new Promise((r) => setTimeout(r, 300));

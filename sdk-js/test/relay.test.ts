@@ -472,3 +472,38 @@ test("every relay error reaches the app with the same code on WebSocket and on S
   assert.deepEqual(overWebSocket, ["draining", "forbidden", "token_expired", "token_invalid"], "over WebSocket");
   assert.deepEqual(overSse, overWebSocket, "the same codes on both transports");
 });
+
+test("a shared client on its own (share: false) has the Room API: requests, retained topics, iterators", async () => {
+  const { shareConnection } = await import("../src/tabs/index.js");
+  const shared = (sub: string) => shareConnection(relay.base, { token: () => mint(sub, ["*=read,write,retain"]), WebSocket: WS, share: false });
+  const ada = shared("ada");
+  const bob = shared("bob");
+  try {
+    assert.equal(ada.mode, "alone");
+    const a = ada.join<string, { name: string }>("shared-alone", { state: { name: "Ada" } });
+    const b = bob.join<string, { name: string }>("shared-alone");
+    await Promise.all([a.ready, b.ready]);
+    a.handle("add", (args) => (args as number[]).reduce((x, y) => x + y, 0));
+    // The state given to join follows the join: wait for both.
+    const peer = await until(() => [...b.peers.values()].find((p) => p.user === "ada" && p.state?.name === "Ada"));
+    assert.equal(await b.request(peer.id, "add", [2, 3]), 5);
+    await assert.rejects(b.request(peer.id, "missing"), /no handler for missing/);
+
+    const seen: unknown[] = [];
+    b.watch("status/+", (s) => seen.push(s.data));
+    await a.retain("status/ada", "busy");
+    await until(() => seen.includes("busy") || undefined);
+    await a.clear("status/ada");
+    await until(() => (seen.includes(null) && !b.topics.has("status/ada")) || undefined);
+
+    const stop = new AbortController();
+    const messages = b.messages({ signal: stop.signal });
+    await a.send("chat", "one");
+    const first = await messages.next();
+    assert.equal((first.value as Message).data, "one");
+    stop.abort();
+  } finally {
+    ada.close();
+    bob.close();
+  }
+});

@@ -1,367 +1,250 @@
-/** One relay connection for all tabs of an origin (`edgewire/tabs`). The
- * tabs elect a leader with the Web Locks API; the leader alone holds an
- * `Edgewire` client, joins each room once for every tab that joined it, and
- * relays the rooms' events and the tabs' writes over a `BroadcastChannel`.
- * When the leader tab closes, its lock passes to another tab, which
- * connects and resumes every room from the last id the tabs saw: events are
- * neither lost nor doubled. Presence shows the browser once. */
-import { Edgewire } from "../client.js";
+/** One relay connection for all tabs of an origin (`edgewire/tabs`).
+ *
+ * Where the app gives a worker script (`worker` option) and the browser has
+ * `SharedWorker`, the connection lives in that worker for as long as a tab
+ * is open. Elsewhere (Safari, Android) the tabs elect a leader with the Web
+ * Locks API and talk over a `BroadcastChannel`; when the leading tab closes,
+ * its lock passes to another tab, which connects and resumes every room from
+ * the last id the tabs saw, so nothing is lost or doubled. Either way each
+ * room is joined once for all tabs, and the browser is one peer in it:
+ * presence shows it once. `share: false` opts out: the tab keeps its own
+ * connection (and its own presence entry). */
 import { Emitter } from "../emitter.js";
 import { RelayError } from "../errors.js";
 import type { EdgewireOptions } from "../options.js";
-import type { Message, PeerInfo, StatusEvent } from "../protocol.js";
-import { type Room, type RoomEvents, idAfter } from "../room.js";
+import { Holder } from "./holder.js";
+import { type Config, type FromHolder, type ToHolder, type Write, failure, randomId, tabLock, toError } from "./said.js";
+import { SharedRoom } from "./shared-room.js";
 
-/** Options of a shared connection: the client's, and the channel's name. */
+export { SharedRoom } from "./shared-room.js";
+
+/** Options of a shared connection: the client's, and how tabs share it. */
 export interface SharedOptions extends EdgewireOptions {
   /** Tabs sharing one connection use the same name (default: from the URL). */
   channel?: string;
+  /** A worker script that calls `serveTabs()`: where the browser has
+   * `SharedWorker`, the connection lives there (started as a module worker). */
+  worker?: string | URL;
+  /** `false`: this tab keeps a connection of its own (default true). */
+  share?: boolean;
 }
 
-type Write = { m: "send"; type: string; data: unknown; to?: string } | { m: "state"; state: unknown } | { m: "retain"; topic: string; data: unknown; ttl?: number };
-
-/** What tabs say on the channel. */
-type Said =
-  | { t: "leader"; tab: string }
-  | { t: "hello"; tab: string; rooms: { room: string; state?: unknown; since?: string }[] }
-  | { t: "join"; tab: string; room: string; state?: unknown; since?: string }
-  | { t: "leave"; tab: string; room: string }
-  | { t: "bye"; tab: string }
-  | { t: "write"; tab: string; id: string; room: string; write: Write }
-  | { t: "result"; to: string; id: string; value?: string; error?: string; code?: string }
-  | { t: "event"; room: string; name: keyof RoomEvents; args: unknown[] }
-  | { t: "snapshot"; room: string; self?: PeerInfo; peers: PeerInfo[]; topics: StatusEvent[]; lastId?: string };
-
-function randomId(): string {
-  return Math.random().toString(36).slice(2, 10);
-}
-
-/** A room as one tab sees it through the shared connection. */
-export class SharedRoom<Msg = unknown, State = unknown> extends Emitter<RoomEvents<Msg, State>> {
-  /** The others present (the browser itself is `self`). */
-  readonly peers = new Map<string, PeerInfo<State>>();
-  /** Current retained values, by topic. */
-  readonly topics = new Map<string, StatusEvent>();
-  /** Resolves once the room's state has reached this tab. */
-  readonly ready: Promise<void>;
-  private me?: PeerInfo<State>;
-  private last?: string;
-  private markReady!: () => void;
-
-  /** @internal Made by `SharedClient.join`. */
-  constructor(
-    readonly name: string,
-    private readonly write: (w: Write) => Promise<string>,
-    private readonly onLeave: () => void,
-  ) {
-    super();
-    this.ready = new Promise((resolve) => (this.markReady = resolve));
-  }
-
-  /** The browser's peer entry (one per browser, whichever tab leads). */
-  get self(): PeerInfo<State> | undefined {
-    return this.me;
-  }
-
-  /** The last history id this tab saw. */
-  get lastId(): string | undefined {
-    return this.last;
-  }
-
-  /** Broadcasts a message (or sends it to one peer); resolves with its id. */
-  send(type: string, data: Msg, options: { to?: string } = {}): Promise<string> {
-    return this.write({ m: "send", type, data, to: options.to });
-  }
-
-  /** Sets the browser's presence state in the room. */
-  async setState(state: State): Promise<void> {
-    await this.write({ m: "state", state });
-  }
-
-  /** Stores a topic's retained value. */
-  retain(topic: string, data: unknown, options: { ttl?: number } = {}): Promise<string> {
-    return this.write({ m: "retain", topic, data, ttl: options.ttl });
-  }
-
-  /** Leaves the room for this tab; the browser leaves it when no tab holds it. */
-  leave(): void {
-    this.onLeave();
-  }
-
-  /** @internal The room's state as the leader holds it. */
-  snapshot(said: Extract<Said, { t: "snapshot" }>): void {
-    this.me = said.self as PeerInfo<State> | undefined;
-    this.peers.clear();
-    for (const p of said.peers) this.peers.set(p.id, p as PeerInfo<State>);
-    this.topics.clear();
-    for (const v of said.topics) this.topics.set(v.topic, v);
-    if (said.lastId && (!this.last || idAfter(said.lastId, this.last))) this.last = said.lastId;
-    this.markReady();
-  }
-
-  /** @internal A room event the leader relayed (or its own client emitted). */
-  event(name: keyof RoomEvents, args: unknown[]): void {
-    switch (name) {
-      case "message": {
-        const m = args[0] as Message<Msg>;
-        if (!m.to) {
-          // Once: a new leader resumes from the last id and may replay.
-          if (this.last && !idAfter(m.id, this.last)) return;
-          this.last = m.id;
-        }
-        this.emit("message", m);
-        return;
-      }
-      case "status": {
-        const s = args[0] as StatusEvent;
-        if (s.id) {
-          if (this.last && !idAfter(s.id, this.last)) return;
-          this.last = s.id;
-        }
-        if (s.data === null) this.topics.delete(s.topic);
-        else this.topics.set(s.topic, s);
-        this.emit("status", s);
-        return;
-      }
-      case "join": {
-        const p = args[0] as PeerInfo<State>;
-        if (p.id === this.me?.id) return;
-        this.peers.set(p.id, p);
-        this.emit("join", p);
-        return;
-      }
-      case "leave": {
-        const p = args[0] as PeerInfo<State>;
-        if (!this.peers.delete(p.id)) return;
-        this.emit("leave", p, args[1] as RoomEvents["leave"][1]);
-        return;
-      }
-      case "state": {
-        const p = args[0] as PeerInfo<State>;
-        if (p.id === this.me?.id) this.me = p;
-        else this.peers.set(p.id, p);
-        this.emit("state", p);
-        return;
-      }
-      case "reset":
-        this.emit("reset");
-        return;
-    }
-  }
-}
+/** Where this tab's connection lives: in a shared worker, in the tab the
+ * Web Locks election chose, or in this tab alone (`share: false`, or no
+ * Web Locks / BroadcastChannel in this browser). */
+export type ShareMode = "worker" | "locks" | "alone";
 
 /** The events of a shared client. */
 export type SharedEvents = {
   /** This tab became the leader (it holds the connection), or stopped being it. */
   leader: [boolean];
-  /** An error of the connection (on the leader) or of a write. */
+  /** An error of the shared connection, or of a write without a caller. */
   error: [Error];
 };
 
+type Pending = { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: ReturnType<typeof setTimeout> };
+
+const TO_HOLDER = new Set<string>(["hello", "join", "leave", "bye", "write", "handle", "answer", "token"]);
+
 /** One tab's end of the connection the tabs of an origin share. */
 export class SharedClient extends Emitter<SharedEvents> {
-  /** This tab's id on the channel. */
+  /** This tab's id among the tabs. */
   readonly tab = randomId();
-  /** True while this tab holds the connection. */
-  leader = false;
-  private readonly channel: BroadcastChannel;
-  private readonly rooms = new Map<string, { room: SharedRoom<unknown, unknown>; state?: unknown }>();
-  private readonly pending = new Map<string, { resolve: (v: string) => void; reject: (e: Error) => void; timer: ReturnType<typeof setTimeout> }>();
-  private client?: Edgewire;
-  private led = new Map<string, Room<unknown, unknown>>();
-  /** As the leader: which tabs hold each room (this one included). */
-  private holders = new Map<string, Set<string>>();
+  /** Where the connection lives (see `ShareMode`). */
+  readonly mode: ShareMode;
+  private readonly rooms = new Map<string, SharedRoom<unknown, unknown>>();
+  private readonly pending = new Map<string, Pending>();
+  private holder?: Holder;
+  private channel?: BroadcastChannel;
+  private port?: MessagePort;
+  /** What this tab says before it holds its lifetime lock (then `undefined`). */
+  private queue?: (Config | ToHolder)[] = [];
+  private releaseTab?: () => void;
   private unlock?: () => void;
   private closed = false;
+  private readonly onPageHide = () => this.close();
 
   constructor(
     private readonly url: string,
     private readonly options: SharedOptions = {},
   ) {
     super();
-    const name = options.channel ?? `edgewire:${new URL(url, globalThis.location?.href).toString()}`;
+    const absolute = new URL(url, globalThis.location?.href).toString();
+    const name = options.channel ?? `edgewire:${absolute}`;
+    const locks = globalThis.navigator?.locks;
+    this.mode = options.share === false || !locks || typeof BroadcastChannel === "undefined" ? "alone" : options.worker && typeof SharedWorker !== "undefined" ? "worker" : "locks";
+    if (this.mode === "alone") {
+      this.queue = undefined;
+      this.holder = new Holder(url, options, (said) => this.fromHolder(said), { own: this.tab });
+      queueMicrotask(() => this.emit("leader", true));
+      return;
+    }
+    // The tab holds its lifetime lock before it says anything, so that the
+    // holder, asking for the lock, gets it only once the tab has gone.
+    void locks.request(tabLock(this.tab), () => {
+      const queued = this.queue ?? [];
+      this.queue = undefined;
+      for (const said of queued) this.post(said);
+      return new Promise<void>((resolve) => (this.releaseTab = resolve));
+    });
+    globalThis.addEventListener?.("pagehide", this.onPageHide);
+    if (this.mode === "worker" && options.worker) {
+      const worker = new SharedWorker(options.worker, { type: "module", name });
+      this.port = worker.port;
+      this.port.onmessage = (ev: MessageEvent<FromHolder>) => this.fromHolder(ev.data);
+      this.port.start();
+      const { token, WebSocket: _ws, fetch: _fetch, EventSource: _es, channel: _channel, worker: _worker, share: _share, ...plain } = options;
+      this.say({ t: "config", url: absolute, options: { ...plain, token: typeof token === "string" ? token : undefined }, tokenFromTab: typeof token === "function" });
+      this.say({ t: "hello", tab: this.tab, rooms: [] });
+      return;
+    }
     this.channel = new BroadcastChannel(name);
-    this.channel.onmessage = (ev: MessageEvent<Said>) => this.heard(ev.data);
-    // A tab that goes says so, so the leader can leave the rooms it held.
-    globalThis.addEventListener?.("pagehide", () => this.close());
+    this.channel.onmessage = (ev: MessageEvent<ToHolder | FromHolder>) => {
+      const said = ev.data;
+      if (TO_HOLDER.has(said.t)) this.holder?.hear(said as ToHolder);
+      else this.fromHolder(said as FromHolder);
+    };
     // Waits in the lock's queue; holds it, as the leader, until closed.
-    void navigator.locks.request(`${name}:leader`, () => this.lead());
+    void locks.request(`${name}:leader`, () => this.lead());
   }
 
-  /** Joins a room for this tab (the leader joins it once for all). */
+  /** True while this tab holds the connection. */
+  get leader(): boolean {
+    return this.holder !== undefined;
+  }
+
+  /** Joins a room for this tab (the holder joins it once for all tabs). */
   join<Msg = unknown, State = unknown>(name: string, options: { state?: State } = {}): SharedRoom<Msg, State> {
     const known = this.rooms.get(name);
-    if (known) return known.room as SharedRoom<Msg, State>;
+    if (known) return known as SharedRoom<Msg, State>;
     const room = new SharedRoom<Msg, State>(
       name,
-      (w) => this.write(name, w),
-      () => this.leaveRoom(name),
+      {
+        write: (room, write, signal) => this.write(room, write, signal),
+        handle: (room, method) => this.say({ t: "handle", tab: this.tab, room, method }),
+        leave: (room) => {
+          if (this.rooms.delete(room)) this.say({ t: "leave", tab: this.tab, room });
+        },
+      },
+      options.state,
     );
-    this.rooms.set(name, { room: room as SharedRoom<unknown, unknown>, state: options.state });
-    if (this.leader) this.leadRoom(name, options.state, undefined, this.tab);
-    else this.say({ t: "join", tab: this.tab, room: name, state: options.state });
+    this.rooms.set(name, room as SharedRoom<unknown, unknown>);
+    this.say({ t: "join", tab: this.tab, room: room.held() });
     return room;
   }
 
-  /** This tab leaves a room. */
-  private leaveRoom(name: string): void {
-    if (!this.rooms.delete(name)) return;
-    if (this.leader) this.release(name, this.tab);
-    else this.say({ t: "leave", tab: this.tab, room: name });
-  }
-
-  /** As the leader: `tab` no longer holds `name`; the last one out leaves it. */
-  private release(name: string, tab: string): void {
-    const holders = this.holders.get(name);
-    if (!holders?.delete(tab) || holders.size > 0) return;
-    this.holders.delete(name);
-    const room = this.led.get(name);
-    this.led.delete(name);
-    void room?.leave();
-  }
-
-  /** Leaves the shared connection (a leader hands it to another tab). */
+  /** Leaves the shared connection (a leading tab hands it to another). */
   close(): void {
-    if (!this.leader) this.say({ t: "bye", tab: this.tab });
+    if (this.closed) return;
+    if (!this.holder) this.say({ t: "bye", tab: this.tab });
     this.closed = true;
-    this.client?.close();
+    globalThis.removeEventListener?.("pagehide", this.onPageHide);
+    this.holder?.close();
     this.unlock?.();
-    this.channel.close();
+    this.releaseTab?.();
+    this.channel?.close();
+    this.port?.close();
     for (const p of this.pending.values()) {
       clearTimeout(p.timer);
       p.reject(new Error("the shared client was closed"));
     }
+    this.pending.clear();
   }
 
-  private say(said: Said): void {
-    if (!this.closed) this.channel.postMessage(said);
+  /** Says something to the holder: here, over the port, or on the channel. */
+  private say(said: Config | ToHolder): void {
+    if (this.closed) return;
+    if (this.holder) {
+      if (said.t !== "config") this.holder.hear(said);
+    } else if (this.queue) this.queue.push(said);
+    else this.post(said);
   }
 
-  /** Holds the lock: connects, takes every tab's rooms, relays. */
+  private post(said: Config | ToHolder): void {
+    if (this.holder && said.t !== "config") this.holder.hear(said);
+    else (this.port ?? this.channel)?.postMessage(said);
+  }
+
+  /** Holds the leader lock: connects, takes every tab's rooms, relays. */
   private lead(): Promise<void> {
     if (this.closed) return Promise.resolve();
-    this.leader = true;
-    this.client = new Edgewire(this.url, this.options);
-    this.client.on("error", (e) => this.emit("error", e));
-    for (const [name, { room, state }] of this.rooms) this.leadRoom(name, state, room.lastId, this.tab);
-    this.say({ t: "leader", tab: this.tab });
+    this.holder = new Holder(
+      this.url,
+      this.options,
+      (said) => {
+        this.fromHolder(said);
+        if (!this.closed) this.channel?.postMessage(said);
+      },
+      { own: this.tab },
+    );
+    this.holder.hear({ t: "hello", tab: this.tab, rooms: [...this.rooms.values()].map((room) => room.held()) });
+    this.channel?.postMessage({ t: "leader", tab: this.tab } satisfies FromHolder);
     this.emit("leader", true);
     return new Promise((resolve) => (this.unlock = resolve));
   }
 
-  /** As the leader: joins `name` once, relaying its events to every tab. */
-  private leadRoom(name: string, state: unknown, since: string | undefined, tab: string): void {
-    if (!this.client) return;
-    let holders = this.holders.get(name);
-    if (!holders) this.holders.set(name, (holders = new Set()));
-    holders.add(tab);
-    const known = this.led.get(name);
-    if (known) {
-      void known.ready.then(() => this.sendSnapshot(name, known));
-      return;
-    }
-    const room = this.client.join(name, { state, since });
-    this.led.set(name, room);
-    const relay = (event: keyof RoomEvents) => (...args: unknown[]) => {
-      this.rooms.get(name)?.room.event(event, args);
-      this.say({ t: "event", room: name, name: event, args });
-    };
-    for (const event of ["message", "join", "leave", "state", "status", "reset"] as const) {
-      room.on(event, relay(event) as never);
-    }
-    void room.ready.then(() => this.sendSnapshot(name, room));
-  }
-
-  private sendSnapshot(name: string, room: Room<unknown, unknown>): void {
-    const said: Extract<Said, { t: "snapshot" }> = {
-      t: "snapshot",
-      room: name,
-      self: room.self,
-      peers: [...room.peers.values()],
-      topics: [...room.topics.values()],
-      lastId: room.lastId,
-    };
-    this.rooms.get(name)?.room.snapshot(said);
-    this.say(said);
-  }
-
-  /** A write from this tab: done here when leading, else by the leader. */
-  private write(room: string, write: Write): Promise<string> {
-    if (this.leader) return this.perform(room, write);
+  /** Has the holder do a write, and waits for its result. */
+  private write(room: string, write: Write, signal?: AbortSignal): Promise<unknown> {
+    if (signal?.aborted) return Promise.reject(signal.reason);
     const id = randomId();
+    const ms = Math.max(this.options.ackTimeoutMs ?? 15_000, write.m === "request" ? (write.timeout ?? 10_000) + 1_000 : 0);
     return new Promise((resolve, reject) => {
-      const ms = this.options.ackTimeoutMs ?? 15_000;
-      const timer = setTimeout(() => {
+      const settle = () => {
         this.pending.delete(id);
-        reject(new RelayError("timeout", `no answer from the leading tab within ${ms} ms: the write may or may not have been done`));
+        clearTimeout(timer);
+      };
+      const timer = setTimeout(() => {
+        settle();
+        reject(new RelayError("timeout", `no answer from the tab or worker holding the connection within ${ms} ms: the write may or may not have been done`));
       }, ms);
+      signal?.addEventListener("abort", () => this.pending.has(id) && (settle(), reject(signal.reason)), { once: true });
       this.pending.set(id, { resolve, reject, timer });
       this.say({ t: "write", tab: this.tab, id, room, write });
     });
   }
 
-  /** As the leader: does a tab's write on the room. */
-  private async perform(name: string, write: Write): Promise<string> {
-    const room = this.led.get(name);
-    if (!room) throw new Error(`not joined to room ${name}`);
-    switch (write.m) {
-      case "send":
-        return room.send(write.type, write.data, { to: write.to });
-      case "state":
-        await room.setState(write.state);
-        return "";
-      case "retain":
-        return room.retain(write.topic, write.data, { ttl: write.ttl });
-    }
-  }
-
-  private heard(said: Said): void {
+  /** What the holder said to the tabs. */
+  private fromHolder(said: FromHolder): void {
     switch (said.t) {
       case "leader":
         // A new leader: tell it this tab's rooms, resuming where this tab is.
-        this.say({
-          t: "hello",
-          tab: this.tab,
-          rooms: [...this.rooms].map(([room, r]) => ({ room, state: r.state, since: r.room.lastId })),
-        });
-        return;
-      case "hello":
-        for (const r of said.rooms) this.leadRoom(r.room, r.state, r.since, said.tab);
-        return;
-      case "join":
-        this.leadRoom(said.room, said.state, said.since, said.tab);
-        return;
-      case "leave":
-        if (this.leader) this.release(said.room, said.tab);
-        return;
-      case "bye":
-        if (this.leader) for (const name of [...this.holders.keys()]) this.release(name, said.tab);
-        return;
-      case "write":
-        if (!this.leader) return;
-        this.perform(said.room, said.write).then(
-          (value) => this.say({ t: "result", to: said.tab, id: said.id, value }),
-          (e: Error) =>
-            e instanceof RelayError
-              ? this.say({ t: "result", to: said.tab, id: said.id, error: e.message.slice(e.code.length + 2), code: e.code })
-              : this.say({ t: "result", to: said.tab, id: said.id, error: e.message }),
-        );
+        if (said.tab !== this.tab) this.say({ t: "hello", tab: this.tab, rooms: [...this.rooms.values()].map((room) => room.held()) });
         return;
       case "result": {
-        if (said.to !== this.tab) return;
-        const p = this.pending.get(said.id);
-        if (!p) return;
+        const pending = said.to === this.tab ? this.pending.get(said.id) : undefined;
+        if (!pending) return;
         this.pending.delete(said.id);
-        clearTimeout(p.timer);
-        if (said.error !== undefined) p.reject(new RelayError(said.code ?? "error", said.error));
-        else p.resolve(said.value ?? "");
+        clearTimeout(pending.timer);
+        if (said.failure) pending.reject(toError(said.failure));
+        else pending.resolve(said.value);
         return;
       }
       case "event":
-        this.rooms.get(said.room)?.room.event(said.name, said.args);
+        this.rooms.get(said.room)?.event(said.name, said.args);
         return;
       case "snapshot":
-        this.rooms.get(said.room)?.room.snapshot(said);
+        this.rooms.get(said.room)?.snapshot(said);
+        return;
+      case "call": {
+        const room = this.rooms.get(said.room);
+        if (said.to !== this.tab || !room) return;
+        room.answer(said.method, said.args, said.from).then(
+          (result) => this.say({ t: "answer", id: said.id, result }),
+          (e: unknown) => this.say({ t: "answer", id: said.id, failure: failure(e) }),
+        );
+        return;
+      }
+      case "token?": {
+        const { token } = this.options;
+        if (typeof token !== "function") return;
+        Promise.resolve(token()).then(
+          (value) => this.say({ t: "token", id: said.id, token: value }),
+          (e: unknown) => this.say({ t: "token", id: said.id, failure: failure(e) }),
+        );
+        return;
+      }
+      case "error":
+        this.emit("error", toError(said.failure));
         return;
     }
   }
