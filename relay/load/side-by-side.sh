@@ -22,8 +22,10 @@ QUICK=${QUICK:-0}
 MAX_IDLE=${MAX_IDLE:-19000}
 if [ "$QUICK" = 1 ]; then
   SUBS=200 MSGS_1=200 MSGS_100=4000 IDLE=2000 MAX_IDLE=0 PACED=100 POSTS=5000 REPEAT=1
+  CONNECTS=2000 STORM=2000
 else
   SUBS=1000 MSGS_1=600 MSGS_100=30000 IDLE=10000 PACED=300 POSTS=40000
+  CONNECTS=10000 STORM=$MAX_IDLE
 fi
 
 PORT_RELAY=18080 PORT_NCHAN=18081
@@ -74,6 +76,7 @@ start_relay() {
     EDGEWIRE_MAX_CONNECTIONS=100000 EDGEWIRE_MAX_CONNECTIONS_PER_ADDRESS=100000 \
     EDGEWIRE_MAX_CONNECTIONS_PER_USER=100000 EDGEWIRE_NEW_CONNECTIONS_PER_SECOND=1000000 \
     EDGEWIRE_PUBLISH_RATE=1000000 EDGEWIRE_SHUTDOWN_GRACE=1s EDGEWIRE_LOG=warn \
+    EDGEWIRE_PRESENCE_WINDOW="${PRESENCE_WINDOW:-50ms}" \
     ${redis:+EDGEWIRE_REDIS_URL=$redis} \
     "$RELAY" serve >>"$OUT/relay-$port.log" 2>&1 &
   local pid=$!
@@ -179,17 +182,19 @@ fanout() {
     --size 128 --sources 4 --out "$RESULTS" "${extra[@]}" "${url_flags[@]}" | sed '$d'
 }
 
-# connect NAME LABEL PIDS TRANSPORT N -- PORT
+# connect NAME LABEL PIDS TRANSPORT N [PEERS_PER_ROOM] -- PORT
 connect() {
-  local name=$1 label=$2 pids=$3 transport=$4 n=$5
-  shift 6
+  local name=$1 label=$2 pids=$3 transport=$4 n=$5 per=100
+  shift 5
+  if [ "$1" != -- ]; then per=$1; shift; fi
+  shift
   selected "$name" || return 0
   local extra=()
   [ "$label" = edgewire ] && extra+=(--ready-marker welcome)
   mapfile -t url_flags < <(urls "$label" "$transport" "$@" | grep -A1 -- --sub-url | grep -v -- '^--$')
   echo "== $name: $label"
   "$LOAD" connect --name "$name" --label "$label" --server-pid "$pids" \
-    --transport "$transport" --connections "$n" --rooms $((n / 100 > 0 ? n / 100 : 1)) \
+    --transport "$transport" --connections "$n" --rooms $((n / per > 0 ? n / per : 1)) \
     --sources 4 --settle-ms 1000 --out "$RESULTS" "${extra[@]}" "${url_flags[@]}" | sed '$d'
 }
 
@@ -228,6 +233,31 @@ for n in "$IDLE" "$MAX_IDLE"; do
       if [ "$label" = edgewire ]; then pids=$(start_relay $PORT_RELAY); port=$PORT_RELAY
       else pids=$(start_nchan $PORT_NCHAN); port=$PORT_NCHAN; fi
       connect "idle $n $transport" $label "$pids" $transport "$n" -- $port
+      stop_pids "$pids"
+    done
+  done
+done
+
+# Connection rate in rooms of 1, 10 and 100 peers, and a reconnect storm:
+# $STORM clients in rooms of 100 connecting at once, with presence coalesced
+# (the default 50 ms window) and without it (EDGEWIRE_PRESENCE_WINDOW=0, as
+# before coalescing). Nchan has no presence: its figures are the same run.
+for per in 1 10 100; do
+  for transport in ws sse; do
+    for label in edgewire nchan; do
+      if [ "$label" = edgewire ]; then pids=$(start_relay $PORT_RELAY); port=$PORT_RELAY
+      else pids=$(start_nchan $PORT_NCHAN); port=$PORT_NCHAN; fi
+      connect "connect $CONNECTS rooms of $per $transport" $label "$pids" $transport "$CONNECTS" "$per" -- $port
+      stop_pids "$pids"
+    done
+  done
+done
+for window in 0 50ms; do
+  for transport in ws sse; do
+    for label in edgewire nchan; do
+      if [ "$label" = edgewire ]; then pids=$(PRESENCE_WINDOW=$window start_relay $PORT_RELAY); port=$PORT_RELAY
+      else pids=$(start_nchan $PORT_NCHAN); port=$PORT_NCHAN; fi
+      connect "storm $STORM rooms of 100 $transport presence window $window" $label "$pids" $transport "$STORM" 100 -- $port
       stop_pids "$pids"
     done
   done

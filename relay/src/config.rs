@@ -226,6 +226,12 @@ pub const SETTINGS: &[Setting] = &[
         "drain time on SIGTERM before the process exits",
     ),
     s(
+        "EDGEWIRE_PRESENCE_WINDOW",
+        "presence-window",
+        Some("50ms"),
+        "presence changes of a room within this window go out as one `presence` event (0: each alone)",
+    ),
+    s(
         "EDGEWIRE_MAX_TOPICS",
         "max-topics",
         Some("10000"),
@@ -326,6 +332,8 @@ pub struct Config {
     pub sse_heartbeat: Duration,
     /// Drain time on shutdown.
     pub shutdown_grace: Duration,
+    /// Window within which a room's presence changes are coalesced (zero: none).
+    pub presence_window: Duration,
     /// Retained topics per room.
     pub max_topics: usize,
     /// Per-room ring of undelivered events a subscriber may lag by.
@@ -422,6 +430,7 @@ impl Config {
             idle_timeout: reader.parsed("EDGEWIRE_IDLE_TIMEOUT", positive_duration),
             sse_heartbeat: reader.parsed("EDGEWIRE_SSE_HEARTBEAT", positive_duration),
             shutdown_grace: reader.parsed("EDGEWIRE_SHUTDOWN_GRACE", parse_duration),
+            presence_window: reader.parsed("EDGEWIRE_PRESENCE_WINDOW", parse_duration),
             max_topics: reader.parsed("EDGEWIRE_MAX_TOPICS", positive),
             outbound_queue: reader.parsed("EDGEWIRE_OUTBOUND_QUEUE", positive),
             log: reader.text("EDGEWIRE_LOG").unwrap_or_else(|| "info".into()),

@@ -15,11 +15,10 @@ export type { ClientEvents, ConnectionState, EdgewireOptions } from "./options.j
 export type { EventSourceConstructor, EventSourceLike } from "./transport/sse.js";
 export type { WebSocketConstructor, WebSocketLike } from "./transport/websocket.js";
 
-/** A fresh idempotency key. */
+/** A fresh idempotency key (`randomUUID` needs a secure context; elsewhere
+ * time and 2 × 52 random bits are unique enough for one client's writes). */
 function newKey(): string {
-  const c = (globalThis as { crypto?: { randomUUID?: () => string } }).crypto;
-  if (c?.randomUUID) return c.randomUUID();
-  return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}${Math.random().toString(36).slice(2)}`;
+  return globalThis.crypto?.randomUUID?.() ?? Math.random().toString(36).slice(2) + Date.now().toString(36) + Math.random().toString(36).slice(2);
 }
 
 /** A connection to an Edgewire relay: one WebSocket for every joined room
@@ -213,7 +212,7 @@ export class Edgewire extends Emitter<ClientEvents> {
   private onEvent(event: RelayEvent): void {
     switch (event.kind) {
       case "welcome":
-        if (event.room !== null && event.room !== undefined) break;
+        if (event.room != null) break; // a room's welcome, for the room
         clearTimeout(this.connectTimer);
         this.welcomed = true;
         this.reconnect.opened();
@@ -238,7 +237,8 @@ export class Edgewire extends Emitter<ClientEvents> {
       default:
         break;
     }
-    if ("room" in event && typeof event.room === "string") this.rooms.get(event.room)?.apply(event);
+    // Every other event this switch does not take is a room's.
+    this.rooms.get((event as { room?: string }).room ?? "")?.apply(event);
   }
 
   private joinOnServer(room: Room<unknown, unknown>): void {

@@ -21,6 +21,7 @@ export type {
   PeerInfo,
   PingOp,
   PongEvent,
+  PresenceEvent,
   PubOp,
   RefreshOp,
   RelayEvent,

@@ -99,6 +99,14 @@ export interface StateEvent {
   state: unknown;
 }
 
+/** `presence`: a room's `join`, `leave` and `state` events that came
+ * within one coalescing window, in order (one frame instead of many). */
+export interface PresenceEvent {
+  kind: "presence";
+  room: string;
+  events: (JoinEvent | LeaveEvent | StateEvent)[];
+}
+
 /** `ack`: an op with `ref` was done (a publish's `id` with it). Over HTTP
  * the answer has no `ref`. */
 export interface AckEvent {
@@ -149,6 +157,7 @@ export type RelayEvent =
   | JoinEvent
   | LeaveEvent
   | StateEvent
+  | PresenceEvent
   | AckEvent
   | ErrorEvent
   | ResetEvent

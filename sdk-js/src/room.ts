@@ -186,8 +186,13 @@ export class Room<Msg = unknown, State = unknown> extends Emitter<RoomEvents<Msg
         this.markReady();
         return;
       }
+      case "presence":
+        for (const change of event.events) this.apply(change);
+        return;
       case "join": {
         const peer = event.peer as PeerInfo<State>;
+        // Yourself, or a peer your welcome already had (a coalesced batch may overlap it).
+        if (peer.id === this.me?.id || this.peers.has(peer.id)) return;
         this.peers.set(peer.id, peer);
         this.emit("join", peer);
         return;

@@ -47,6 +47,8 @@ export function describe(event: RelayEvent): string {
       return `leave ${event.peer.id}: ${event.reason}`;
     case "state":
       return `state of ${event.peer.id}`;
+    case "presence":
+      return `presence ${event.events.map((e) => `${e.kind} ${e.peer.id}`).join(", ")}`;
     case "ack":
       return `ack ${event.ref ?? "-"} ${event.id ?? ""}`;
     case "error":

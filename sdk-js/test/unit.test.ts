@@ -6,6 +6,7 @@ import { test } from "node:test";
 import { CLOSE_CODES, ERROR_CODES, Edgewire, RelayError, backoffDelay, closePolicy, topicMatches } from "../src/index.js";
 import type { WebSocketLike } from "../src/index.js";
 import { Emitter } from "../src/emitter.js";
+import { Room } from "../src/room.js";
 import { SseParser } from "../src/transport/event-stream.js";
 import type { SseFrame } from "../src/transport/event-stream.js";
 import { ROOT } from "./support.js";
@@ -454,4 +455,29 @@ test("the core bundle stays within 8 KiB gzipped (minified, everything the index
     const bytes = built.outputFiles[0]?.contents ?? new Uint8Array();
     console.log(`${entry} entry (with the core it runs where the connection lives): ${gzipSync(bytes, { level: 9 }).length} B gzipped`);
   }
+});
+
+test("a coalesced presence event is applied change by change; your own join and known peers are not news", () => {
+  const link = { request: () => Promise.reject(new Error("offline")), snapshot: () => Promise.reject(new Error("offline")) };
+  const room = new Room<unknown, { n: number }>("r", link, () => undefined);
+  const peer = (id: string, n = 0) => ({ id, user: id.split(".")[0] ?? id, meta: null, state: { n } });
+  room.apply({ kind: "welcome", room: "r", peer: { id: "me.1", user: "me", meta: null, state: null }, peers: [peer("ann.1")], last_id: null });
+  const seen: string[] = [];
+  room.on("join", (p) => seen.push(`join ${p.id}`));
+  room.on("leave", (p, reason) => seen.push(`leave ${p.id} ${reason}`));
+  room.on("state", (p) => seen.push(`state ${p.id} ${p.state.n}`));
+  room.apply({
+    kind: "presence",
+    room: "r",
+    events: [
+      { kind: "join", room: "r", peer: peer("me.1") },
+      { kind: "join", room: "r", peer: peer("ann.1") },
+      { kind: "join", room: "r", peer: peer("bob.1") },
+      { kind: "state", room: "r", peer: { id: "bob.1" }, state: { n: 2 } },
+      { kind: "leave", room: "r", peer: { id: "ann.1" }, reason: "closed" },
+      { kind: "leave", room: "r", peer: { id: "zed.1" }, reason: "timeout" },
+    ],
+  });
+  assert.deepEqual(seen, ["join bob.1", "state bob.1 2", "leave ann.1 closed"]);
+  assert.deepEqual([...room.peers.keys()], ["bob.1"]);
 });

@@ -204,14 +204,28 @@ pub fn table(reports: &[Report], labels: &Labels) -> String {
                     "server RSS B/connection",
                     &|r| r.rss_per_connection_b,
                     Goal::None,
-                    Limit::Max(4096.0),
+                    Limit::Max(2048.0),
                 ));
                 rows.push(row(
                     "connections/s",
                     &|r| r.connects_per_s,
+                    Goal::AtLeast(1.0),
+                    Limit::None,
+                ));
+                rows.push(row(
+                    "server CPU us/connection",
+                    &|r| r.server_cpu_ms as f64 * 1000.0 / r.connected.max(1) as f64,
                     Goal::None,
                     Limit::None,
                 ));
+                if name.starts_with("storm") {
+                    rows.push(row(
+                        "all welcomed in s",
+                        &|r| r.elapsed_s,
+                        Goal::None,
+                        Limit::Max(2.0),
+                    ));
+                }
                 rows.push(row(
                     "connected",
                     &|r| r.connected as f64,

@@ -4,15 +4,17 @@
 //! has a small bounded inbox for direct messages.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
 
 use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
 
+use super::presence::{Coalescer, Flush, Offered};
 use super::ring::{RingReceiver, RoomRing};
 use crate::error::ApiError;
-use crate::protocol::{Event, RoomName};
+use crate::protocol::{Event, EventKind, RoomName};
 
 /// Capacity of a peer's direct inbox.
 pub const DIRECT_QUEUE: usize = 256;
@@ -84,36 +86,61 @@ pub struct Fanout {
     rooms: Mutex<HashMap<RoomName, Arc<RoomRing>>>,
     peers: Mutex<HashMap<Arc<str>, Arc<Inbox>>>,
     room_capacity: usize,
+    /// Coalesces presence changes (none: each goes out as it comes).
+    presence: Option<Coalescer>,
+    /// This fan-out, for the timers that close presence windows.
+    me: Weak<Fanout>,
 }
 
 impl Fanout {
-    /// Fan-out whose room rings hold `room_capacity` events: a subscriber that falls
-    /// further behind than that is closed as a slow consumer.
-    pub fn new(room_capacity: usize) -> Fanout {
-        Fanout {
+    /// Fan-out whose room rings hold `room_capacity` events (a subscriber that
+    /// falls further behind than that is closed as a slow consumer), and that
+    /// coalesces each room's presence changes within `presence_window` (zero:
+    /// each change goes out alone, at once).
+    pub fn new(room_capacity: usize, presence_window: Duration) -> Arc<Fanout> {
+        Arc::new_cyclic(|me| Fanout {
             rooms: Mutex::new(HashMap::new()),
             peers: Mutex::new(HashMap::new()),
             room_capacity,
-        }
+            presence: (!presence_window.is_zero()).then(|| Coalescer::new(presence_window)),
+            me: me.clone(),
+        })
     }
 
     /// Hands an event to this instance's recipients: the one peer of a direct
-    /// message, or every local subscriber of the room.
+    /// message, or every local subscriber of the room (presence changes
+    /// through the room's coalescing window).
     pub fn deliver(&self, room: &RoomName, event: Arc<Event>) {
         if let Some(to) = event.recipient() {
             self.direct(&to, event);
             return;
         }
-        // The room table is not held while the ring wakes its subscribers.
-        let ring = self
-            .rooms
+        let Some(ring) = self.ring(room) else { return };
+        let event = match &self.presence {
+            Some(presence)
+                if matches!(
+                    event.kind(),
+                    EventKind::Join | EventKind::Leave | EventKind::State
+                ) =>
+            {
+                match presence.offer(&self.me, room, event) {
+                    Offered::Now(event) => event,
+                    Offered::Held => return,
+                }
+            }
+            _ => event,
+        };
+        ring.send(event);
+    }
+
+    /// The room's ring, when it has local subscribers. The room table is
+    /// not held while the ring wakes its subscribers.
+    fn ring(&self, room: &RoomName) -> Option<Arc<RoomRing>> {
+        self.rooms
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(room)
-            .cloned();
-        if let Some(ring) = ring {
-            ring.send(event);
-        }
+            .cloned()
     }
 
     /// Queues an event for one local peer; a peer whose queue is full is closed as a
@@ -192,6 +219,19 @@ impl Fanout {
     /// Rooms with at least one local subscriber.
     pub fn room_count(&self) -> usize {
         self.rooms.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+impl Flush for Fanout {
+    fn flush(&self, room: &RoomName) -> bool {
+        let Some(presence) = &self.presence else {
+            return false;
+        };
+        let (waited, keep_open) = presence.close_window(room);
+        if let (Some(event), Some(ring)) = (waited, self.ring(room)) {
+            ring.send(event);
+        }
+        keep_open
     }
 }
 

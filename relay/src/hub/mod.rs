@@ -2,6 +2,7 @@
 //! broker. Transports (WebSocket, SSE, HTTP) are thin adapters onto it.
 
 mod fanout;
+mod presence;
 mod ring;
 mod session;
 
@@ -91,7 +92,7 @@ impl From<BrokerError> for ApiError {
 impl Hub {
     /// A hub over the in-memory broker. `shutdown` ends every session when cancelled.
     pub fn new(config: Arc<Config>, auth: Arc<Authenticator>, shutdown: CancellationToken) -> Hub {
-        let fanout = Arc::new(Fanout::new(config.outbound_queue));
+        let fanout = Fanout::new(config.outbound_queue, config.presence_window);
         let broker = Arc::new(MemoryBroker::new(fanout.clone(), Hub::limits(&config)));
         Hub::with_broker(config, auth, shutdown, broker, fanout, TaskTracker::new())
     }
@@ -106,7 +107,7 @@ impl Hub {
         let Some(url) = config.redis_url.clone() else {
             return Ok(Hub::new(config, auth, shutdown));
         };
-        let fanout = Arc::new(Fanout::new(config.outbound_queue));
+        let fanout = Fanout::new(config.outbound_queue, config.presence_window);
         let tasks = TaskTracker::new();
         let settings = crate::broker::RedisSettings {
             url,

@@ -87,7 +87,7 @@ where
     Fut: std::future::Future<Output = Arc<dyn Broker>>,
 {
     let make = |limits| {
-        let fanout = Arc::new(Fanout::new(64));
+        let fanout = Fanout::new(64, std::time::Duration::ZERO);
         let broker = make(fanout.clone(), limits);
         async move { (broker.await, fanout) }
     };
@@ -532,7 +532,10 @@ async fn memory_history_stays_under_the_relay_wide_cap() {
         history_bytes_total: 10_000,
         ..LIMITS
     };
-    let memory = Arc::new(MemoryBroker::new(Arc::new(Fanout::new(64)), limits));
+    let memory = Arc::new(MemoryBroker::new(
+        Fanout::new(64, std::time::Duration::ZERO),
+        limits,
+    ));
     let broker: Arc<dyn Broker> = memory.clone();
     let big = "x".repeat(1000);
     for i in 0..40 {

@@ -140,6 +140,8 @@ pub enum TokenIn {
 pub struct Ws {
     pub stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
     pub protocol: Option<String>,
+    /// The rest of a `presence` event's events, handed out one by one.
+    unpacked: std::collections::VecDeque<Value>,
 }
 
 impl Ws {
@@ -182,7 +184,11 @@ impl Ws {
             .get("sec-websocket-protocol")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        Ws { stream, protocol }
+        Ws {
+            stream,
+            protocol,
+            unpacked: Default::default(),
+        }
     }
 
     pub async fn send(&mut self, op: Value) {
@@ -206,15 +212,26 @@ impl Ws {
         }
     }
 
-    /// The next event or close.
+    /// The next event or close; a `presence` event's events come one by
+    /// one, as a client applies them.
     pub async fn next_frame(&mut self) -> Frame {
+        if let Some(event) = self.unpacked.pop_front() {
+            return Frame::Event(event);
+        }
         loop {
             let msg = tokio::time::timeout(DEADLINE, self.stream.next())
                 .await
                 .expect("no frame before the deadline");
             match msg {
                 Some(Ok(Message::Text(t))) => {
-                    return Frame::Event(serde_json::from_str(&t).expect("event is JSON"));
+                    let event: Value = serde_json::from_str(&t).expect("event is JSON");
+                    let Some(events) = presence_events(&event) else {
+                        return Frame::Event(event);
+                    };
+                    self.unpacked.extend(events);
+                    if let Some(first) = self.unpacked.pop_front() {
+                        return Frame::Event(first);
+                    }
                 }
                 Some(Ok(Message::Close(frame))) => {
                     return Frame::Closed(
@@ -250,6 +267,23 @@ impl Ws {
     }
 }
 
+/// The events a `presence` event carries (`None` for any other event).
+pub fn presence_events(event: &Value) -> Option<Vec<Value>> {
+    if event["kind"] != "presence" {
+        return None;
+    }
+    let events = event["events"].as_array().expect("presence carries events");
+    assert!(!events.is_empty(), "a presence event carries events");
+    for inner in events {
+        assert_eq!(inner["room"], event["room"], "one room per presence event");
+        assert!(
+            matches!(inner["kind"].as_str(), Some("join" | "leave" | "state")),
+            "only presence changes in a presence event: {inner}"
+        );
+    }
+    Some(events.clone())
+}
+
 /// A frame from the relay.
 #[derive(Debug)]
 pub enum Frame {
@@ -260,6 +294,8 @@ pub enum Frame {
 /// An SSE client reading a real HTTP response body.
 pub struct Sse {
     pub response_headers: reqwest::header::HeaderMap,
+    /// The rest of a `presence` event's events, handed out one by one.
+    unpacked: std::collections::VecDeque<SseEvent>,
     body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
     buffer: String,
     /// Every raw block seen so far (frames and comments), for tests of the framing.
@@ -300,6 +336,7 @@ impl Sse {
             return Err((status, body));
         }
         Ok(Sse {
+            unpacked: Default::default(),
             response_headers: response.headers().clone(),
             body: Box::pin(response.bytes_stream()),
             buffer: String::new(),
@@ -328,8 +365,12 @@ impl Sse {
         }
     }
 
-    /// The next event, skipping comments and `retry:`; None at the end of the stream.
+    /// The next event, skipping comments and `retry:`; None at the end of
+    /// the stream. A `presence` event's events come one by one.
     pub async fn next_event(&mut self) -> Option<SseEvent> {
+        if let Some(event) = self.unpacked.pop_front() {
+            return Some(event);
+        }
         loop {
             let block = self.next_block().await?;
             let mut event = None;
@@ -354,7 +395,18 @@ impl Sse {
                     Value::String(event.clone()),
                     "event name matches kind"
                 );
-                return Some(SseEvent { event, id, data });
+                let Some(events) = presence_events(&data) else {
+                    return Some(SseEvent { event, id, data });
+                };
+                self.unpacked
+                    .extend(events.into_iter().map(|data| SseEvent {
+                        event: data["kind"].as_str().unwrap_or_default().to_owned(),
+                        id: None,
+                        data,
+                    }));
+                if let Some(first) = self.unpacked.pop_front() {
+                    return Some(first);
+                }
             }
         }
     }

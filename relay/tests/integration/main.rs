@@ -18,6 +18,7 @@ mod instances;
 mod liveness;
 mod load_smoke;
 mod openapi;
+mod presence;
 mod redis_cluster;
 mod redis_server;
 mod rights;

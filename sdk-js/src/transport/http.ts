@@ -114,7 +114,7 @@ export class HttpApi {
       return await step();
     } catch (e) {
       if ((e as Error)?.name === "TimeoutError") {
-        throw new RelayError("timeout", `no answer from the relay within ${this.host.ackTimeout()} ms: the call may or may not have been applied`);
+        throw new RelayError("timeout", `no answer from the relay within ${this.host.ackTimeout()} ms: the op may or may not have been applied`);
       }
       throw e;
     }

@@ -20,7 +20,7 @@ export interface EventSourceLike {
 }
 
 /** Event kinds a room's stream carries. */
-const STREAM_KINDS = ["welcome", "message", "status", "join", "leave", "state", "reset", "expiring", "error"];
+const STREAM_KINDS = ["welcome", "message", "status", "join", "leave", "state", "presence", "reset", "expiring", "error"];
 
 /** One room's stream. */
 type Stream = { abort: AbortController; conn?: string; waiters: ((conn: string) => void)[]; attempt: number };
