@@ -67,8 +67,7 @@ async fn serve(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         None
     };
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    let listener = edgewire::server::bind(config.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();

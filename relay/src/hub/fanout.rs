@@ -223,15 +223,15 @@ impl Fanout {
 }
 
 impl Flush for Fanout {
-    fn flush(&self, room: &RoomName) -> bool {
+    fn flush(&self, room: &RoomName) -> usize {
         let Some(presence) = &self.presence else {
-            return false;
+            return 0;
         };
-        let (waited, keep_open) = presence.close_window(room);
+        let (waited, changes) = presence.close_window(room);
         if let (Some(event), Some(ring)) = (waited, self.ring(room)) {
             ring.send(event);
         }
-        keep_open
+        changes
     }
 }
 

@@ -5,9 +5,13 @@
 //! changes inside the window wait for its end and go out together, and a
 //! window that had changes opens another. So one change costs no added
 //! latency, and a room of n peers reconnecting at once costs one frame per
-//! subscriber per window instead of n: O(n) writes, not O(n²). A batch that
-//! reaches [`MAX_BATCH`] events goes out at once, so the wait is bounded in
-//! size as well as in time. A room with no open window holds nothing.
+//! subscriber per window instead of n: O(n) writes, not O(n²). While a room
+//! stays busy (a window ends with several changes), its next window is twice
+//! as long, up to [`MAX_GROWTH`] times the configured one, so a storm that
+//! lasts seconds still costs each subscriber a handful of frames; one quiet
+//! window brings it back. A batch that reaches [`MAX_BATCH`] events goes out
+//! at once, so the wait is bounded in size as well as in time. A room with no
+//! open window holds nothing.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -17,6 +21,9 @@ use crate::protocol::{Event, RoomName};
 
 /// Most events one `presence` event carries; more go out in the next one.
 pub const MAX_BATCH: usize = 512;
+
+/// How many times the configured window a busy room's window may grow to.
+pub const MAX_GROWTH: u32 = 16;
 
 /// What `offer` tells the caller to deliver now.
 #[derive(Debug)]
@@ -68,44 +75,49 @@ impl Coalescer {
     }
 
     /// Ends `room`'s window: returns what waited in it, as one event, and
-    /// keeps the window open for another period when something did (true).
-    pub fn close_window(&self, room: &RoomName) -> (Option<Arc<Event>>, bool) {
+    /// how many changes that was (zero: the window closed for good).
+    pub fn close_window(&self, room: &RoomName) -> (Option<Arc<Event>>, usize) {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let Some(batch) = open.get_mut(room) else {
-            return (None, false);
+            return (None, 0);
         };
         if batch.is_empty() {
             open.remove(room);
-            return (None, false);
+            return (None, 0);
         }
         let waiting = std::mem::take(batch);
         let event = match waiting.as_slice() {
             [one] => one.clone(),
             many => Event::presence(room, many),
         };
-        (Some(event), true)
+        (Some(event), waiting.len())
     }
 }
 
 /// The owner of a coalescer: delivers what a closing window released.
 pub trait Flush {
-    /// Closes `room`'s window, delivering what waited; true to keep it open.
-    fn flush(&self, room: &RoomName) -> bool;
+    /// Closes `room`'s window, delivering what waited; returns how many
+    /// changes that was (zero: the window closed for good).
+    fn flush(&self, room: &RoomName) -> usize;
 }
 
 /// Closes `room`'s window after `window`, and again after each period that
-/// had changes; stops when the owner is gone or a period had none.
+/// had changes (a longer one after several); stops when the owner is gone or
+/// a period had none.
 fn schedule<O>(runtime: &tokio::runtime::Handle, owner: Weak<O>, room: RoomName, window: Duration)
 where
     O: Flush + Send + Sync + 'static,
 {
     runtime.spawn(async move {
+        let mut period = window;
         loop {
-            tokio::time::sleep(window).await;
+            tokio::time::sleep(period).await;
             let Some(owner) = owner.upgrade() else { return };
-            if !owner.flush(&room) {
-                return;
-            }
+            period = match owner.flush(&room) {
+                0 => return,
+                1 => window,
+                _ => (period * 2).min(window * MAX_GROWTH),
+            };
         }
     });
 }

@@ -57,9 +57,7 @@ impl Relay {
     /// A relay configured exactly by `map`.
     pub async fn with_map(map: HashMap<String, String>) -> Relay {
         let config = Config::from_lookup(|k| map.get(k).cloned()).expect("valid test config");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = edgewire::server::bind(([127, 0, 0, 1], 0).into()).expect("bind");
         let addr = listener.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(edgewire::serve(listener, config, shutdown.clone()));
