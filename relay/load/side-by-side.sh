@@ -183,6 +183,11 @@ fanout() {
 }
 
 # connect NAME LABEL PIDS TRANSPORT N [PEERS_PER_ROOM] -- PORT
+# Connections come from 64 loopback addresses: the generator binds each
+# socket to its source address, and bind(ip, 0) searches that address's
+# ports past every socket in TIME_WAIT. With 4 addresses, the runs before
+# left enough of them that the generator spent 20 s of kernel time finding
+# ports and connects/s fell from 18,000 to under 1,000, at random.
 connect() {
   local name=$1 label=$2 pids=$3 transport=$4 n=$5 per=100
   shift 5
@@ -195,7 +200,7 @@ connect() {
   echo "== $name: $label"
   "$LOAD" connect --name "$name" --label "$label" --server-pid "$pids" \
     --transport "$transport" --connections "$n" --rooms $((n / per > 0 ? n / per : 1)) \
-    --sources 4 --settle-ms 1000 --out "$RESULTS" "${extra[@]}" "${url_flags[@]}" | sed '$d'
+    --sources 64 --settle-ms 1000 --out "$RESULTS" "${extra[@]}" "${url_flags[@]}" | sed '$d'
 }
 
 # publish NAME LABEL PIDS -- PORT
@@ -285,6 +290,14 @@ for round in $(seq 1 "$REPEAT"); do
     done
   done
 done
+
+# The kernel's floor for small-room fan-out: one 250-byte write per
+# delivery on loopback TCP, from a C program with no relay (see its header).
+if command -v cc >/dev/null; then
+  cc -O2 -pthread -o "$OUT/kernel-floor" relay/load/floor/kernel-floor.c
+  echo "== kernel floor: 250 B frames to 1000 loopback sockets, 1 and 4 frames per writev"
+  for batch in 1 4; do "$OUT/kernel-floor" 1000 400000 250 "$batch" | tee -a "$OUT/floor.jsonl"; done
+fi
 
 echo
 echo "== Edgewire beside Nchan ($(nproc) cores, $(uname -r), nginx $(nginx -v 2>&1 | sed 's/.*\///'))"
