@@ -25,6 +25,7 @@ pub mod error;
 pub mod guard;
 pub mod hub;
 pub mod idempotency;
+pub mod jitter;
 pub mod metrics;
 pub mod protocol;
 pub mod redact;

@@ -45,9 +45,9 @@ pub const DRAIN_SPREAD: f64 = 0.7;
 /// delay to suggest to its client: both random, so closes and returns spread.
 pub fn drain_plan(grace: std::time::Duration) -> (std::time::Duration, std::time::Duration) {
     let spread = grace.mul_f64(DRAIN_SPREAD);
-    let close_after = crate::broker::backoff(31, spread, spread);
+    let close_after = crate::jitter::backoff(31, spread, spread);
     let reconnect_after = std::time::Duration::from_millis(500)
-        + crate::broker::backoff(
+        + crate::jitter::backoff(
             31,
             std::time::Duration::from_secs(5),
             std::time::Duration::from_secs(5),

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use memory::MemoryBroker;
-pub use redis::{RedisBroker, RedisSettings, StartCause, StartError, backoff};
+pub use redis::{RedisBroker, RedisSettings, StartCause, StartError};
 
 use async_trait::async_trait;
 

@@ -146,14 +146,12 @@ pub async fn serve<S>(
             .and_then(DirectStream::take);
         drop(body);
         drop(parts);
-        if let Some(mut sse) = sse
-            && stream.write_all(&head).await.is_ok()
-        {
+        if let Some(mut sse) = sse {
             // The task holds the stream once (a rebinding inside would hold
             // it twice, in every idle stream's memory).
             tokio::spawn(async move {
                 let _guard = guard;
-                write_stream(&mut stream, &mut sse, write_timeout).await;
+                write_stream(&mut stream, &mut sse, head, write_timeout).await;
                 drop(sse);
                 let _ = stream.shutdown().await;
             });
@@ -197,13 +195,24 @@ fn response_head(status: StatusCode, headers: &axum::http::HeaderMap, framing: &
 /// each still the event's shared bytes. While a chunk waits for the client,
 /// the session's timers and drain still run; a client that does not take a
 /// chunk within the write timeout is cut (its peer leaves, reason `timeout`).
-async fn write_stream(stream: &mut TcpStream, sse: &mut SseStream, write_timeout: Duration) {
-    let mut outbox: Vec<Bytes> = Vec::new();
+async fn write_stream(
+    stream: &mut TcpStream,
+    sse: &mut SseStream,
+    head: Bytes,
+    write_timeout: Duration,
+) {
+    // The response head goes out with the events already waiting (the
+    // welcome, retained values): one write where there were two.
+    let mut outbox: Vec<Bytes> = vec![head];
+    let mut with_head = true;
     let mut progress = WriteProgress::default();
     let mut deadline: Option<Pin<Box<Sleep>>> = None;
     let mut ended = false;
     let cut = poll_fn(|cx| {
         loop {
+            if std::mem::take(&mut with_head) {
+                let _ = take_frames(sse, cx, true, &mut outbox, &mut ended);
+            }
             if !outbox.is_empty() {
                 match poll_write_all(&mut *stream, cx, &outbox, &mut progress) {
                     Poll::Ready(Ok(())) => {
@@ -231,16 +240,8 @@ async fn write_stream(stream: &mut TcpStream, sse: &mut SseStream, write_timeout
                 return Poll::Pending;
             }
             let writable = outbox.is_empty();
-            match sse.poll_frames(cx, writable) {
-                Poll::Ready(Some(frames)) => {
-                    ended = sse.is_done();
-                    outbox.extend(chunk(frames, ended));
-                }
-                Poll::Ready(None) => {
-                    ended = true;
-                    outbox.extend(chunk(Vec::new(), true));
-                }
-                Poll::Pending => return Poll::Pending,
+            if take_frames(sse, cx, writable, &mut outbox, &mut ended).is_pending() {
+                return Poll::Pending;
             }
         }
     })
@@ -249,6 +250,29 @@ async fn write_stream(stream: &mut TcpStream, sse: &mut SseStream, write_timeout
         tracing::debug!("SSE client took no bytes for the write timeout; cut");
         sse.cut_for_timeout();
     }
+}
+
+/// Moves the frames ready now into `outbox` as one chunk (and the last
+/// chunk when the stream ended); `Pending` when none is ready.
+fn take_frames(
+    sse: &mut SseStream,
+    cx: &mut Context<'_>,
+    writable: bool,
+    outbox: &mut Vec<Bytes>,
+    ended: &mut bool,
+) -> Poll<()> {
+    match sse.poll_frames(cx, writable) {
+        Poll::Ready(Some(frames)) => {
+            *ended = sse.is_done();
+            outbox.extend(chunk(frames, *ended));
+        }
+        Poll::Ready(None) => {
+            *ended = true;
+            outbox.extend(chunk(Vec::new(), true));
+        }
+        Poll::Pending => return Poll::Pending,
+    }
+    Poll::Ready(())
 }
 
 /// Frames as one HTTP/1.1 chunk (its size line, the frames, the CRLF), then

@@ -222,22 +222,3 @@ pub(super) async fn drained(broker: &RedisBroker, shutdown: &CancellationToken) 
         check.tick().await;
     }
 }
-
-/// Full-jitter backoff: a random wait up to `min(cap, base * 2^attempt)`.
-pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
-    let ceiling = base
-        .saturating_mul(2u32.saturating_pow(attempt.min(16)))
-        .min(cap);
-    let mut bytes = [0u8; 8];
-    let random = if getrandom::fill(&mut bytes).is_ok() {
-        u64::from_le_bytes(bytes)
-    } else {
-        now_ms()
-    };
-    let millis = ceiling.as_millis() as u64;
-    Duration::from_millis(if millis == 0 {
-        0
-    } else {
-        random % (millis + 1)
-    })
-}

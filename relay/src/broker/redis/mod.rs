@@ -37,7 +37,6 @@ mod scripts;
 mod sharded;
 
 pub use errors::{StartCause, StartError};
-pub use liveness::backoff;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};

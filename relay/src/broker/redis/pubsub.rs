@@ -14,8 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::RedisBroker;
 use super::errors::unavailable;
-use super::liveness::{backoff, drained};
+use super::liveness::drained;
 use crate::broker::BrokerError;
+use crate::jitter::backoff;
 use crate::protocol::{Event, EventId, RoomName};
 
 #[derive(Default)]

@@ -19,7 +19,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::RedisBroker;
-use super::liveness::{backoff, drained};
+use super::liveness::drained;
+use crate::jitter::backoff;
 use crate::protocol::{Event, RoomName};
 
 /// How many pushes (messages and confirmations) wait for the loop at most.
