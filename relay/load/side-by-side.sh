@@ -174,7 +174,7 @@ fanout() {
   local extra=()
   [ "$label" = edgewire ] && extra+=(--ready-marker welcome)
   [ "$rate" != - ] && extra+=(--rate "$rate" --publishers 1)
-  [ "$rate" = - ] && extra+=(--publishers 8)
+  [ "$rate" = - ] && extra+=(--publishers "${PUBLISHERS:-8}")
   mapfile -t url_flags < <(urls "$label" "$transport" "$@")
   echo "== $name: $label"
   "$LOAD" fanout --name "$name" --label "$label" --server-pid "$pids" \
@@ -221,6 +221,10 @@ for round in $(seq 1 "$REPEAT"); do
       if [ "$label" = edgewire ]; then pids=$(start_relay $PORT_RELAY); port=$PORT_RELAY
       else pids=$(start_nchan $PORT_NCHAN); port=$PORT_NCHAN; fi
       fanout "fanout 1x$SUBS $transport" $label "$pids" $transport 1 "$SUBS" "$MSGS_1" - -- $port
+      # Large rooms at other publish concurrencies (the default above is 8).
+      for publishers in 1 4 32; do
+        PUBLISHERS=$publishers fanout "fanout 1x$SUBS $transport $publishers publishers" $label "$pids" $transport 1 "$SUBS" "$MSGS_1" - -- $port
+      done
       fanout "fanout 100x$((SUBS / 100)) $transport" $label "$pids" $transport 100 "$SUBS" "$MSGS_100" - -- $port
       fanout "paced 50/s 1x$SUBS $transport" $label "$pids" $transport 1 "$SUBS" "$PACED" 50 -- $port
       [ "$transport" = ws ] && publish "publish" $label "$pids" -- $port
