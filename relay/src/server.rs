@@ -245,6 +245,11 @@ impl Acceptor {
                     sse_direct::serve(stream, first, app, tasks.token(), write_timeout).await;
                     return;
                 }
+                Sniffed::WebSocket(mut first) => {
+                    first.request.extensions_mut().insert(ConnectInfo(peer));
+                    crate::transport::ws::direct::serve(stream, first, app, write_timeout).await;
+                    return;
+                }
                 // No request head within the handshake timeout: dropped.
                 Sniffed::Silent => return,
                 Sniffed::Other => {}

@@ -43,6 +43,18 @@ impl HeadRead {
 }
 
 impl ConnIo {
+    /// Wraps a connection whose request head was already read (a WebSocket
+    /// handshake answered on the socket): only the write deadline applies.
+    pub fn established(inner: TcpStream, write_timeout: Duration) -> ConnIo {
+        ConnIo {
+            inner,
+            timer: None,
+            head_read: Arc::new(AtomicBool::new(true)),
+            write_timeout,
+            stalled: None,
+        }
+    }
+
     /// Wraps `inner` with the head's `deadline` (the returned [`HeadRead`]
     /// ends it) and the `write_timeout` for writes that make no progress.
     pub fn new(inner: TcpStream, deadline: Instant, write_timeout: Duration) -> (ConnIo, HeadRead) {

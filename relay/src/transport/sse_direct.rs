@@ -7,7 +7,8 @@
 //! answered here instead: the request still goes through the same router
 //! (auth, CORS, admission, tracing) and a `text/event-stream` answer is
 //! written as chunked HTTP/1.1; any other answer is written whole and the
-//! connection closed. Other connections go to hyper untouched: their bytes
+//! connection closed. A WebSocket handshake is answered on the socket as
+//! well (`ws::direct`). Other connections go to hyper untouched: their bytes
 //! were only peeked.
 
 use std::convert::Infallible;
@@ -36,13 +37,14 @@ const MAX_HEADERS: usize = 48;
 /// Largest non-stream answer (an error body) written here.
 const MAX_ANSWER: usize = 64 * 1024;
 
-/// A connection's first request, when it is an EventSource request.
+/// A connection's first request, when it is served on the socket (an
+/// EventSource request or a WebSocket handshake).
 #[derive(Debug)]
 pub struct EventStreamRequest {
     /// The request, with an empty body.
     pub request: Request<Body>,
     /// Length of its head on the wire, to consume before answering.
-    head_len: usize,
+    pub head_len: usize,
 }
 
 /// What a new connection's first bytes are.
@@ -50,6 +52,10 @@ pub struct EventStreamRequest {
 pub enum Sniffed {
     /// A complete HTTP/1.1 `GET` for an event stream, without a body or an upgrade.
     EventStream(Box<EventStreamRequest>),
+    /// A complete HTTP/1.1 `GET` asking to upgrade to a WebSocket: answered
+    /// on the socket too (`ws::direct`), so the `101` goes out with the
+    /// session's first events in one write.
+    WebSocket(Box<EventStreamRequest>),
     /// Anything else: hyper's to serve.
     Other,
     /// Nothing arrived within the handshake timeout (or the socket failed):
@@ -62,15 +68,19 @@ pub enum Sniffed {
 pub async fn sniff(stream: &TcpStream, wait: Duration) -> Sniffed {
     let mut bytes = [0u8; PEEK_BYTES];
     match tokio::time::timeout(wait, stream.peek(&mut bytes)).await {
-        Ok(Ok(n)) if n > 0 => {
-            parse(&bytes[..n]).map_or(Sniffed::Other, |r| Sniffed::EventStream(Box::new(r)))
-        }
+        Ok(Ok(n)) if n > 0 => match parse(&bytes[..n]) {
+            Some((request, true)) => Sniffed::WebSocket(Box::new(request)),
+            Some((request, false)) => Sniffed::EventStream(Box::new(request)),
+            None => Sniffed::Other,
+        },
         _ => Sniffed::Silent,
     }
 }
 
-/// Parses a request head that qualifies for this path.
-fn parse(bytes: &[u8]) -> Option<EventStreamRequest> {
+/// Parses a request head that qualifies for this path; true when it asks
+/// for a WebSocket upgrade (the handshake's other headers are checked by the
+/// route, as on hyper's path).
+fn parse(bytes: &[u8]) -> Option<(EventStreamRequest, bool)> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut head = httparse::Request::new(&mut headers);
     let httparse::Status::Complete(head_len) = head.parse(bytes).ok()? else {
@@ -84,12 +94,16 @@ fn parse(bytes: &[u8]) -> Option<EventStreamRequest> {
         .uri(head.path?)
         .version(Version::HTTP_11);
     let mut accepts_stream = false;
+    let mut websocket = false;
     for h in head.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
-        if name == header::UPGRADE
-            || name == header::CONTENT_LENGTH
-            || name == header::TRANSFER_ENCODING
-        {
+        if name == header::UPGRADE {
+            // Only a WebSocket upgrade is served here; h2c and the rest are hyper's.
+            if websocket || !h.value.eq_ignore_ascii_case(b"websocket") {
+                return None;
+            }
+            websocket = true;
+        } else if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
             return None;
         }
         let value = HeaderValue::from_bytes(h.value).ok()?;
@@ -102,11 +116,11 @@ fn parse(bytes: &[u8]) -> Option<EventStreamRequest> {
         }
         request = request.header(name, value);
     }
-    if !accepts_stream {
+    if !accepts_stream && !websocket {
         return None;
     }
     let request = request.body(Body::empty()).ok()?;
-    Some(EventStreamRequest { request, head_len })
+    Some((EventStreamRequest { request, head_len }, websocket))
 }
 
 /// Answers an EventSource request on its own connection with `app`, then
@@ -125,11 +139,9 @@ pub async fn serve<S>(
 {
     let EventStreamRequest { request, head_len } = *first;
     // The head was only peeked: take it off the socket now.
-    let mut head = vec![0u8; head_len];
-    if stream.read_exact(&mut head).await.is_err() {
+    if !consume_head(&mut stream, head_len).await {
         return;
     }
-    drop(head);
     let Ok(response) = app.oneshot(request).await;
     let (parts, body) = response.into_parts();
     let is_stream = parts.status == StatusCode::OK
@@ -158,7 +170,16 @@ pub async fn serve<S>(
         }
         return;
     }
-    // An error or a redirect: small, written whole.
+    answer_whole(stream, parts, body).await;
+}
+
+/// Writes an answer that is not a stream (an error, a redirect: small)
+/// whole, with its length, and closes the connection.
+pub(crate) async fn answer_whole(
+    mut stream: TcpStream,
+    parts: axum::http::response::Parts,
+    body: Body,
+) {
     let body = axum::body::to_bytes(body, MAX_ANSWER)
         .await
         .unwrap_or_default();
@@ -168,8 +189,19 @@ pub async fn serve<S>(
     let _ = stream.shutdown().await;
 }
 
+/// Reads a peeked request's head off the socket, so that what follows is
+/// the client's next bytes.
+pub(crate) async fn consume_head(stream: &mut TcpStream, head_len: usize) -> bool {
+    let mut head = vec![0u8; head_len];
+    stream.read_exact(&mut head).await.is_ok()
+}
+
 /// The status line and headers, plus one framing header line.
-fn response_head(status: StatusCode, headers: &axum::http::HeaderMap, framing: &str) -> Bytes {
+pub(crate) fn response_head(
+    status: StatusCode,
+    headers: &axum::http::HeaderMap,
+    framing: &str,
+) -> Bytes {
     let mut head = BytesMut::with_capacity(256);
     head.put_slice(b"HTTP/1.1 ");
     head.put_slice(status.as_str().as_bytes());
@@ -185,8 +217,11 @@ fn response_head(status: StatusCode, headers: &axum::http::HeaderMap, framing: &
         head.put_slice(value.as_bytes());
         head.put_slice(b"\r\n");
     }
-    head.put_slice(framing.as_bytes());
-    head.put_slice(b"\r\n\r\n");
+    if !framing.is_empty() {
+        head.put_slice(framing.as_bytes());
+        head.put_slice(b"\r\n");
+    }
+    head.put_slice(b"\r\n");
     head.freeze()
 }
 
@@ -318,17 +353,27 @@ mod tests {
     fn only_a_complete_event_stream_get_qualifies() {
         let good = b"GET /rooms/r?token=t HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n";
         let first = parse(good);
-        assert!(first.as_ref().is_some_and(|f| f.head_len == good.len()));
+        assert!(
+            first
+                .as_ref()
+                .is_some_and(|(f, websocket)| f.head_len == good.len() && !websocket)
+        );
         assert_eq!(
-            first.map(|f| f.request.uri().to_string()),
+            first.map(|(f, _)| f.request.uri().to_string()),
             Some("/rooms/r?token=t".to_owned())
+        );
+        let upgrade = b"GET /rooms/r HTTP/1.1\r\nHost: x\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n\r\n";
+        assert!(
+            parse(upgrade).is_some_and(|(f, websocket)| websocket && f.head_len == upgrade.len())
         );
         for other in [
             &b"GET /rooms/r HTTP/1.1\r\nAccept: text/event-stream\r\n"[..],
             b"GET /rooms/r HTTP/1.1\r\nAccept: */*\r\n\r\n",
             b"POST /rooms/r HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n",
             b"GET /rooms/r HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n",
-            b"GET /rooms/r HTTP/1.1\r\nAccept: text/event-stream\r\nUpgrade: websocket\r\n\r\n",
+            b"GET /rooms/r HTTP/1.1\r\nAccept: text/event-stream\r\nUpgrade: h2c\r\n\r\n",
+            b"GET /rooms/r HTTP/1.1\r\nUpgrade: websocket\r\nUpgrade: websocket\r\n\r\n",
+            b"POST /rooms/r HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
             b"GET /rooms/r HTTP/1.1\r\nAccept: text/event-stream\r\nContent-Length: 3\r\n\r\nabc",
             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
         ] {
@@ -348,6 +393,13 @@ mod tests {
         assert_eq!(
             &head[..],
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        let head = response_head(StatusCode::SWITCHING_PROTOCOLS, &headers, "");
+        assert_eq!(
+            &head[..],
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n"
         );
     }
 }

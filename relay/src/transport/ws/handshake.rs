@@ -2,26 +2,67 @@
 //! upgrade headers and answers `101` with `Sec-WebSocket-Accept`; the socket
 //! is then handed over raw, so framing stays in [`super::frame`].
 
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use base64::Engine;
+use bytes::Bytes;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use sha1::{Digest, Sha1};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::oneshot;
+
+use crate::transport::conn_io::ConnIo;
 
 /// The GUID every accept key is derived with (RFC 6455 §1.3).
 const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
-/// The upgraded connection's byte stream.
-pub type Upgraded = TokioIo<hyper::upgrade::Upgraded>;
+/// The upgraded connection's byte stream: hyper's, or the socket itself
+/// when the handshake was answered on it (`super::direct`).
+pub enum Upgraded {
+    /// Upgraded by hyper.
+    Hyper(TokioIo<hyper::upgrade::Upgraded>),
+    /// The connection's own socket (with its write deadline).
+    Direct(ConnIo),
+}
+
+/// Where the socket of a handshake answered on the socket comes from: the
+/// direct path puts a receiver in the request's extensions, and sends the
+/// socket, with the `101` head still to write, once the route has answered.
+#[derive(Clone)]
+pub struct DirectUpgrade(Arc<Mutex<Option<SocketReceiver>>>);
+
+/// Receives a handshake's socket and the `101` head still to write on it.
+type SocketReceiver = oneshot::Receiver<(ConnIo, Bytes)>;
+
+impl DirectUpgrade {
+    /// A slot and the sender that fills it.
+    pub fn new() -> (DirectUpgrade, oneshot::Sender<(ConnIo, Bytes)>) {
+        let (tx, rx) = oneshot::channel();
+        (DirectUpgrade(Arc::new(Mutex::new(Some(rx)))), tx)
+    }
+
+    fn take(&self) -> Option<SocketReceiver> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// How the socket will arrive.
+enum Arrival {
+    Hyper(OnUpgrade),
+    Direct(SocketReceiver),
+}
 
 /// A request that is a valid WebSocket handshake, ready to be answered.
-#[derive(Debug)]
 pub struct WsUpgrade {
     key: HeaderValue,
-    on_upgrade: OnUpgrade,
+    arrival: Arrival,
 }
 
 /// Why a request is not a WebSocket handshake.
@@ -85,11 +126,20 @@ impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
                 "`Sec-WebSocket-Key` must be 16 bytes, base64-encoded",
             ));
         }
-        let on_upgrade = parts
+        let direct = parts
             .extensions
-            .remove::<OnUpgrade>()
-            .ok_or(NotUpgrade("this connection cannot be upgraded"))?;
-        Ok(WsUpgrade { key, on_upgrade })
+            .remove::<DirectUpgrade>()
+            .and_then(|d| d.take());
+        let arrival = match direct {
+            Some(receiver) => Arrival::Direct(receiver),
+            None => Arrival::Hyper(
+                parts
+                    .extensions
+                    .remove::<OnUpgrade>()
+                    .ok_or(NotUpgrade("this connection cannot be upgraded"))?,
+            ),
+        };
+        Ok(WsUpgrade { key, arrival })
     }
 }
 
@@ -99,7 +149,7 @@ impl WsUpgrade {
     /// the answer; the caller spawns the task that awaits it, so that task
     /// holds only what the caller gives it.
     pub fn accept(self, protocol: Option<&'static str>) -> (Response, Handover) {
-        let handover = Handover(self.on_upgrade);
+        let handover = Handover(self.arrival);
         let mut response = Response::new(axum::body::Body::empty());
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let headers = response.headers_mut();
@@ -118,20 +168,80 @@ impl WsUpgrade {
     }
 }
 
-/// The upgraded socket, once hyper hands it over.
-#[derive(Debug)]
-pub struct Handover(OnUpgrade);
+/// The upgraded socket, once hyper (or the direct path) hands it over.
+pub struct Handover(Arrival);
 
 impl Handover {
-    /// Waits for the socket; `None` when the upgrade failed (the client left).
-    pub async fn socket(self) -> Option<Upgraded> {
-        match self.0.await {
-            Ok(upgraded) => Some(TokioIo::new(upgraded)),
-            Err(e) => {
-                tracing::debug!(error = %e, "WebSocket upgrade failed");
-                None
+    /// Waits for the socket; `None` when the upgrade failed (the client
+    /// left). A socket from the direct path comes with the `101` head, which
+    /// the session writes with its first events.
+    pub async fn socket(self) -> Option<(Upgraded, Option<Bytes>)> {
+        match self.0 {
+            Arrival::Hyper(on_upgrade) => match on_upgrade.await {
+                Ok(upgraded) => Some((Upgraded::Hyper(TokioIo::new(upgraded)), None)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "WebSocket upgrade failed");
+                    None
+                }
+            },
+            Arrival::Direct(receiver) => {
+                let (io, head) = receiver.await.ok()?;
+                Some((Upgraded::Direct(io), Some(head)))
             }
         }
+    }
+}
+
+/// `Upgraded` reads and writes through whichever stream it holds.
+macro_rules! delegate {
+    ($self:ident, $io:ident => $call:expr) => {
+        match $self.get_mut() {
+            Upgraded::Hyper($io) => $call,
+            Upgraded::Direct($io) => $call,
+        }
+    };
+}
+
+impl AsyncRead for Upgraded {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        delegate!(self, io => Pin::new(io).poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Upgraded {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        delegate!(self, io => Pin::new(io).poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        delegate!(self, io => Pin::new(io).poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Upgraded::Hyper(io) => io.is_write_vectored(),
+            Upgraded::Direct(io) => io.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        delegate!(self, io => Pin::new(io).poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        delegate!(self, io => Pin::new(io).poll_shutdown(cx))
     }
 }
 

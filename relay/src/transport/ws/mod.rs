@@ -4,6 +4,7 @@
 //! still complete the upgrade (a browser cannot read a failed handshake's
 //! status), send one `error` event and close with 4401/4403.
 
+pub mod direct;
 pub mod frame;
 pub mod handshake;
 mod socket;
@@ -12,6 +13,8 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use std::net::IpAddr;
 use std::sync::Arc;
+
+use futures_util::FutureExt;
 
 use self::frame::{FrameError, Incoming};
 use self::socket::{Socket, SocketIo};
@@ -85,8 +88,8 @@ pub fn upgrade(
                 if e.close_code() == Some(CloseCode::Unauthorized) {
                     hub.guard().record_failure(address);
                 }
-                if let Some(io) = handover.socket().await {
-                    let mut socket = Socket::new(io, hub.config().max_message_bytes);
+                if let Some((io, preamble)) = handover.socket().await {
+                    let mut socket = Socket::new(io, hub.config().max_message_bytes, preamble);
                     End::refused(e, &hub).send(&mut socket).await;
                 }
             });
@@ -98,11 +101,11 @@ pub fn upgrade(
 /// Runs a session once its socket arrives: start, loop, finish, each awaited
 /// here in turn so the task is no larger than its largest step.
 async fn serve(handover: Handover, mut connection: Box<Connection>, target: Target) {
-    let Some(io) = handover.socket().await else {
+    let Some((io, preamble)) = handover.socket().await else {
         return;
     };
     let max = connection.hub.config().max_message_bytes;
-    connection.socket = Some(Socket::new(io, max));
+    connection.socket = Some(Socket::new(io, max, preamble));
     let span = tracing::debug_span!(
         "session",
         transport = "websocket",
@@ -201,6 +204,16 @@ impl Connection {
             hub.shutdown().clone(),
             config.shutdown_grace,
         );
+        // What is ready at once (the welcome) is staged before the socket is
+        // first written, so a handshake answered on the socket sends its
+        // `101` and the welcome in one write.
+        if let Some(step) = driver.step(session, true, Event::ws_frame).now_or_never() {
+            match step {
+                Step::Frames(frames) => socket.stage(frames),
+                Step::KeepAlive => socket.stage(vec![frame::ping()]),
+                Step::End(ending) => return End::from(ending),
+            }
+        }
         loop {
             // Not biased: reading the client (ops, pongs) must not starve behind a
             // busy room, or a live client would look idle. While a write is

@@ -26,6 +26,9 @@ const READ_CHUNK: usize = 4096;
 /// A WebSocket server connection.
 pub struct Socket {
     io: Upgraded,
+    /// Bytes to write before any frame: the `101` head of a handshake
+    /// answered on the socket, sent with the session's first frames.
+    preamble: Option<Bytes>,
     decoder: Decoder,
     /// Frames staged for writing, and how far they went out (empty, with no
     /// allocation, while nothing waits).
@@ -47,10 +50,12 @@ pub enum SocketIo {
 }
 
 impl Socket {
-    /// Wraps an upgraded connection whose messages may be at most `max_message` bytes.
-    pub fn new(io: Upgraded, max_message: usize) -> Socket {
+    /// Wraps an upgraded connection whose messages may be at most
+    /// `max_message` bytes; `preamble` goes out first, with the first frames.
+    pub fn new(io: Upgraded, max_message: usize, preamble: Option<Bytes>) -> Socket {
         Socket {
             io,
+            preamble,
             decoder: Decoder::new(max_message),
             outbox: Vec::new(),
             progress: WriteProgress::default(),
@@ -59,7 +64,10 @@ impl Socket {
 
     /// Queues frames to go out after those already staged; [`Socket::next`]
     /// writes them.
-    pub fn stage(&mut self, frames: Vec<Bytes>) {
+    pub fn stage(&mut self, mut frames: Vec<Bytes>) {
+        if let Some(head) = self.preamble.take() {
+            frames.insert(0, head);
+        }
         if self.outbox.is_empty() {
             self.outbox = frames;
         } else {
@@ -75,11 +83,16 @@ impl Socket {
     /// Writes staged frames as the socket takes them and reads the client,
     /// whichever comes first. Cancel-safe: what was written or read is kept.
     pub async fn next(&mut self) -> SocketIo {
+        if let Some(head) = self.preamble.take() {
+            // Nothing was staged with it: the head goes out alone.
+            self.outbox.insert(0, head);
+        }
         let Socket {
             io,
             decoder,
             outbox,
             progress,
+            ..
         } = self;
         poll_fn(|cx| {
             if !outbox.is_empty() {
@@ -121,6 +134,9 @@ impl Socket {
     /// Writes whatever is staged, then `frames` (at the end of a session).
     pub async fn flush_then_send(&mut self, frames: &[Bytes]) -> io::Result<()> {
         if !self.outbox.is_empty() {
+            if let Some(head) = self.preamble.take() {
+                self.outbox.insert(0, head);
+            }
             let Socket {
                 io,
                 outbox,
@@ -136,6 +152,12 @@ impl Socket {
 
     /// Writes whole frames, in order, with as few `writev` calls as the socket allows.
     pub async fn send(&mut self, frames: &[Bytes]) -> io::Result<()> {
+        if let Some(head) = self.preamble.take() {
+            let mut all = Vec::with_capacity(frames.len() + 1);
+            all.push(head);
+            all.extend_from_slice(frames);
+            return write_all_vectored(&mut self.io, &all).await;
+        }
         write_all_vectored(&mut self.io, frames).await
     }
 
