@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
 
-use super::presence::{Coalescer, Flush, Offered};
+use super::presence::{Closed, Coalescer, Flush, Offered};
 use super::ring::{RingReceiver, RoomRing};
 use crate::error::ApiError;
 use crate::protocol::{Event, EventKind, RoomName};
@@ -223,15 +223,15 @@ impl Fanout {
 }
 
 impl Flush for Fanout {
-    fn flush(&self, room: &RoomName) -> usize {
+    fn flush(&self, room: &RoomName) -> Closed {
         let Some(presence) = &self.presence else {
-            return 0;
+            return Closed::Quiet;
         };
-        let (waited, changes) = presence.close_window(room);
+        let (waited, closed) = presence.close_window(room);
         if let (Some(event), Some(ring)) = (waited, self.ring(room)) {
             ring.send(event);
         }
-        changes
+        closed
     }
 }
 

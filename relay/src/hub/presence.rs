@@ -5,11 +5,13 @@
 //! changes inside the window wait for its end and go out together, and a
 //! window that had changes opens another. So one change costs no added
 //! latency, and a room of n peers reconnecting at once costs one frame per
-//! subscriber per window instead of n: O(n) writes, not O(n²). While a room
-//! stays busy (a window ends with several changes), its next window is twice
-//! as long, up to [`MAX_GROWTH`] times the configured one, so a storm that
-//! lasts seconds still costs each subscriber a handful of frames; one quiet
-//! window brings it back. A batch that reaches [`MAX_BATCH`] events goes out
+//! subscriber per window instead of n: O(n) writes, not O(n²). While peers
+//! keep arriving or going (a window ends with several joins and leaves), the
+//! next window is twice as long, up to [`MAX_GROWTH`] times the configured
+//! one, so a storm that lasts seconds still costs each subscriber a handful
+//! of frames; a window without that brings it back. State changes alone
+//! never lengthen it: peers moving their cursors at 20 Hz keep the short
+//! window. A batch that reaches [`MAX_BATCH`] events goes out
 //! at once, so the wait is bounded in size as well as in time. A room with no
 //! open window holds nothing.
 
@@ -17,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use crate::protocol::{Event, RoomName};
+use crate::protocol::{Event, EventKind, RoomName};
 
 /// Most events one `presence` event carries; more go out in the next one.
 pub const MAX_BATCH: usize = 512;
@@ -75,35 +77,55 @@ impl Coalescer {
     }
 
     /// Ends `room`'s window: returns what waited in it, as one event, and
-    /// how many changes that was (zero: the window closed for good).
-    pub fn close_window(&self, room: &RoomName) -> (Option<Arc<Event>>, usize) {
+    /// what kind of window it was.
+    pub fn close_window(&self, room: &RoomName) -> (Option<Arc<Event>>, Closed) {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let Some(batch) = open.get_mut(room) else {
-            return (None, 0);
+            return (None, Closed::Quiet);
         };
         if batch.is_empty() {
             open.remove(room);
-            return (None, 0);
+            return (None, Closed::Quiet);
         }
         let waiting = std::mem::take(batch);
+        let arrivals = waiting
+            .iter()
+            .filter(|e| matches!(e.kind(), EventKind::Join | EventKind::Leave))
+            .count();
         let event = match waiting.as_slice() {
             [one] => one.clone(),
             many => Event::presence(room, many),
         };
-        (Some(event), waiting.len())
+        let closed = if arrivals > 1 {
+            Closed::Busy
+        } else {
+            Closed::Active
+        };
+        (Some(event), closed)
     }
+}
+
+/// How a window ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// Nothing came in it: the room's window is closed for good.
+    Quiet,
+    /// Changes came, but at most one join or leave: another window, as long
+    /// as the configured one.
+    Active,
+    /// Several joins and leaves came: another window, twice as long.
+    Busy,
 }
 
 /// The owner of a coalescer: delivers what a closing window released.
 pub trait Flush {
-    /// Closes `room`'s window, delivering what waited; returns how many
-    /// changes that was (zero: the window closed for good).
-    fn flush(&self, room: &RoomName) -> usize;
+    /// Closes `room`'s window, delivering what waited.
+    fn flush(&self, room: &RoomName) -> Closed;
 }
 
 /// Closes `room`'s window after `window`, and again after each period that
-/// had changes (a longer one after several); stops when the owner is gone or
-/// a period had none.
+/// had changes (a longer one after several joins and leaves); stops when the
+/// owner is gone or a period had none.
 fn schedule<O>(runtime: &tokio::runtime::Handle, owner: Weak<O>, room: RoomName, window: Duration)
 where
     O: Flush + Send + Sync + 'static,
@@ -114,10 +136,112 @@ where
             tokio::time::sleep(period).await;
             let Some(owner) = owner.upgrade() else { return };
             period = match owner.flush(&room) {
-                0 => return,
-                1 => window,
-                _ => (period * 2).min(window * MAX_GROWTH),
+                Closed::Quiet => return,
+                Closed::Active => window,
+                Closed::Busy => (period * 2).min(window * MAX_GROWTH),
             };
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{LeaveReason, PeerInfo};
+
+    /// An owner whose windows never close during a test (the window is long).
+    struct Owner;
+
+    impl Flush for Owner {
+        fn flush(&self, _room: &RoomName) -> Closed {
+            Closed::Quiet
+        }
+    }
+
+    fn peer(id: &str) -> PeerInfo {
+        PeerInfo {
+            id: Arc::from(id),
+            user: Arc::from(id),
+            meta: crate::protocol::null_payload(),
+            state: crate::protocol::null_payload(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_quiet_room_goes_at_once_and_joins_not_states_lengthen_a_window() {
+        let owner = Arc::new(Owner);
+        let weak = Arc::downgrade(&owner);
+        let coalescer = Coalescer::new(Duration::from_secs(3600));
+        let room = RoomName::parse("r").unwrap_or_else(|e| panic!("{e}"));
+        let join = |id: &str| Event::join(&room, &peer(id));
+        let one = crate::protocol::payload_from_json("1").unwrap_or_else(|e| panic!("{e}"));
+        let state = |id: &str| Event::state(&room, &Arc::from(id), &one);
+
+        assert!(matches!(
+            coalescer.offer(&weak, &room, join("a")),
+            Offered::Now(_)
+        ));
+        assert!(matches!(
+            coalescer.offer(&weak, &room, state("a")),
+            Offered::Held
+        ));
+        assert!(matches!(
+            coalescer.offer(&weak, &room, state("b")),
+            Offered::Held
+        ));
+        let (event, closed) = coalescer.close_window(&room);
+        assert_eq!(
+            closed,
+            Closed::Active,
+            "state changes keep the short window"
+        );
+        let json = event.map(|e| e.json().to_owned()).unwrap_or_default();
+        assert!(
+            json.starts_with(r#"{"kind":"presence","room":"r","events":[{"kind":"state""#),
+            "{json}"
+        );
+
+        assert!(matches!(
+            coalescer.offer(&weak, &room, join("b")),
+            Offered::Held
+        ));
+        let leave = Event::leave(&room, &Arc::from("a"), LeaveReason::Closed);
+        assert!(matches!(
+            coalescer.offer(&weak, &room, leave),
+            Offered::Held
+        ));
+        assert_eq!(
+            coalescer.close_window(&room).1,
+            Closed::Busy,
+            "arrivals lengthen it"
+        );
+
+        let (nothing, closed) = coalescer.close_window(&room);
+        assert!(nothing.is_none());
+        assert_eq!(closed, Closed::Quiet);
+        // The window closed: the next change goes at once again.
+        assert!(matches!(
+            coalescer.offer(&weak, &room, join("c")),
+            Offered::Now(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_full_batch_goes_at_once() {
+        let owner = Arc::new(Owner);
+        let weak = Arc::downgrade(&owner);
+        let coalescer = Coalescer::new(Duration::from_secs(3600));
+        let room = RoomName::parse("r").unwrap_or_else(|e| panic!("{e}"));
+        let _first = coalescer.offer(&weak, &room, Event::join(&room, &peer("first")));
+        for i in 0..MAX_BATCH - 1 {
+            let offered =
+                coalescer.offer(&weak, &room, Event::join(&room, &peer(&format!("p{i}"))));
+            assert!(matches!(offered, Offered::Held), "{i}");
+        }
+        let offered = coalescer.offer(&weak, &room, Event::join(&room, &peer("last")));
+        let Offered::Now(batch) = offered else {
+            panic!("a full batch waited");
+        };
+        assert_eq!(batch.json().matches(r#"{"kind":"join""#).count(), MAX_BATCH);
+    }
 }
