@@ -196,11 +196,13 @@ connect() {
   selected "$name" || return 0
   local extra=()
   [ "$label" = edgewire ] && extra+=(--ready-marker welcome)
+  # In a storm, the relay's subscribers also wait until they see everyone.
+  [ "$label" = edgewire ] && [[ "$name" == storm* ]] && extra+=(--follow-presence)
   mapfile -t url_flags < <(urls "$label" "$transport" "$@" | grep -A1 -- --sub-url | grep -v -- '^--$')
   echo "== $name: $label"
   "$LOAD" connect --name "$name" --label "$label" --server-pid "$pids" \
     --transport "$transport" --connections "$n" --rooms $((n / per > 0 ? n / per : 1)) \
-    --sources 64 --settle-ms 1000 --out "$RESULTS" "${extra[@]}" "${url_flags[@]}" | sed '$d'
+    --sources 64 --settle-ms 1500 --out "$RESULTS" "${extra[@]}" "${url_flags[@]}" | sed '$d'
 }
 
 # publish NAME LABEL PIDS -- PORT

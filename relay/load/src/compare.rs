@@ -225,6 +225,13 @@ pub fn table(reports: &[Report], labels: &Labels) -> String {
                         Goal::None,
                         Limit::Max(2.0),
                     ));
+                    // Nchan has no presence: its column shows 0.
+                    rows.push(row(
+                        "all with full presence in s",
+                        &|r| r.full_presence_s,
+                        Goal::None,
+                        Limit::Max(2.0),
+                    ));
                 }
                 rows.push(row(
                     "connected",

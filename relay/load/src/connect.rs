@@ -40,15 +40,20 @@ pub struct Options {
     pub settle: Duration,
     /// Room name prefix.
     pub room_prefix: String,
+    /// Follow presence and report when everyone saw everyone (a relay).
+    pub follow_presence: bool,
 }
 
 /// Runs the scenario.
 pub async fn run(opts: Options) -> Result<Report, LoadError> {
     let targets = templates(&opts.sub_urls, &opts.token).await?;
     let rooms = room_names(&opts.room_prefix, opts.rooms);
-    let shared = Shared::new(opts.ready.clone(), opts.concurrency);
+    // A storm is over when everyone sees everyone, not at the last welcome.
+    let follows_presence = opts.follow_presence;
+    let shared = Shared::with_presence(opts.ready.clone(), opts.concurrency, follows_presence);
     let before = procstat::sample(&opts.server_pids);
     let started = Instant::now();
+    let started_us = shared.now_us();
     let specs = Spec::spread(
         opts.connections,
         &rooms,
@@ -61,11 +66,28 @@ pub async fn run(opts: Options) -> Result<Report, LoadError> {
         .wait_ready(opts.connections, Duration::from_secs(300))
         .await;
     let connect_time = started.elapsed();
+    if follows_presence {
+        shared
+            .wait_presence(opts.connections, Duration::from_secs(60))
+            .await;
+    }
     tokio::time::sleep(opts.settle).await;
     let after = procstat::sample(&opts.server_pids);
     let tallies = subscriber::stop_all(&shared, tasks).await;
     let ready = waited?;
     let connected = tallies.iter().filter(|t| t.ready && !t.dropped).count() as u64;
+    let complete: Vec<u64> = tallies
+        .iter()
+        .filter_map(|t| t.presence.as_ref()?.complete_at_us)
+        .collect();
+    let full_presence_s = if follows_presence && complete.len() as u64 == connected {
+        complete
+            .iter()
+            .max()
+            .map_or(0.0, |last| last.saturating_sub(started_us) as f64 / 1e6)
+    } else {
+        0.0
+    };
     Ok(Report {
         scenario: "connect".into(),
         name: opts.name,
@@ -76,6 +98,8 @@ pub async fn run(opts: Options) -> Result<Report, LoadError> {
         connected,
         failed: tallies.iter().filter(|t| t.dropped).count() as u64,
         connects_per_s: ready as f64 / connect_time.as_secs_f64().max(1e-9),
+        full_presence: complete.len() as u64,
+        full_presence_s,
         rss_before_kib: before.rss_kib,
         rss_after_kib: after.rss_kib,
         rss_per_connection_b: after.rss_kib.saturating_sub(before.rss_kib) as f64 * 1024.0

@@ -11,6 +11,7 @@ pub mod connect;
 pub mod delay;
 pub mod fanout;
 pub mod payload;
+pub mod presence;
 pub mod procstat;
 pub mod publish;
 pub mod publisher;

@@ -160,6 +160,11 @@ struct ConnectArgs {
     /// Connections to open.
     #[arg(long, default_value_t = 1000)]
     connections: u64,
+    /// Follow each room's presence (an Edgewire relay's events) and report
+    /// when every subscriber saw everyone in its room. Costs the generator
+    /// CPU, so connect-rate runs leave it off.
+    #[arg(long)]
+    follow_presence: bool,
 }
 
 #[derive(Args)]
@@ -218,6 +223,7 @@ async fn execute(command: Command) -> Result<Option<(Report, Option<PathBuf>)>, 
                 concurrency: a.subscribers.concurrency,
                 settle: Duration::from_millis(a.subscribers.settle_ms),
                 room_prefix: prefix(&a.common),
+                follow_presence: a.follow_presence,
             };
             (connect::run(opts).await, a.common.out)
         }

@@ -91,6 +91,13 @@ pub struct Report {
     /// Connections opened per second (connect).
     #[serde(default)]
     pub connects_per_s: f64,
+    /// Subscribers that saw every other peer of their room (connect, relay).
+    #[serde(default)]
+    pub full_presence: u64,
+    /// Seconds from the start until the last of them did; 0 when some
+    /// never did (connect, relay).
+    #[serde(default)]
+    pub full_presence_s: f64,
     /// The first error seen, if any.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub first_error: String,
@@ -121,6 +128,15 @@ impl Report {
         match self.scenario.as_str() {
             "connect" => {
                 rows.push(("connects/s", format!("{:.0}", self.connects_per_s)));
+                if self.full_presence > 0 {
+                    rows.push((
+                        "full presence",
+                        format!(
+                            "{} of {} subscribers, the last after {:.3} s",
+                            self.full_presence, self.connected, self.full_presence_s
+                        ),
+                    ));
+                }
                 rows.push((
                     "server RSS",
                     format!(

@@ -141,6 +141,8 @@ pub struct Tally {
     pub dropped: bool,
     /// True once the subscription was confirmed.
     pub ready: bool,
+    /// Its room's presence as it sees it, when the run follows presence.
+    pub presence: Option<Box<crate::presence::PeerView>>,
 }
 
 impl Tally {
@@ -157,6 +159,7 @@ impl Tally {
             last_us: 0,
             dropped: false,
             ready: false,
+            presence: None,
         }
     }
 

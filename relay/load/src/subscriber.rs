@@ -51,11 +51,24 @@ pub struct Shared {
     pub opening: Semaphore,
     /// When a subscription counts as established.
     pub ready_when: Ready,
+    /// Whether subscribers follow their room's presence (connect runs).
+    pub track_presence: bool,
+    /// Subscribers that have seen every other peer of their room.
+    pub presence_complete: AtomicU64,
 }
 
 impl Shared {
     /// Shared state for a run allowing `concurrency` connection attempts at once.
     pub fn new(ready_when: Ready, concurrency: usize) -> Arc<Shared> {
+        Shared::with_presence(ready_when, concurrency, false)
+    }
+
+    /// The same, with subscribers that follow their room's presence.
+    pub fn with_presence(
+        ready_when: Ready,
+        concurrency: usize,
+        track_presence: bool,
+    ) -> Arc<Shared> {
         Arc::new(Shared {
             epoch: Instant::now(),
             received: AtomicU64::new(0),
@@ -65,7 +78,20 @@ impl Shared {
             stop: CancellationToken::new(),
             opening: Semaphore::new(concurrency.max(1)),
             ready_when,
+            track_presence,
+            presence_complete: AtomicU64::new(0),
         })
+    }
+
+    /// Waits until `wanted` subscribers have seen everyone in their room,
+    /// or `deadline` passes (the report then says how many did).
+    pub async fn wait_presence(&self, wanted: u64, deadline: Duration) {
+        let started = Instant::now();
+        while self.presence_complete.load(Ordering::Relaxed) < wanted
+            && started.elapsed() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// µs since the epoch.
@@ -125,6 +151,8 @@ pub struct Spec {
     pub room: u32,
     /// Local address to connect from.
     pub source: Option<IpAddr>,
+    /// How many other subscribers share its room (for presence).
+    pub others: usize,
 }
 
 impl Spec {
@@ -137,13 +165,20 @@ impl Spec {
         transport: Transport,
         sources: &Sources,
     ) -> Vec<Spec> {
-        (0..count as usize)
-            .map(|n| Spec {
-                target: targets[n % targets.len()].clone(),
-                transport,
-                room_name: rooms[n % rooms.len()].clone(),
-                room: (n % rooms.len()) as u32,
-                source: sources.pick(n),
+        let count = count as usize;
+        (0..count)
+            .map(|n| {
+                let room = n % rooms.len();
+                // Round-robin: the first `count % rooms` rooms get one more.
+                let in_room = count / rooms.len() + usize::from(room < count % rooms.len());
+                Spec {
+                    target: targets[n % targets.len()].clone(),
+                    transport,
+                    room_name: rooms[room].clone(),
+                    room: room as u32,
+                    source: sources.pick(n),
+                    others: in_room.saturating_sub(1),
+                }
             })
             .collect()
     }
@@ -172,6 +207,9 @@ pub async fn stop_all(shared: &Shared, tasks: Vec<tokio::task::JoinHandle<Tally>
 /// Runs one subscriber until the run stops; returns what it saw.
 pub async fn run(spec: Spec, shared: Arc<Shared>) -> Tally {
     let mut tally = Tally::new(spec.room);
+    if shared.track_presence {
+        tally.presence = Some(Box::default());
+    }
     let result = match spec.transport {
         Transport::Ws => ws(&spec, &shared, &mut tally).await,
         Transport::Sse => sse(&spec, &shared, &mut tally).await,
@@ -187,12 +225,20 @@ pub async fn run(spec: Spec, shared: Arc<Shared>) -> Tally {
 }
 
 /// Feeds one frame or line to the tally; marks the subscriber ready on its
-/// marker.
-fn take(text: &[u8], shared: &Shared, tally: &mut Tally) {
+/// marker, and follows presence when the run asks for it.
+fn take(text: &[u8], shared: &Shared, tally: &mut Tally, others: usize) {
     if let Some(stamp) = payload::find(text) {
         tally.record(stamp, shared.now_us());
         shared.received.fetch_add(1, Ordering::Relaxed);
         return;
+    }
+    if let Some(view) = tally.presence.as_mut()
+        && view.complete_at_us.is_none()
+    {
+        view.take(text, others, shared.now_us());
+        if view.complete_at_us.is_some() {
+            shared.presence_complete.fetch_add(1, Ordering::Relaxed);
+        }
     }
     if !tally.ready
         && let Ready::Marker(marker) = &shared.ready_when
@@ -240,8 +286,8 @@ async fn ws(spec: &Spec, shared: &Shared, tally: &mut Tally) -> Result<(), LoadE
         tokio::select! {
             _ = shared.stop.cancelled() => return Ok(()),
             next = socket.next() => match next {
-                Some(Ok(Message::Text(text))) => take(text.as_bytes(), shared, tally),
-                Some(Ok(Message::Binary(data))) => take(&data, shared, tally),
+                Some(Ok(Message::Text(text))) => take(text.as_bytes(), shared, tally, spec.others),
+                Some(Ok(Message::Binary(data))) => take(&data, shared, tally, spec.others),
                 Some(Ok(Message::Close(frame))) => {
                     return Err(LoadError::Request(format!("closed by the server: {frame:?}")));
                 }
@@ -291,7 +337,7 @@ async fn sse(spec: &Spec, shared: &Shared, tally: &mut Tally) -> Result<(), Load
             frame = body.frame() => match frame {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
-                        feed_lines(&mut line, &data, |l| take(l, shared, tally));
+                        feed_lines(&mut line, &data, |l| take(l, shared, tally, spec.others));
                     }
                 }
                 Some(Err(e)) => break Err(LoadError::Request(e.to_string())),

@@ -25,7 +25,7 @@ use crate::protocol::{Event, EventKind, RoomName};
 pub const MAX_BATCH: usize = 512;
 
 /// How many times the configured window a busy room's window may grow to.
-pub const MAX_GROWTH: u32 = 16;
+pub const MAX_GROWTH: u32 = 8;
 
 /// What `offer` tells the caller to deliver now.
 #[derive(Debug)]

@@ -93,13 +93,14 @@ async fn connect_and_publish_smoke_runs_complete() {
         concurrency: 16,
         settle: Duration::ZERO,
         room_prefix: fanout::fresh_prefix(),
+        follow_presence: true,
     })
     .await
     .expect("connect run");
     assert_eq!(
-        (report.connected, report.failed),
-        (40, 0),
-        "{}",
+        (report.connected, report.failed, report.full_presence),
+        (40, 0, 40),
+        "every subscriber connected and saw its room's 9 others: {}",
         report.json()
     );
 
