@@ -40,7 +40,7 @@ const MAX_ANSWER: usize = 64 * 1024;
 /// A connection's first request, when it is served on the socket (an
 /// EventSource request or a WebSocket handshake).
 #[derive(Debug)]
-pub struct EventStreamRequest {
+pub struct DirectRequest {
     /// The request, with an empty body.
     pub request: Request<Body>,
     /// Length of its head on the wire, to consume before answering.
@@ -51,11 +51,11 @@ pub struct EventStreamRequest {
 #[derive(Debug)]
 pub enum Sniffed {
     /// A complete HTTP/1.1 `GET` for an event stream, without a body or an upgrade.
-    EventStream(Box<EventStreamRequest>),
+    EventStream(Box<DirectRequest>),
     /// A complete HTTP/1.1 `GET` asking to upgrade to a WebSocket: answered
     /// on the socket too (`ws::direct`), so the `101` goes out with the
     /// session's first events in one write.
-    WebSocket(Box<EventStreamRequest>),
+    WebSocket(Box<DirectRequest>),
     /// Anything else: hyper's to serve.
     Other,
     /// Nothing arrived within the handshake timeout (or the socket failed):
@@ -80,7 +80,7 @@ pub async fn sniff(stream: &TcpStream, wait: Duration) -> Sniffed {
 /// Parses a request head that qualifies for this path; true when it asks
 /// for a WebSocket upgrade (the handshake's other headers are checked by the
 /// route, as on hyper's path).
-fn parse(bytes: &[u8]) -> Option<(EventStreamRequest, bool)> {
+fn parse(bytes: &[u8]) -> Option<(DirectRequest, bool)> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut head = httparse::Request::new(&mut headers);
     let httparse::Status::Complete(head_len) = head.parse(bytes).ok()? else {
@@ -120,7 +120,7 @@ fn parse(bytes: &[u8]) -> Option<(EventStreamRequest, bool)> {
         return None;
     }
     let request = request.body(Body::empty()).ok()?;
-    Some((EventStreamRequest { request, head_len }, websocket))
+    Some((DirectRequest { request, head_len }, websocket))
 }
 
 /// Answers an EventSource request on its own connection with `app`, then
@@ -130,14 +130,14 @@ fn parse(bytes: &[u8]) -> Option<(EventStreamRequest, bool)> {
 /// as soon as the head is out.
 pub async fn serve<S>(
     mut stream: TcpStream,
-    first: Box<EventStreamRequest>,
+    first: Box<DirectRequest>,
     app: S,
     guard: TaskTrackerToken,
     write_timeout: std::time::Duration,
 ) where
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
 {
-    let EventStreamRequest { request, head_len } = *first;
+    let DirectRequest { request, head_len } = *first;
     // The head was only peeked: take it off the socket now.
     if !consume_head(&mut stream, head_len).await {
         return;

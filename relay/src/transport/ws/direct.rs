@@ -16,20 +16,20 @@ use tower::{Service, ServiceExt};
 
 use super::handshake::DirectUpgrade;
 use crate::transport::conn_io::ConnIo;
-use crate::transport::sse_direct::{EventStreamRequest, answer_whole, consume_head, response_head};
+use crate::transport::sse_direct::{DirectRequest, answer_whole, consume_head, response_head};
 
 /// Answers a WebSocket handshake on its own connection with `app`. On a
 /// `101`, the socket goes to the session the route started, and this task
 /// ends.
 pub async fn serve<S>(
     mut stream: TcpStream,
-    first: Box<EventStreamRequest>,
+    first: Box<DirectRequest>,
     app: S,
     write_timeout: Duration,
 ) where
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
 {
-    let EventStreamRequest {
+    let DirectRequest {
         mut request,
         head_len,
     } = *first;
