@@ -287,24 +287,31 @@ async function openTabs(context: BrowserContext, url: string, count: number): Pr
   return pages;
 }
 
-test("three tabs share one relay connection held by a SharedWorker: each sends, receives and answers requests", async () => {
+/** Three pages of the tabs example in a new browser context, sharing in
+ * `mode`: each is welcomed, the relay holds one session for all three, and
+ * each page's message reaches every page. */
+async function threeSharingTabs(mode: "worker" | "locks", room: string): Promise<{ context: BrowserContext; pages: Page[]; url: string }> {
   await bundleTabsExample();
   const site = await staticServer();
-  const room = "e2e-tabs-worker";
   const token = mint("tabs", [`${room}=read,write`]);
-  const url = `${site}/examples/tabs/index.html?${new URLSearchParams({ relay: relay.base, token, room, mode: "worker" }).toString()}`;
+  const url = `${site}/examples/tabs/index.html?${new URLSearchParams({ relay: relay.base, token, room, mode }).toString()}`;
   await untilTrue(async () => (await relaySessions()) === 0, "sessions of earlier tests are gone");
   const context = await browser.newContext();
+  const pages = await openTabs(context, url, 3);
+  assert.deepEqual(await Promise.all(pages.map((p) => p.getAttribute("body", "data-mode"))), [mode, mode, mode]);
+  await untilTrue(async () => (await relaySessions()) === 1, "one relay session for three tabs");
+  for (const [i, page] of pages.entries()) await page.evaluate((n) => (globalThis as unknown as TabGlobals).edgewireSend(`from-${n}`), i);
+  for (const page of pages) {
+    await untilTrue(async () => (await logOf(page)).length >= 3, "three messages in every tab");
+    assert.deepEqual([...(await logOf(page))].sort(), ["from-0", "from-1", "from-2"]);
+  }
+  return { context, pages, url };
+}
+
+test("three tabs share one relay connection held by a SharedWorker: each sends, receives and answers requests", async () => {
+  const { context, pages, url } = await threeSharingTabs("worker", "e2e-tabs-worker");
   const other = await browser.newContext();
   try {
-    const pages = await openTabs(context, url, 3);
-    assert.deepEqual(await Promise.all(pages.map((p) => p.getAttribute("body", "data-mode"))), ["worker", "worker", "worker"]);
-    await untilTrue(async () => (await relaySessions()) === 1, "one relay session for three tabs");
-    for (const [i, page] of pages.entries()) await page.evaluate((n) => (globalThis as unknown as TabGlobals).edgewireSend(`from-${n}`), i);
-    for (const page of pages) {
-      await untilTrue(async () => (await logOf(page)).length >= 3, "three messages in every tab");
-      assert.deepEqual([...(await logOf(page))].sort(), ["from-0", "from-1", "from-2"]);
-    }
     // Another browser (its own tab, its own connection) sees this one once,
     // and its requests reach the tab that handles them.
     const selves = new Set(await Promise.all(pages.map((p) => p.getAttribute("body", "data-self"))));
@@ -333,23 +340,9 @@ test("three tabs share one relay connection held by a SharedWorker: each sends, 
 });
 
 test("three tabs share one relay connection by Web Locks, and the leader's close loses and doubles nothing", async () => {
-  await bundleTabsExample();
-  const site = await staticServer();
   const room = "e2e-tabs";
-  const token = mint("tabs", [`${room}=read,write`]);
-  const url = `${site}/examples/tabs/index.html?${new URLSearchParams({ relay: relay.base, token, room, mode: "locks" }).toString()}`;
-  await untilTrue(async () => (await relaySessions()) === 0, "sessions of earlier tests are gone");
-  const context = await browser.newContext();
+  const { context, pages } = await threeSharingTabs("locks", room);
   try {
-    const pages = await openTabs(context, url, 3);
-    assert.deepEqual(await Promise.all(pages.map((p) => p.getAttribute("body", "data-mode"))), ["locks", "locks", "locks"]);
-    await untilTrue(async () => (await relaySessions()) === 1, "one relay session for three tabs");
-    // Each tab sends; every tab receives all three.
-    for (const [i, page] of pages.entries()) await page.evaluate((n) => (globalThis as unknown as TabGlobals).edgewireSend(`from-${n}`), i);
-    for (const page of pages) {
-      await untilTrue(async () => (await logOf(page)).length >= 3, "three messages in every tab");
-      assert.deepEqual([...(await logOf(page))].sort(), ["from-0", "from-1", "from-2"]);
-    }
     assert.equal(await relaySessions(), 1, "still one session");
 
     // The leading tab closes; messages published meanwhile reach the others once, in order.

@@ -49,8 +49,7 @@ pub async fn run(opts: Options) -> Result<Report, LoadError> {
     let targets = templates(&opts.sub_urls, &opts.token).await?;
     let rooms = room_names(&opts.room_prefix, opts.rooms);
     // A storm is over when everyone sees everyone, not at the last welcome.
-    let follows_presence = opts.follow_presence;
-    let shared = Shared::with_presence(opts.ready.clone(), opts.concurrency, follows_presence);
+    let shared = Shared::with_presence(opts.ready.clone(), opts.concurrency, opts.follow_presence);
     let before = procstat::sample(&opts.server_pids);
     let started = Instant::now();
     let started_us = shared.now_us();
@@ -66,7 +65,7 @@ pub async fn run(opts: Options) -> Result<Report, LoadError> {
         .wait_ready(opts.connections, Duration::from_secs(300))
         .await;
     let connect_time = started.elapsed();
-    if follows_presence {
+    if opts.follow_presence {
         shared
             .wait_presence(opts.connections, Duration::from_secs(60))
             .await;
@@ -80,7 +79,7 @@ pub async fn run(opts: Options) -> Result<Report, LoadError> {
         .iter()
         .filter_map(|t| t.presence.as_ref()?.complete_at_us)
         .collect();
-    let full_presence_s = if follows_presence && complete.len() as u64 == connected {
+    let full_presence_s = if opts.follow_presence && complete.len() as u64 == connected {
         complete
             .iter()
             .max()

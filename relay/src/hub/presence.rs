@@ -158,6 +158,32 @@ mod tests {
         }
     }
 
+    /// A coalescer for room `r` whose windows stay open during a test.
+    struct Fixture {
+        owner: Arc<Owner>,
+        coalescer: Coalescer,
+        room: RoomName,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            Fixture {
+                owner: Arc::new(Owner),
+                coalescer: Coalescer::new(Duration::from_secs(3600)),
+                room: RoomName::parse("r").unwrap_or_else(|e| panic!("{e}")),
+            }
+        }
+
+        fn offer(&self, event: Arc<Event>) -> Offered {
+            self.coalescer
+                .offer(&Arc::downgrade(&self.owner), &self.room, event)
+        }
+
+        fn join(&self, id: &str) -> Arc<Event> {
+            Event::join(&self.room, &peer(id))
+        }
+    }
+
     fn peer(id: &str) -> PeerInfo {
         PeerInfo {
             id: Arc::from(id),
@@ -169,27 +195,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_quiet_room_goes_at_once_and_joins_not_states_lengthen_a_window() {
-        let owner = Arc::new(Owner);
-        let weak = Arc::downgrade(&owner);
-        let coalescer = Coalescer::new(Duration::from_secs(3600));
-        let room = RoomName::parse("r").unwrap_or_else(|e| panic!("{e}"));
-        let join = |id: &str| Event::join(&room, &peer(id));
+        let f = Fixture::new();
         let one = crate::protocol::payload_from_json("1").unwrap_or_else(|e| panic!("{e}"));
-        let state = |id: &str| Event::state(&room, &Arc::from(id), &one);
+        let state = |id: &str| Event::state(&f.room, &Arc::from(id), &one);
 
-        assert!(matches!(
-            coalescer.offer(&weak, &room, join("a")),
-            Offered::Now(_)
-        ));
-        assert!(matches!(
-            coalescer.offer(&weak, &room, state("a")),
-            Offered::Held
-        ));
-        assert!(matches!(
-            coalescer.offer(&weak, &room, state("b")),
-            Offered::Held
-        ));
-        let (event, closed) = coalescer.close_window(&room);
+        assert!(matches!(f.offer(f.join("a")), Offered::Now(_)));
+        assert!(matches!(f.offer(state("a")), Offered::Held));
+        assert!(matches!(f.offer(state("b")), Offered::Held));
+        let (event, closed) = f.coalescer.close_window(&f.room);
         assert_eq!(
             closed,
             Closed::Active,
@@ -201,45 +214,33 @@ mod tests {
             "{json}"
         );
 
-        assert!(matches!(
-            coalescer.offer(&weak, &room, join("b")),
-            Offered::Held
-        ));
-        let leave = Event::leave(&room, &Arc::from("a"), LeaveReason::Closed);
-        assert!(matches!(
-            coalescer.offer(&weak, &room, leave),
-            Offered::Held
-        ));
+        assert!(matches!(f.offer(f.join("b")), Offered::Held));
+        let leave = Event::leave(&f.room, &Arc::from("a"), LeaveReason::Closed);
+        assert!(matches!(f.offer(leave), Offered::Held));
         assert_eq!(
-            coalescer.close_window(&room).1,
+            f.coalescer.close_window(&f.room).1,
             Closed::Busy,
             "arrivals lengthen it"
         );
 
-        let (nothing, closed) = coalescer.close_window(&room);
+        let (nothing, closed) = f.coalescer.close_window(&f.room);
         assert!(nothing.is_none());
         assert_eq!(closed, Closed::Quiet);
         // The window closed: the next change goes at once again.
-        assert!(matches!(
-            coalescer.offer(&weak, &room, join("c")),
-            Offered::Now(_)
-        ));
+        assert!(matches!(f.offer(f.join("c")), Offered::Now(_)));
     }
 
     #[tokio::test]
     async fn a_full_batch_goes_at_once() {
-        let owner = Arc::new(Owner);
-        let weak = Arc::downgrade(&owner);
-        let coalescer = Coalescer::new(Duration::from_secs(3600));
-        let room = RoomName::parse("r").unwrap_or_else(|e| panic!("{e}"));
-        let _first = coalescer.offer(&weak, &room, Event::join(&room, &peer("first")));
+        let f = Fixture::new();
+        let _first = f.offer(f.join("first"));
         for i in 0..MAX_BATCH - 1 {
-            let offered =
-                coalescer.offer(&weak, &room, Event::join(&room, &peer(&format!("p{i}"))));
-            assert!(matches!(offered, Offered::Held), "{i}");
+            assert!(
+                matches!(f.offer(f.join(&format!("p{i}"))), Offered::Held),
+                "{i}"
+            );
         }
-        let offered = coalescer.offer(&weak, &room, Event::join(&room, &peer("last")));
-        let Offered::Now(batch) = offered else {
+        let Offered::Now(batch) = f.offer(f.join("last")) else {
             panic!("a full batch waited");
         };
         assert_eq!(batch.json().matches(r#"{"kind":"join""#).count(), MAX_BATCH);

@@ -9,6 +9,18 @@ use tokio_tungstenite::tungstenite::protocol::Message;
 
 use crate::harness::{DEADLINE, Relay, TokenIn, Ws, presence_events, token};
 
+/// A WebSocket peer `sub` joined to `room` (reading and writing).
+async fn join(relay: &Relay, room: &str, sub: &str) -> Ws {
+    let grant = format!("{room}=read,write");
+    Ws::connect(
+        relay,
+        &format!("/rooms/{room}"),
+        &token(sub, &[grant.as_str()]),
+        TokenIn::Header,
+    )
+    .await
+}
+
 /// The next text frame as JSON, unpacked by nobody: what a client receives.
 async fn raw_frame(ws: &mut Ws) -> Value {
     loop {
@@ -25,26 +37,13 @@ async fn a_crowd_joining_at_once_reaches_an_observer_in_few_frames_each_join_onc
     const WINDOW_MS: u64 = 2000;
     const CROWD: usize = 40;
     let relay = Relay::start(&[("EDGEWIRE_PRESENCE_WINDOW", "2s")]).await;
-    let grant = ["crowd=read,write"];
-    let mut observer = Ws::connect(
-        &relay,
-        "/rooms/crowd",
-        &token("observer", &grant),
-        TokenIn::Header,
-    )
-    .await;
+    let mut observer = join(&relay, "crowd", "observer").await;
     assert_eq!(raw_frame(&mut observer).await["kind"], "welcome");
 
     let started = Instant::now();
     let mut crowd = Vec::new();
     for i in 0..CROWD {
-        let mut ws = Ws::connect(
-            &relay,
-            "/rooms/crowd",
-            &token(&format!("p{i}"), &grant),
-            TokenIn::Header,
-        )
-        .await;
+        let mut ws = join(&relay, "crowd", &format!("p{i}")).await;
         let welcome = ws.next_kind("welcome").await;
         crowd.push((
             welcome["peer"]["id"]
@@ -100,26 +99,11 @@ async fn a_crowd_joining_at_once_reaches_an_observer_in_few_frames_each_join_onc
 #[tokio::test]
 async fn with_no_window_each_change_is_its_own_event() {
     let relay = Relay::start(&[("EDGEWIRE_PRESENCE_WINDOW", "0")]).await;
-    let grant = ["solo=read,write"];
-    let mut observer = Ws::connect(
-        &relay,
-        "/rooms/solo",
-        &token("observer", &grant),
-        TokenIn::Header,
-    )
-    .await;
+    let mut observer = join(&relay, "solo", "observer").await;
     assert_eq!(raw_frame(&mut observer).await["kind"], "welcome");
     let mut peers = Vec::new();
     for i in 0..5 {
-        peers.push(
-            Ws::connect(
-                &relay,
-                "/rooms/solo",
-                &token(&format!("p{i}"), &grant),
-                TokenIn::Header,
-            )
-            .await,
-        );
+        peers.push(join(&relay, "solo", &format!("p{i}")).await);
     }
     for _ in 0..5 {
         assert_eq!(raw_frame(&mut observer).await["kind"], "join");

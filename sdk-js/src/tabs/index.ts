@@ -154,15 +154,14 @@ export class SharedClient extends Emitter<SharedEvents> {
   /** Says something to the holder: here, over the port, or on the channel. */
   private say(said: Config | ToHolder): void {
     if (this.closed) return;
-    if (this.holder) {
-      if (said.t !== "config") this.holder.hear(said);
-    } else if (this.queue) this.queue.push(said);
+    if (this.queue && !this.holder) this.queue.push(said);
     else this.post(said);
   }
 
+  /** Delivers to the holder: in this tab, or over the port or channel. */
   private post(said: Config | ToHolder): void {
-    if (this.holder && said.t !== "config") this.holder.hear(said);
-    else (this.port ?? this.channel)?.postMessage(said);
+    if (!this.holder) (this.port ?? this.channel)?.postMessage(said);
+    else if (said.t !== "config") this.holder.hear(said);
   }
 
   /** Holds the leader lock: connects, takes every tab's rooms, relays. */

@@ -207,12 +207,10 @@ impl Connection {
         // What is ready at once (the welcome) is staged before the socket is
         // first written, so a handshake answered on the socket sends its
         // `101` and the welcome in one write.
-        if let Some(step) = driver.step(session, true, Event::ws_frame).now_or_never() {
-            match step {
-                Step::Frames(frames) => socket.stage(frames),
-                Step::KeepAlive => socket.stage(vec![frame::ping()]),
-                Step::End(ending) => return End::from(ending),
-            }
+        if let Some(step) = driver.step(session, true, Event::ws_frame).now_or_never()
+            && let Some(end) = stage_step(socket, step)
+        {
+            return end;
         }
         loop {
             // Not biased: reading the client (ops, pongs) must not starve behind a
@@ -222,11 +220,11 @@ impl Connection {
             // and everything else goes on: reads, timers, the drain.
             let writable = !socket.is_writing();
             tokio::select! {
-                step = driver.step(session, writable, Event::ws_frame) => match step {
-                    Step::Frames(frames) => socket.stage(frames),
-                    Step::KeepAlive => socket.stage(vec![frame::ping()]),
-                    Step::End(ending) => return End::from(ending),
-                },
+                step = driver.step(session, writable, Event::ws_frame) => {
+                    if let Some(end) = stage_step(socket, step) {
+                        return end;
+                    }
+                }
                 io = socket.next() => match io {
                     SocketIo::Flushed => {}
                     SocketIo::WriteFailed(e) => return End::write_failed(e),
@@ -268,6 +266,17 @@ impl Connection {
             }
         }
     }
+}
+
+/// Stages what the driver says goes out next; the session's end when that
+/// is what it says.
+fn stage_step(socket: &mut Socket, step: Step) -> Option<End> {
+    match step {
+        Step::Frames(frames) => socket.stage(frames),
+        Step::KeepAlive => socket.stage(vec![frame::ping()]),
+        Step::End(ending) => return Some(End::from(ending)),
+    }
+    None
 }
 
 /// How a session loop ended.
