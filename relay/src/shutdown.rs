@@ -41,18 +41,22 @@ async fn wait_for_signal() {
 /// not all reconnect in the same second; the rest is margin for the last ones.
 pub const DRAIN_SPREAD: f64 = 0.7;
 
-/// When, after the drain starts, one session should close, and the reconnect
-/// delay to suggest to its client: both random, so closes and returns spread.
-pub fn drain_plan(grace: std::time::Duration) -> (std::time::Duration, std::time::Duration) {
+/// When, after the drain starts, one session should close: random within
+/// the spread share of `grace`, so closes spread.
+pub fn drain_spread(grace: std::time::Duration) -> std::time::Duration {
     let spread = grace.mul_f64(DRAIN_SPREAD);
-    let close_after = crate::jitter::backoff(31, spread, spread);
-    let reconnect_after = std::time::Duration::from_millis(500)
+    crate::jitter::backoff(31, spread, spread)
+}
+
+/// The reconnect delay to suggest to a drained session's client: random,
+/// so the clients' returns spread.
+pub fn reconnect_after() -> std::time::Duration {
+    std::time::Duration::from_millis(500)
         + crate::jitter::backoff(
             31,
             std::time::Duration::from_secs(5),
             std::time::Duration::from_secs(5),
-        );
-    (close_after, reconnect_after)
+        )
 }
 
 /// A delay as the whole seconds of a `retry_after` or `Retry-After`, rounded

@@ -95,15 +95,16 @@ pub struct Driver {
     clock: SessionClock,
     /// The one timer, armed at the clock's earliest deadline.
     timer: Pin<Box<Sleep>>,
-    armed: Instant,
     /// Resolves when shutdown starts; the session then ends at its own
     /// moment in the drain.
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     draining: bool,
-    close_after: Duration,
-    reconnect_after: Duration,
-    /// An end found behind a batch: returned once the batch is out.
-    ending: Option<Ending>,
+    /// The relay's shutdown grace: the session's moment in a drain is drawn
+    /// from it when the drain starts (not stored in every idle session).
+    grace: Duration,
+    /// An end found behind a batch: returned once the batch is out (boxed:
+    /// rare, and kept out of every idle session).
+    ending: Option<Box<Ending>>,
 }
 
 impl Driver {
@@ -120,15 +121,12 @@ impl Driver {
     ) -> Driver {
         let clock = SessionClock::new(keep_alive, idle_timeout, session.expires_at(), leeway);
         let armed = clock.next();
-        let (close_after, reconnect_after) = crate::shutdown::drain_plan(grace);
         Driver {
             clock,
             timer: Box::pin(tokio::time::sleep_until(armed)),
-            armed,
             shutdown: Box::pin(shutdown.cancelled_owned()),
             draining: false,
-            close_after,
-            reconnect_after,
+            grace,
             ending: None,
         }
     }
@@ -159,19 +157,19 @@ impl Driver {
         encode: fn(&Event) -> Bytes,
     ) -> Poll<Step> {
         if let Some(ending) = self.ending.take() {
-            return Poll::Ready(Step::End(ending));
+            return Poll::Ready(Step::End(*ending));
         }
         loop {
             // A refresh may have brought a new token: move the deadlines.
             self.clock.token_changed(session.expires_at());
             let next = self.clock.next();
-            if next != self.armed || self.timer.is_elapsed() {
-                self.armed = next;
+            if next != self.timer.deadline() || self.timer.is_elapsed() {
                 self.timer.as_mut().reset(next);
             }
             if !self.draining && self.shutdown.as_mut().poll(cx).is_ready() {
                 self.draining = true;
-                self.clock.start_drain(self.close_after);
+                self.clock
+                    .start_drain(crate::shutdown::drain_spread(self.grace));
                 continue;
             }
             if writable {
@@ -187,7 +185,10 @@ impl Driver {
             }
             ready!(self.timer.as_mut().poll(cx));
             match self.clock.due(Instant::now()) {
-                Due::Drain => return Poll::Ready(Step::End(Ending::drain(self.reconnect_after))),
+                Due::Drain => {
+                    let reconnect_after = crate::shutdown::reconnect_after();
+                    return Poll::Ready(Step::End(Ending::drain(reconnect_after)));
+                }
                 Due::Expired => {
                     return Poll::Ready(Step::End(Ending::error(
                         ApiError::TokenExpired,
@@ -222,7 +223,7 @@ impl Driver {
             match session.poll_next(cx) {
                 Poll::Ready(Next::Event(event)) => frames.push(encode(&event)),
                 Poll::Ready(Next::Close(e)) => {
-                    self.ending = Some(closed_by(e, session));
+                    self.ending = Some(Box::new(closed_by(e, session)));
                     break;
                 }
                 Poll::Pending => break,

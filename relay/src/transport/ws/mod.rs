@@ -11,8 +11,10 @@ mod socket;
 
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use std::future::poll_fn;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::task::Poll;
 
 use futures_util::FutureExt;
 
@@ -75,6 +77,7 @@ pub fn upgrade(
             // copies of what it captured (which cost 3.1 KB per idle socket).
             let connection = Box::new(Connection {
                 socket: None,
+                driver: None,
                 session,
                 hub,
                 room: None,
@@ -119,7 +122,8 @@ async fn serve(handover: Handover, mut connection: Box<Connection>, target: Targ
         Ok(()) => connection.drive().instrument(span.clone()).await,
         Err(e) => End::refused(e, &connection.hub),
     };
-    connection.finish(end).instrument(span).await;
+    // Boxed: the end's writes take memory only while the session ends.
+    Box::pin(connection.finish(end).instrument(span)).await;
 }
 
 /// One accepted WebSocket session: its socket, its hub session and the room
@@ -127,6 +131,9 @@ async fn serve(handover: Handover, mut connection: Box<Connection>, target: Targ
 struct Connection {
     /// Set once the upgrade hands the socket over.
     socket: Option<Socket>,
+    /// Set when the session loop starts. Kept here, in the box, rather than
+    /// in the loop's future: the task of an idle session stays small.
+    driver: Option<Driver>,
     session: Session,
     hub: Hub,
     room: Option<RoomName>,
@@ -186,6 +193,7 @@ impl Connection {
     async fn drive(&mut self) -> End {
         let Connection {
             socket,
+            driver,
             session,
             hub,
             room,
@@ -196,14 +204,14 @@ impl Connection {
         };
         let room = room.as_ref();
         let config = hub.config();
-        let mut driver = Driver::new(
+        let driver = driver.insert(Driver::new(
             session,
             config.ping_interval,
             Some(config.idle_timeout),
             hub.auth().leeway(),
             hub.shutdown().clone(),
             config.shutdown_grace,
-        );
+        ));
         // What is ready at once (the welcome) is staged before the socket is
         // first written, so a handshake answered on the socket sends its
         // `101` and the welcome in one write.
@@ -212,20 +220,38 @@ impl Connection {
         {
             return end;
         }
+        // Reading the client (ops, pongs) must not starve behind a busy room,
+        // or a live client would look idle: the two sources take turns at
+        // being polled first. While a write is pending, the session's events
+        // wait in its bounded queues (a client that stays behind is cut:
+        // write timeout, slow consumer) and everything else goes on: reads,
+        // timers, the drain. Polled by hand, not with `select!` over two
+        // futures, so an idle session's task holds no future state.
+        let mut client_first = false;
         loop {
-            // Not biased: reading the client (ops, pongs) must not starve behind a
-            // busy room, or a live client would look idle. While a write is
-            // pending, the session's events wait in its bounded queues (a
-            // client that stays behind is cut: write timeout, slow consumer)
-            // and everything else goes on: reads, timers, the drain.
+            client_first = !client_first;
             let writable = !socket.is_writing();
-            tokio::select! {
-                step = driver.step(session, writable, Event::ws_frame) => {
+            let wake = poll_fn(|cx| {
+                if client_first && let Poll::Ready(io) = socket.poll_next(cx) {
+                    return Poll::Ready(Wake::Socket(io));
+                }
+                if let Poll::Ready(step) = driver.poll_step(session, cx, writable, Event::ws_frame)
+                {
+                    return Poll::Ready(Wake::Driver(step));
+                }
+                if !client_first && let Poll::Ready(io) = socket.poll_next(cx) {
+                    return Poll::Ready(Wake::Socket(io));
+                }
+                Poll::Pending
+            })
+            .await;
+            match wake {
+                Wake::Driver(step) => {
                     if let Some(end) = stage_step(socket, step) {
                         return end;
                     }
                 }
-                io = socket.next() => match io {
+                Wake::Socket(io) => match io {
                     SocketIo::Flushed => {}
                     SocketIo::WriteFailed(e) => return End::write_failed(e),
                     SocketIo::Closed => return End::gone(),
@@ -233,14 +259,17 @@ impl Connection {
                         driver.heard_from_client();
                         match incoming {
                             Err(e) => return End::bad_frames(e),
-                            Ok(Incoming::Text(text)) => match parse_op(&text) {
-                                Ok((op, reference)) => {
-                                    Box::pin(session.handle(op, reference, room)).await;
-                                }
-                                Err(e) => session.push(ApiError::BadRequest(e.message).to_event(e.reference.as_deref())),
-                            },
-                            Ok(Incoming::Binary) => session.push(ApiError::Unsupported.to_event(None)),
-                            Ok(Incoming::Ping(payload)) => socket.stage(vec![frame::pong(&payload)]),
+                            // Boxed, parsing included: the op takes memory
+                            // only while it is handled.
+                            Ok(Incoming::Text(text)) => {
+                                Box::pin(handle_text(session, &text, room)).await
+                            }
+                            Ok(Incoming::Binary) => {
+                                session.push(ApiError::Unsupported.to_event(None))
+                            }
+                            Ok(Incoming::Ping(payload)) => {
+                                socket.stage(vec![frame::pong(&payload)])
+                            }
                             Ok(Incoming::Pong) => {}
                             Ok(Incoming::Close(code)) => {
                                 // Answer the client's close by echoing its code
@@ -249,7 +278,10 @@ impl Connection {
                                     Some(code) => frame::close(code, ""),
                                     None => frame::close_empty(),
                                 };
-                                let _ = socket.flush_then_send(std::slice::from_ref(&echo)).await;
+                                // Boxed: rare, kept out of every idle session's task.
+                                let _ =
+                                    Box::pin(socket.flush_then_send(std::slice::from_ref(&echo)))
+                                        .await;
                                 // finish() shuts the socket down after this.
                                 return End::gone();
                             }
@@ -266,6 +298,20 @@ impl Connection {
             }
         }
     }
+}
+
+/// Parses and handles one op the client sent; its answer is queued.
+async fn handle_text(session: &mut Session, text: &str, room: Option<&RoomName>) {
+    match parse_op(text) {
+        Ok((op, reference)) => session.handle(op, reference, room).await,
+        Err(e) => session.push(ApiError::BadRequest(e.message).to_event(e.reference.as_deref())),
+    }
+}
+
+/// What woke the session loop.
+enum Wake {
+    Driver(Step),
+    Socket(SocketIo),
 }
 
 /// Stages what the driver says goes out next; the session's end when that

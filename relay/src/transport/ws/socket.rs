@@ -5,13 +5,13 @@
 //! only the decoder's leftovers.
 //!
 //! Writes are staged and progress in the same poll as reads
-//! ([`Socket::next`]): a session keeps reading, and its timers keep running,
+//! ([`Socket::poll_next`]): a session keeps reading, and its timers keep running,
 //! while a client is slow to take its bytes.
 
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
-use std::task::{Poll, ready};
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -62,7 +62,7 @@ impl Socket {
         }
     }
 
-    /// Queues frames to go out after those already staged; [`Socket::next`]
+    /// Queues frames to go out after those already staged; [`Socket::poll_next`]
     /// writes them.
     pub fn stage(&mut self, mut frames: Vec<Bytes>) {
         if let Some(head) = self.preamble.take() {
@@ -81,8 +81,10 @@ impl Socket {
     }
 
     /// Writes staged frames as the socket takes them and reads the client,
-    /// whichever comes first. Cancel-safe: what was written or read is kept.
-    pub async fn next(&mut self) -> SocketIo {
+    /// whichever comes first; what was written or read is kept. Polled by
+    /// the session loop by hand, so an idle session's task holds no future
+    /// for it.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<SocketIo> {
         if let Some(head) = self.preamble.take() {
             // Nothing was staged with it: the head goes out alone.
             self.outbox.insert(0, head);
@@ -94,35 +96,32 @@ impl Socket {
             progress,
             ..
         } = self;
-        poll_fn(|cx| {
-            if !outbox.is_empty() {
-                match poll_write_all(&mut *io, cx, outbox, progress) {
-                    Poll::Ready(Ok(())) => {
-                        // Freed, not kept: an idle socket holds no outbox.
-                        *outbox = Vec::new();
-                        *progress = WriteProgress::default();
-                        return Poll::Ready(SocketIo::Flushed);
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(SocketIo::WriteFailed(e)),
-                    Poll::Pending => {}
+        if !outbox.is_empty() {
+            match poll_write_all(&mut *io, cx, outbox, progress) {
+                Poll::Ready(Ok(())) => {
+                    // Freed, not kept: an idle socket holds no outbox.
+                    *outbox = Vec::new();
+                    *progress = WriteProgress::default();
+                    return Poll::Ready(SocketIo::Flushed);
                 }
+                Poll::Ready(Err(e)) => return Poll::Ready(SocketIo::WriteFailed(e)),
+                Poll::Pending => {}
             }
-            loop {
-                match decoder.next() {
-                    Ok(Some(message)) => return Poll::Ready(SocketIo::Message(Ok(message))),
-                    Err(e) => return Poll::Ready(SocketIo::Message(Err(e))),
-                    Ok(None) => {}
-                }
-                let mut chunk = [0u8; READ_CHUNK];
-                let mut buf = ReadBuf::new(&mut chunk);
-                match ready!(Pin::new(&mut *io).poll_read(cx, &mut buf)) {
-                    Ok(()) if buf.filled().is_empty() => return Poll::Ready(SocketIo::Closed),
-                    Ok(()) => decoder.feed(buf.filled()),
-                    Err(_) => return Poll::Ready(SocketIo::Closed),
-                }
+        }
+        loop {
+            match decoder.next() {
+                Ok(Some(message)) => return Poll::Ready(SocketIo::Message(Ok(message))),
+                Err(e) => return Poll::Ready(SocketIo::Message(Err(e))),
+                Ok(None) => {}
             }
-        })
-        .await
+            let mut chunk = [0u8; READ_CHUNK];
+            let mut buf = ReadBuf::new(&mut chunk);
+            match ready!(Pin::new(&mut *io).poll_read(cx, &mut buf)) {
+                Ok(()) if buf.filled().is_empty() => return Poll::Ready(SocketIo::Closed),
+                Ok(()) => decoder.feed(buf.filled()),
+                Err(_) => return Poll::Ready(SocketIo::Closed),
+            }
+        }
     }
 
     /// Drops what is staged (a client that takes nothing).
