@@ -70,6 +70,8 @@ async fn serve(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         None
     };
+    // Signals first: once the port answers, a SIGTERM is always seen.
+    let signals = edgewire::shutdown::Signals::listen();
     let listener = edgewire::server::bind(config.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
@@ -81,7 +83,7 @@ async fn serve(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(secret) = dev_secret {
         print_dev_banner(&secret, addr)?;
     }
-    edgewire::shutdown::cancel_on_signal(shutdown);
+    signals.cancel_on_signal(shutdown);
     relay.serve(listener).await?;
     tracing::info!("edgewire stopped");
     Ok(())

@@ -3,36 +3,56 @@
 
 use tokio_util::sync::CancellationToken;
 
-/// Cancels `token` on SIGTERM or SIGINT.
-pub fn cancel_on_signal(token: CancellationToken) {
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutdown signal received; draining");
-        token.cancel();
-    });
+/// SIGTERM and SIGINT, listened for from the moment this is made: made
+/// before the relay binds its port, so a signal sent as soon as the port
+/// answers is never lost (a signal that came between the port opening and a
+/// later registration was taken by the handler and never seen, and the relay
+/// ran on).
+pub struct Signals {
+    #[cfg(unix)]
+    listening: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+impl Signals {
+    /// Starts listening for SIGTERM and SIGINT (Ctrl-C where there are no
+    /// Unix signals). Needs the runtime.
+    pub fn listen() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let listening = match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                (Ok(term), Ok(int)) => Some((term, int)),
+                _ => None,
+            };
+            Signals { listening }
+        }
+        #[cfg(not(unix))]
+        {
+            Signals {}
         }
     }
-    #[cfg(not(unix))]
-    {
+
+    /// Cancels `token` on the first signal.
+    pub fn cancel_on_signal(self, token: CancellationToken) {
+        tokio::spawn(async move {
+            self.recv().await;
+            tracing::info!("shutdown signal received; draining");
+            token.cancel();
+        });
+    }
+
+    async fn recv(self) {
+        #[cfg(unix)]
+        if let Some((mut term, mut int)) = self.listening {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
 }
