@@ -240,6 +240,8 @@ done
 for n in "$IDLE" "$MAX_IDLE"; do
   [ "$n" -gt 0 ] || continue
   for transport in ws sse; do
+    # A scenario left out by ONLY starts no server.
+    selected "idle $n $transport" || continue
     for label in edgewire nchan; do
       if [ "$label" = edgewire ]; then pids=$(start_relay $PORT_RELAY); port=$PORT_RELAY
       else pids=$(start_nchan $PORT_NCHAN); port=$PORT_NCHAN; fi
@@ -255,6 +257,7 @@ done
 # before coalescing). Nchan has no presence: its figures are the same run.
 for per in 1 10 100; do
   for transport in ws sse; do
+    selected "connect $CONNECTS rooms of $per $transport" || continue
     for label in edgewire nchan; do
       if [ "$label" = edgewire ]; then pids=$(start_relay $PORT_RELAY); port=$PORT_RELAY
       else pids=$(start_nchan $PORT_NCHAN); port=$PORT_NCHAN; fi
@@ -265,6 +268,7 @@ for per in 1 10 100; do
 done
 for window in 0 50ms; do
   for transport in ws sse; do
+    selected "storm $STORM rooms of 100 $transport presence window $window" || continue
     for label in edgewire nchan; do
       if [ "$label" = edgewire ]; then pids=$(PRESENCE_WINDOW=$window start_relay $PORT_RELAY); port=$PORT_RELAY
       else pids=$(start_nchan $PORT_NCHAN); port=$PORT_NCHAN; fi
@@ -279,6 +283,7 @@ start_redis $PORT_REDIS
 start_redis $PORT_REDIS_NCHAN
 for round in $(seq 1 "$REPEAT"); do
   for transport in ws sse; do
+    selected "fanout 1x$SUBS $transport redis" || selected "fanout 100x$((SUBS / 100)) $transport redis" || continue
     for label in edgewire nchan; do
       if [ "$label" = edgewire ]; then
         a=$(start_relay $PORT_RELAY_A redis://127.0.0.1:$PORT_REDIS)
