@@ -78,12 +78,23 @@ pub fn upgrade(
             let connection = Box::new(Connection {
                 socket: None,
                 driver: None,
+                target: Some(target),
                 session,
                 hub,
                 room: None,
                 _guard: guard,
             });
-            tokio::spawn(serve(handover, connection, target));
+            let span = tracing::debug_span!(
+                "session",
+                transport = "websocket",
+                peer = %connection.session.peer_id(),
+                room = tracing::field::Empty,
+                close_code = tracing::field::Empty,
+            );
+            tokio::spawn(tracing::Instrument::instrument(
+                serve(handover, connection),
+                span,
+            ));
         }
         Err(e) => {
             tokio::spawn(async move {
@@ -102,28 +113,21 @@ pub fn upgrade(
 }
 
 /// Runs a session once its socket arrives: start, loop, finish, each awaited
-/// here in turn so the task is no larger than its largest step.
-async fn serve(handover: Handover, mut connection: Box<Connection>, target: Target) {
+/// here in turn so the task is no larger than its largest step. The caller
+/// wraps it in the session's span once (a span is 40 B: a copy per step
+/// would sit in every idle session's task).
+async fn serve(handover: Handover, mut connection: Box<Connection>) {
     let Some((io, preamble)) = handover.socket().await else {
         return;
     };
     let max = connection.hub.config().max_message_bytes;
     connection.socket = Some(Socket::new(io, max, preamble));
-    let span = tracing::debug_span!(
-        "session",
-        transport = "websocket",
-        peer = %connection.session.peer_id(),
-        room = tracing::field::Empty,
-        close_code = tracing::field::Empty,
-    );
-    use tracing::Instrument;
-    let started = connection.start(target).instrument(span.clone()).await;
-    let end = match started {
-        Ok(()) => connection.drive().instrument(span.clone()).await,
+    let end = match connection.start().await {
+        Ok(()) => connection.drive().await,
         Err(e) => End::refused(e, &connection.hub),
     };
     // Boxed: the end's writes take memory only while the session ends.
-    Box::pin(connection.finish(end).instrument(span)).await;
+    Box::pin(connection.finish(end)).await;
 }
 
 /// One accepted WebSocket session: its socket, its hub session and the room
@@ -134,6 +138,10 @@ struct Connection {
     /// Set when the session loop starts. Kept here, in the box, rather than
     /// in the loop's future: the task of an idle session stays small.
     driver: Option<Driver>,
+    /// What the session was opened on, until it starts. Here rather than an
+    /// argument of the task's future, where it would stay for the session's
+    /// life (an async fn keeps its arguments apart from its steps).
+    target: Option<Target>,
     session: Session,
     hub: Hub,
     room: Option<RoomName>,
@@ -143,7 +151,8 @@ struct Connection {
 
 impl Connection {
     /// Joins the room or topic watch the session was opened on.
-    async fn start(&mut self, target: Target) -> Result<(), ApiError> {
+    async fn start(&mut self) -> Result<(), ApiError> {
+        let target = self.target.take().unwrap_or(Target::Bare);
         // Joining awaits the broker: boxed, so its future takes memory only
         // while it runs, not in every idle session's task.
         let started = match target {
