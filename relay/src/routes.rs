@@ -343,7 +343,6 @@ fn stream(hub: &Hub, session: Session) -> Response {
         session,
         hub.config().sse_heartbeat,
         hub.auth().leeway(),
-        hub.shutdown().clone(),
         hub.config().shutdown_grace,
     )
 }

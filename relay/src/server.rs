@@ -165,6 +165,8 @@ async fn run(
             accepted = listener.accept() => accept.one(accepted, &connections).await,
         }
     }
+    // Every session picks its moment in the drain from here.
+    hub.fanout().start_drain();
     // Draining: the listener stays open until the last session has closed or
     // the grace runs out, so a client or proxy that still arrives is told
     // `503 draining` (with Retry-After) by new-session routes and by

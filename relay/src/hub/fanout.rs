@@ -4,6 +4,7 @@
 //! has a small bounded inbox for direct messages.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -75,6 +76,12 @@ impl Inbox {
         }
     }
 
+    /// Registers the session's waker without looking at the queue: a drain
+    /// (or anything else that wakes the inbox) that starts later wakes it.
+    pub fn register(&self, cx: &mut Context<'_>) {
+        self.waker.register(cx.waker());
+    }
+
     /// The next direct message, or why the session must close. Cancel-safe.
     pub async fn recv(&self) -> Result<Arc<Event>, ApiError> {
         std::future::poll_fn(|cx| self.poll_next(cx)).await
@@ -88,6 +95,8 @@ pub struct Fanout {
     room_capacity: usize,
     /// Coalesces presence changes (none: each goes out as it comes).
     presence: Option<Coalescer>,
+    /// Set when the relay starts draining; see [`Fanout::start_drain`].
+    draining: AtomicBool,
     /// This fan-out, for the timers that close presence windows.
     me: Weak<Fanout>,
 }
@@ -103,6 +112,7 @@ impl Fanout {
             peers: Mutex::new(HashMap::new()),
             room_capacity,
             presence: (!presence_window.is_zero()).then(|| Coalescer::new(presence_window)),
+            draining: AtomicBool::new(false),
             me: me.clone(),
         })
     }
@@ -195,6 +205,25 @@ impl Fanout {
             .keys()
             .cloned()
             .collect()
+    }
+
+    /// Tells every local session that the relay is draining: the flag is set,
+    /// then each peer's inbox is woken, and each session's next poll sees it
+    /// ([`Fanout::is_draining`]) and picks its own moment to close. One flag
+    /// and one wake per session at shutdown, instead of a shutdown future
+    /// held (and registered) by every idle session.
+    pub fn start_drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        for inbox in peers.values() {
+            inbox.waker.wake();
+        }
+    }
+
+    /// True once [`Fanout::start_drain`] ran. A session registers its inbox
+    /// waker before asking, so a drain that starts just after still wakes it.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
     }
 
     /// Registers a local peer; returns its inbox.

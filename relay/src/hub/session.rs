@@ -122,6 +122,13 @@ impl Session {
         &self.me.id
     }
 
+    /// True once the relay drains; the session is woken when it starts (its
+    /// waker is registered before the look).
+    pub fn poll_draining(&self, cx: &mut Context<'_>) -> bool {
+        self.direct.register(cx);
+        self.hub.fanout().is_draining()
+    }
+
     /// Unix seconds at which the session's token expires.
     pub fn expires_at(&self) -> Option<u64> {
         self.principal.expires_at

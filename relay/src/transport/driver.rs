@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::clock::{Due, SessionClock};
 use super::expiring_event;
@@ -95,9 +94,8 @@ pub struct Driver {
     clock: SessionClock,
     /// The one timer, armed at the clock's earliest deadline.
     timer: Pin<Box<Sleep>>,
-    /// Resolves when shutdown starts; the session then ends at its own
-    /// moment in the drain.
-    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Set once the relay's drain was seen (`Session::poll_draining`); the
+    /// session then ends at its own moment in it.
     draining: bool,
     /// The relay's shutdown grace: the session's moment in a drain is drawn
     /// from it when the drain starts (not stored in every idle session).
@@ -109,14 +107,13 @@ pub struct Driver {
 
 impl Driver {
     /// A driver for `session` with a keep-alive period, an idle timeout (the
-    /// WebSocket's; an SSE client sends nothing), the relay's shutdown and
-    /// its grace.
+    /// WebSocket's; an SSE client sends nothing) and the relay's shutdown
+    /// grace.
     pub fn new(
         session: &Session,
         keep_alive: Duration,
         idle_timeout: Option<Duration>,
         leeway: Duration,
-        shutdown: CancellationToken,
         grace: Duration,
     ) -> Driver {
         let clock = SessionClock::new(keep_alive, idle_timeout, session.expires_at(), leeway);
@@ -124,7 +121,6 @@ impl Driver {
         Driver {
             clock,
             timer: Box::pin(tokio::time::sleep_until(armed)),
-            shutdown: Box::pin(shutdown.cancelled_owned()),
             draining: false,
             grace,
             ending: None,
@@ -166,7 +162,7 @@ impl Driver {
             if next != self.timer.deadline() || self.timer.is_elapsed() {
                 self.timer.as_mut().reset(next);
             }
-            if !self.draining && self.shutdown.as_mut().poll(cx).is_ready() {
+            if !self.draining && session.poll_draining(cx) {
                 self.draining = true;
                 self.clock
                     .start_drain(crate::shutdown::drain_spread(self.grace));

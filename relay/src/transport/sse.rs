@@ -14,7 +14,6 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use hyper::body::{Body as HttpBody, Frame};
-use tokio_util::sync::CancellationToken;
 
 use super::driver::{Driver, Ending, Step};
 use crate::hub::Session;
@@ -73,10 +72,9 @@ pub fn response(
     session: Session,
     heartbeat: Duration,
     leeway: Duration,
-    shutdown: CancellationToken,
     grace: Duration,
 ) -> Response {
-    let driver = Driver::new(&session, heartbeat, None, leeway, shutdown, grace);
+    let driver = Driver::new(&session, heartbeat, None, leeway, grace);
     let span = tracing::debug_span!("session", transport = "sse", peer = %session.peer_id());
     span.in_scope(|| tracing::debug!("session opened"));
     let stream = SseStream {

@@ -218,7 +218,6 @@ impl Connection {
             config.ping_interval,
             Some(config.idle_timeout),
             hub.auth().leeway(),
-            hub.shutdown().clone(),
             config.shutdown_grace,
         ));
         // What is ready at once (the welcome) is staged before the socket is
