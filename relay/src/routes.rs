@@ -184,15 +184,16 @@ async fn admission(State(hub): State<Hub>, mut request: Request, next: Next) -> 
 type Upgrade = Result<ws::WsUpgrade, ws::NotUpgrade>;
 
 /// The `{room}` segment of a path, validated: a handler gets a real room name
-/// or the request is refused with `400` first.
+/// or the request is refused with `400` first. A room open here already
+/// lends its own copy of the name, so a room's sessions share one.
 struct ValidRoom(RoomName);
 
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ValidRoom {
+impl axum::extract::FromRequestParts<Hub> for ValidRoom {
     type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
-        state: &S,
+        state: &Hub,
     ) -> Result<Self, ApiError> {
         let Path(params) =
             Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, state)
@@ -200,7 +201,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ValidRoom {
         let raw = params
             .get("room")
             .ok_or_else(|| ApiError::BadRequest("no room in the path".into()))?;
-        Ok(ValidRoom(RoomName::parse(raw)?))
+        Ok(ValidRoom(state.fanout().intern(RoomName::parse(raw)?)))
     }
 }
 
@@ -520,12 +521,12 @@ struct TopicRoute {
     topic: String,
 }
 
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for TopicRoute {
+impl axum::extract::FromRequestParts<Hub> for TopicRoute {
     type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
-        state: &S,
+        state: &Hub,
     ) -> Result<Self, ApiError> {
         let ValidRoom(room) = ValidRoom::from_request_parts(parts, state).await?;
         let Path(params) =

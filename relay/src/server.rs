@@ -244,7 +244,7 @@ impl Acceptor {
             match Box::pin(sse_direct::sniff(&stream, sniff_wait)).await {
                 Sniffed::EventStream(mut first) => {
                     first.request.extensions_mut().insert(ConnectInfo(peer));
-                    sse_direct::serve(stream, first, app, tasks.token(), write_timeout).await;
+                    sse_direct::serve(stream, first, app, tasks.token()).await;
                     return;
                 }
                 Sniffed::WebSocket(mut first) => {

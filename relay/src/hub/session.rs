@@ -689,6 +689,11 @@ async fn fire_will(hub: &Hub, room: &RoomName, will: Will, from: Arc<str>) {
 }
 
 impl Session {
+    /// The relay's settings.
+    pub fn config(&self) -> &crate::config::Config {
+        self.hub.config()
+    }
+
     /// The relay's metrics.
     pub fn metrics(&self) -> &Metrics {
         self.hub.metrics()

@@ -34,7 +34,9 @@ pub struct SseStream {
     /// Set by the writer when it cut a client that took no bytes: its peer
     /// then leaves with reason `timeout`.
     cut: bool,
-    span: tracing::Span,
+    /// The session's span, kept only while debug logging is on: a disabled
+    /// span is still 40 B in every idle stream.
+    span: Option<Box<tracing::Span>>,
 }
 
 /// The slot the direct writer takes a stream from; the body finds it empty
@@ -83,7 +85,7 @@ pub fn response(
         started: false,
         done: false,
         cut: false,
-        span,
+        span: (!span.is_disabled()).then(|| Box::new(span)),
     };
     let slot = DirectStream(Arc::new(Mutex::new(Some(stream))));
     let body = Body {
@@ -142,6 +144,11 @@ impl HttpBody for Body {
 }
 
 impl SseStream {
+    /// How long a client may take no bytes before it is cut.
+    pub fn write_timeout(&self) -> Duration {
+        self.session.config().write_timeout
+    }
+
     /// The next frames to write: the opening `retry:`, a batch of events, a
     /// keep-alive comment, or the last words; `None` once the stream is over.
     /// `writable`: the writer can take events now. While it cannot, timers
@@ -151,8 +158,8 @@ impl SseStream {
         cx: &mut Context<'_>,
         writable: bool,
     ) -> Poll<Option<Vec<Bytes>>> {
-        let span = self.span.clone();
-        let _entered = span.enter();
+        let span = self.span.as_deref().cloned();
+        let _entered = span.as_ref().map(tracing::Span::enter);
         if self.done {
             return Poll::Ready(None);
         }

@@ -133,7 +133,6 @@ pub async fn serve<S>(
     first: Box<DirectRequest>,
     app: S,
     guard: TaskTrackerToken,
-    write_timeout: std::time::Duration,
 ) where
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
 {
@@ -168,7 +167,6 @@ pub async fn serve<S>(
                 with_head: true,
                 progress: WriteProgress::default(),
                 deadline: None,
-                write_timeout,
                 ended: false,
                 _guard: guard,
             });
@@ -248,7 +246,6 @@ struct StreamWriter {
     progress: WriteProgress,
     /// Armed only while a write waits for the client.
     deadline: Option<Pin<Box<Sleep>>>,
-    write_timeout: Duration,
     ended: bool,
     /// Holds the relay's shutdown open until the stream is over.
     _guard: TaskTrackerToken,
@@ -286,7 +283,6 @@ impl StreamWriter {
             with_head,
             progress,
             deadline,
-            write_timeout,
             ended,
             ..
         } = self;
@@ -309,7 +305,7 @@ impl StreamWriter {
                     }
                     Poll::Ready(Err(_)) => return Poll::Ready(false),
                     Poll::Pending => {
-                        let timeout = *write_timeout;
+                        let timeout = sse.write_timeout();
                         let timer =
                             deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
                         if timer.as_mut().poll(cx).is_ready() {
