@@ -27,7 +27,8 @@ pub const DIRECT_QUEUE: usize = 256;
 #[derive(Debug, Default)]
 pub struct Inbox {
     queue: Mutex<VecDeque<Arc<Event>>>,
-    closed: OnceLock<ApiError>,
+    /// Boxed: rare, and 24 B less in every idle peer's inbox.
+    closed: OnceLock<Box<ApiError>>,
     waker: AtomicWaker,
 }
 
@@ -57,7 +58,7 @@ impl Inbox {
 
     /// Asks the peer's session to close with `reason`; the first reason wins.
     pub fn close(&self, reason: ApiError) {
-        let _ = self.closed.set(reason);
+        let _ = self.closed.set(Box::new(reason));
         self.waker.wake();
     }
 
@@ -68,7 +69,7 @@ impl Inbox {
         // Registered before looking, so a push or close in between still wakes.
         self.waker.register(cx.waker());
         if let Some(reason) = self.closed.get() {
-            return Poll::Ready(Err(reason.clone()));
+            return Poll::Ready(Err(ApiError::clone(reason)));
         }
         match self.pop() {
             Some(event) => Poll::Ready(Ok(event)),
