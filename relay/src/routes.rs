@@ -184,16 +184,15 @@ async fn admission(State(hub): State<Hub>, mut request: Request, next: Next) -> 
 type Upgrade = Result<ws::WsUpgrade, ws::NotUpgrade>;
 
 /// The `{room}` segment of a path, validated: a handler gets a real room name
-/// or the request is refused with `400` first. A room open here already
-/// lends its own copy of the name, so a room's sessions share one.
+/// or the request is refused with `400` first.
 struct ValidRoom(RoomName);
 
-impl axum::extract::FromRequestParts<Hub> for ValidRoom {
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ValidRoom {
     type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
-        state: &Hub,
+        state: &S,
     ) -> Result<Self, ApiError> {
         let Path(params) =
             Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, state)
@@ -201,7 +200,7 @@ impl axum::extract::FromRequestParts<Hub> for ValidRoom {
         let raw = params
             .get("room")
             .ok_or_else(|| ApiError::BadRequest("no room in the path".into()))?;
-        Ok(ValidRoom(state.fanout().intern(RoomName::parse(raw)?)))
+        Ok(ValidRoom(RoomName::parse(raw)?))
     }
 }
 
@@ -521,12 +520,12 @@ struct TopicRoute {
     topic: String,
 }
 
-impl axum::extract::FromRequestParts<Hub> for TopicRoute {
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for TopicRoute {
     type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
-        state: &Hub,
+        state: &S,
     ) -> Result<Self, ApiError> {
         let ValidRoom(room) = ValidRoom::from_request_parts(parts, state).await?;
         let Path(params) =

@@ -176,16 +176,6 @@ impl Fanout {
             .subscribe()
     }
 
-    /// The copy of `room`'s name that its room here holds, when it is open
-    /// here; else `room`. A room's sessions then share one name instead of
-    /// holding one each (40 B per idle connection).
-    pub fn intern(&self, room: RoomName) -> RoomName {
-        let rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        rooms
-            .get_key_value(&room)
-            .map_or(room, |(name, _)| name.clone())
-    }
-
     /// Called after a subscriber dropped its receiver: forgets the room when it was
     /// the last local one, and then returns true (the broker may stop watching it).
     pub fn release(&self, room: &RoomName) -> bool {
