@@ -26,9 +26,6 @@ const READ_CHUNK: usize = 4096;
 /// A WebSocket server connection.
 pub struct Socket {
     io: Upgraded,
-    /// Bytes to write before any frame: the `101` head of a handshake
-    /// answered on the socket, sent with the session's first frames.
-    preamble: Option<Bytes>,
     decoder: Decoder,
     /// Frames staged for writing, and how far they went out (empty, with no
     /// allocation, while nothing waits).
@@ -51,23 +48,20 @@ pub enum SocketIo {
 
 impl Socket {
     /// Wraps an upgraded connection whose messages may be at most
-    /// `max_message` bytes; `preamble` goes out first, with the first frames.
+    /// `max_message` bytes. `preamble` (the `101` head of a handshake answered
+    /// on the socket) is staged first, so it goes out with the first frames.
     pub fn new(io: Upgraded, max_message: usize, preamble: Option<Bytes>) -> Socket {
         Socket {
             io,
-            preamble,
             decoder: Decoder::new(max_message),
-            outbox: Vec::new(),
+            outbox: preamble.into_iter().collect(),
             progress: WriteProgress::default(),
         }
     }
 
     /// Queues frames to go out after those already staged; [`Socket::poll_next`]
     /// writes them.
-    pub fn stage(&mut self, mut frames: Vec<Bytes>) {
-        if let Some(head) = self.preamble.take() {
-            frames.insert(0, head);
-        }
+    pub fn stage(&mut self, frames: Vec<Bytes>) {
         if self.outbox.is_empty() {
             self.outbox = frames;
         } else {
@@ -85,16 +79,11 @@ impl Socket {
     /// the session loop by hand, so an idle session's task holds no future
     /// for it.
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<SocketIo> {
-        if let Some(head) = self.preamble.take() {
-            // Nothing was staged with it: the head goes out alone.
-            self.outbox.insert(0, head);
-        }
         let Socket {
             io,
             decoder,
             outbox,
             progress,
-            ..
         } = self;
         if !outbox.is_empty() {
             match poll_write_all(&mut *io, cx, outbox, progress) {
@@ -130,33 +119,24 @@ impl Socket {
         self.progress = WriteProgress::default();
     }
 
-    /// Writes whatever is staged, then `frames` (at the end of a session).
+    /// Writes whatever is staged, then `frames` (at the end of a session),
+    /// in as few `writev` calls as the socket allows.
     pub async fn flush_then_send(&mut self, frames: &[Bytes]) -> io::Result<()> {
-        if !self.outbox.is_empty() {
-            if let Some(head) = self.preamble.take() {
-                self.outbox.insert(0, head);
-            }
-            let Socket {
-                io,
-                outbox,
-                progress,
-                ..
-            } = self;
-            poll_fn(|cx| poll_write_all(&mut *io, cx, outbox, progress)).await?;
-            self.outbox = Vec::new();
-            self.progress = WriteProgress::default();
-        }
-        self.send(frames).await
+        self.outbox.extend_from_slice(frames);
+        let Socket {
+            io,
+            outbox,
+            progress,
+            ..
+        } = self;
+        poll_fn(|cx| poll_write_all(&mut *io, cx, outbox, progress)).await?;
+        self.outbox = Vec::new();
+        self.progress = WriteProgress::default();
+        Ok(())
     }
 
     /// Writes whole frames, in order, with as few `writev` calls as the socket allows.
     pub async fn send(&mut self, frames: &[Bytes]) -> io::Result<()> {
-        if let Some(head) = self.preamble.take() {
-            let mut all = Vec::with_capacity(frames.len() + 1);
-            all.push(head);
-            all.extend_from_slice(frames);
-            return write_all_vectored(&mut self.io, &all).await;
-        }
         write_all_vectored(&mut self.io, frames).await
     }
 
