@@ -192,6 +192,20 @@ pub struct PeerInfo {
     pub state: Payload,
 }
 
+/// The others present when a peer joined: a list built for it, or the JSON
+/// array that every peer joining within one presence window shares (built
+/// once per room per window; see `hub/presence.rs`).
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(untagged)]
+pub enum PeerList {
+    /// Built for this joiner.
+    Own(Vec<PeerInfo>),
+    /// The array shared by the window's joiners: the room as the first of
+    /// them found it. The changes since reach each of them in the window's
+    /// `presence` event.
+    Shared(Payload),
+}
+
 /// Why a peer left a room; the `reason` of a `leave` event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -470,7 +484,7 @@ impl Event {
     pub fn welcome(
         room: Option<&RoomName>,
         me: &PeerInfo,
-        peers: &[PeerInfo],
+        peers: &PeerList,
         last_id: Option<EventId>,
     ) -> Arc<Event> {
         #[derive(Serialize)]
@@ -484,7 +498,7 @@ impl Event {
             kind: &'static str,
             room: Option<&'a RoomName>,
             peer: Me<'a>,
-            peers: &'a [PeerInfo],
+            peers: &'a PeerList,
             last_id: Option<EventId>,
         }
         let body = Body {

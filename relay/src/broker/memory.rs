@@ -9,13 +9,14 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 
 use super::{
-    Broker, BrokerError, DeferredWill, Draft, History, Limits, RetainDraft, Retained, RoomPage,
-    RoomSnapshot, RoomSummary, Will,
+    Broker, BrokerError, DeferredWill, Draft, History, Joined, Limits, RetainDraft, Retained,
+    RoomPage, RoomSnapshot, RoomSummary, Will,
 };
 use crate::hub::Fanout;
 use crate::idempotency::{Ledger, Once, Recall};
 use crate::protocol::{
-    Event, EventId, LeaveReason, Message, Payload, PeerInfo, RoomName, Status, now_ms, null_payload,
+    Event, EventId, LeaveReason, Message, Payload, PeerInfo, PeerList, RoomName, Status, now_ms,
+    null_payload,
 };
 use crate::topic::{Topic, TopicFilter};
 
@@ -97,16 +98,31 @@ impl RoomState {
     }
 
     fn snapshot(&self, except: Option<&str>) -> RoomSnapshot {
+        RoomSnapshot {
+            peers: self.peers(except).into_iter().cloned().collect(),
+            last_id: self.last_id,
+        }
+    }
+
+    /// The present peers, oldest first.
+    fn peers(&self, except: Option<&str>) -> Vec<&PeerInfo> {
         let mut peers: Vec<&(u64, PeerInfo)> = self
             .presence
             .values()
             .filter(|(_, p)| Some(&*p.id) != except)
             .collect();
         peers.sort_by_key(|(order, _)| *order);
-        RoomSnapshot {
-            peers: peers.into_iter().map(|(_, p)| p.clone()).collect(),
-            last_id: self.last_id,
-        }
+        peers.into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// The present peers as one JSON array, for the `welcome` of every peer
+    /// that joins within one presence window (`None` if it cannot be encoded:
+    /// each joiner then gets its own list).
+    fn peers_json(&self) -> Option<Payload> {
+        let json = serde_json::to_string(&self.peers(None)).ok()?;
+        serde_json::value::RawValue::from_string(json)
+            .ok()
+            .map(Payload::from)
     }
 
     /// Keeps an event in history, dropping the oldest beyond the room's count
@@ -463,16 +479,24 @@ impl MemoryBroker {
         lock(&state).wills.remove(peer)
     }
 
-    pub(super) fn join(&self, room: &RoomName, peer: PeerInfo) -> RoomSnapshot {
+    pub(super) fn join(&self, room: &RoomName, peer: PeerInfo) -> Joined {
         let state = self.room(room);
         let mut state = lock(&state);
         state.joins += 1;
         let order = state.joins;
         let event = Event::join(room, &peer);
-        let id = peer.id.clone();
-        state.presence.insert(id.clone(), (order, peer));
-        self.fanout.deliver(room, event);
-        state.snapshot(Some(&id))
+        // Announced before the joiner is in the map, so the others it sees
+        // (its own list, or the window's shared one) never include it.
+        let shared = self.fanout.deliver_join(room, event, || state.peers_json());
+        let peers = match shared {
+            Some(json) => PeerList::Shared(json),
+            None => PeerList::Own(state.snapshot(None).peers),
+        };
+        state.presence.insert(peer.id.clone(), (order, peer));
+        Joined {
+            peers,
+            last_id: state.last_id,
+        }
     }
 
     pub(super) fn leave(&self, room: &RoomName, peer: &Arc<str>, reason: LeaveReason) {
@@ -669,7 +693,7 @@ impl Broker for MemoryBroker {
         Ok(MemoryBroker::history(self, room, since, limit))
     }
 
-    async fn join(&self, room: &RoomName, peer: PeerInfo) -> Result<RoomSnapshot, BrokerError> {
+    async fn join(&self, room: &RoomName, peer: PeerInfo) -> Result<Joined, BrokerError> {
         Ok(MemoryBroker::join(self, room, peer))
     }
 

@@ -16,7 +16,9 @@ pub use redis::{RedisBroker, RedisSettings, StartCause, StartError};
 use async_trait::async_trait;
 
 use crate::idempotency::Once;
-use crate::protocol::{Event, EventId, LeaveReason, NameError, Payload, PeerInfo, RoomName};
+use crate::protocol::{
+    Event, EventId, LeaveReason, NameError, Payload, PeerInfo, PeerList, RoomName,
+};
 use crate::topic::{Topic, TopicFilter};
 
 /// Broker failures, mapped to the contract's codes in `hub`.
@@ -208,6 +210,16 @@ pub struct RoomSnapshot {
     pub last_id: Option<EventId>,
 }
 
+/// The room as a peer that just joined must see it: the others present,
+/// and the room's last id.
+#[derive(Debug, Clone)]
+pub struct Joined {
+    /// The others present, oldest first.
+    pub peers: PeerList,
+    /// The room's last event id.
+    pub last_id: Option<EventId>,
+}
+
 /// A room in the `/rooms` listing.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RoomSummary {
@@ -284,7 +296,7 @@ pub trait Broker: Send + Sync {
 
     /// Adds a peer to a room's presence, announces it with `join`, and returns the
     /// room as the new peer must see it (the others, and the last id).
-    async fn join(&self, room: &RoomName, peer: PeerInfo) -> Result<RoomSnapshot, BrokerError>;
+    async fn join(&self, room: &RoomName, peer: PeerInfo) -> Result<Joined, BrokerError>;
 
     /// Removes a peer from a room and announces it with `leave`.
     async fn leave(

@@ -15,7 +15,7 @@ use futures_util::task::AtomicWaker;
 use super::presence::{Closed, Coalescer, Flush, Offered};
 use super::ring::{RingReceiver, RoomRing};
 use crate::error::ApiError;
-use crate::protocol::{Event, EventKind, RoomName};
+use crate::protocol::{Event, EventKind, Payload, RoomName};
 
 /// Capacity of a peer's direct inbox.
 pub const DIRECT_QUEUE: usize = 256;
@@ -142,6 +142,31 @@ impl Fanout {
             _ => event,
         };
         ring.send(event);
+    }
+
+    /// Delivers a local peer's `join` as [`Fanout::deliver`] does, and
+    /// returns the peers its `welcome` shares with the window's other
+    /// joiners when the join waits in the room's presence window (`peers`
+    /// makes them, the room without the joiner, for the window's first).
+    /// `None`: the joiner's `welcome` needs a list of its own.
+    pub fn deliver_join(
+        &self,
+        room: &RoomName,
+        join: Arc<Event>,
+        peers: impl FnOnce() -> Option<Payload>,
+    ) -> Option<Payload> {
+        let ring = self.ring(room)?;
+        let Some(presence) = &self.presence else {
+            ring.send(join);
+            return None;
+        };
+        match presence.offer_join(&self.me, room, join, peers) {
+            (Offered::Now(event), _) => {
+                ring.send(event);
+                None
+            }
+            (Offered::Held, shared) => shared,
+        }
     }
 
     /// The room's ring, when it has local subscribers. The room table is

@@ -14,12 +14,20 @@
 //! window. A batch that reaches [`MAX_BATCH`] events goes out
 //! at once, so the wait is bounded in size as well as in time. A room with no
 //! open window holds nothing.
+//!
+//! The `welcome` of a peer that joins while its join waits is built from a
+//! snapshot of the room's peers shared by every such joiner of the window:
+//! made by the first (as it found the room) and dropped when the window
+//! releases its changes. A later joiner of the window misses in it only
+//! changes that wait in the window, and so reach it in the `presence` event
+//! that ends it: a room of n joining at once encodes its peer list once per
+//! window, not n times.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use crate::protocol::{Event, EventKind, RoomName};
+use crate::protocol::{Event, EventKind, Payload, RoomName};
 
 /// Most events one `presence` event carries; more go out in the next one.
 pub const MAX_BATCH: usize = 512;
@@ -39,7 +47,17 @@ pub enum Offered {
 /// The rooms with an open window and the changes waiting in each.
 pub struct Coalescer {
     window: Duration,
-    open: Mutex<HashMap<RoomName, Vec<Arc<Event>>>>,
+    open: Mutex<HashMap<RoomName, Window>>,
+}
+
+/// A room's open window.
+#[derive(Default)]
+struct Window {
+    /// The changes waiting for the window's end.
+    held: Vec<Arc<Event>>,
+    /// The room's peers as the window's first waiting joiner found them,
+    /// shared by the window's joiners; dropped whenever changes go out.
+    peers: Option<Payload>,
 }
 
 impl Coalescer {
@@ -58,36 +76,60 @@ impl Coalescer {
     where
         O: Flush + Send + Sync + 'static,
     {
+        self.offer_join(owner, room, event, || None).0
+    }
+
+    /// Takes a `join` of `room`, as [`Coalescer::offer`] does. When the join
+    /// waits, also returns the window's shared snapshot of the room's
+    /// peers for the joiner's `welcome`, made with `peers` (the room without
+    /// the joiner) if this is the window's first waiting joiner. `None`: the
+    /// join went out (or `peers` gave nothing), and the joiner's `welcome`
+    /// needs a list of its own.
+    pub fn offer_join<O>(
+        &self,
+        owner: &Weak<O>,
+        room: &RoomName,
+        event: Arc<Event>,
+        peers: impl FnOnce() -> Option<Payload>,
+    ) -> (Offered, Option<Payload>)
+    where
+        O: Flush + Send + Sync + 'static,
+    {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(batch) = open.get_mut(room) {
-            batch.push(event);
-            if batch.len() >= MAX_BATCH {
-                let full = std::mem::take(batch);
-                return Offered::Now(Event::presence(room, &full));
+        if let Some(window) = open.get_mut(room) {
+            window.held.push(event);
+            if window.held.len() >= MAX_BATCH {
+                let full = std::mem::take(&mut window.held);
+                window.peers = None;
+                return (Offered::Now(Event::presence(room, &full)), None);
             }
-            return Offered::Held;
+            if window.peers.is_none() {
+                window.peers = peers();
+            }
+            return (Offered::Held, window.peers.clone());
         }
         // A quiet room: this change goes now, and opens a window. Outside a
         // runtime (no timer to close it) no window is opened.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            open.insert(room.clone(), Vec::new());
+            open.insert(room.clone(), Window::default());
             schedule(&runtime, owner.clone(), room.clone(), self.window);
         }
-        Offered::Now(event)
+        (Offered::Now(event), None)
     }
 
     /// Ends `room`'s window: returns what waited in it, as one event, and
     /// what kind of window it was.
     pub fn close_window(&self, room: &RoomName) -> (Option<Arc<Event>>, Closed) {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(batch) = open.get_mut(room) else {
+        let Some(window) = open.get_mut(room) else {
             return (None, Closed::Quiet);
         };
-        if batch.is_empty() {
+        if window.held.is_empty() {
             open.remove(room);
             return (None, Closed::Quiet);
         }
-        let waiting = std::mem::take(batch);
+        window.peers = None;
+        let waiting = std::mem::take(&mut window.held);
         let arrivals = waiting
             .iter()
             .filter(|e| matches!(e.kind(), EventKind::Join | EventKind::Leave))
@@ -228,6 +270,52 @@ mod tests {
         assert_eq!(closed, Closed::Quiet);
         // The window closed: the next change goes at once again.
         assert!(matches!(f.offer(f.join("c")), Offered::Now(_)));
+    }
+
+    #[tokio::test]
+    async fn the_joiners_of_a_window_share_one_snapshot_until_it_releases_them() {
+        let f = Fixture::new();
+        let owner = Arc::downgrade(&f.owner);
+        let built = std::cell::Cell::new(0);
+        let snapshot = |json: &str| {
+            built.set(built.get() + 1);
+            crate::protocol::payload_from_json(json).ok()
+        };
+        let (first, shared) = f
+            .coalescer
+            .offer_join(&owner, &f.room, f.join("a"), || snapshot(r#"["x"]"#));
+        assert!(matches!(first, Offered::Now(_)) && shared.is_none());
+        assert_eq!(
+            built.get(),
+            0,
+            "a join that goes at once needs no shared snapshot"
+        );
+
+        let (held, b) = f
+            .coalescer
+            .offer_join(&owner, &f.room, f.join("b"), || snapshot(r#"["a"]"#));
+        let (_, c) = f
+            .coalescer
+            .offer_join(&owner, &f.room, f.join("c"), || snapshot(r#"["a","b"]"#));
+        assert!(matches!(held, Offered::Held));
+        assert_eq!(built.get(), 1, "built once for the window");
+        let (Some(b), Some(c)) = (b, c) else {
+            panic!("waiting joiners get the shared snapshot");
+        };
+        assert!(Arc::ptr_eq(&b, &c), "one snapshot, shared");
+        assert_eq!(c.get(), r#"["a"]"#);
+
+        // Once the window releases its changes, the next joiner's snapshot
+        // is made anew.
+        let _ = f.coalescer.close_window(&f.room);
+        let (_, d) = f.coalescer.offer_join(&owner, &f.room, f.join("d"), || {
+            snapshot(r#"["a","b","c"]"#)
+        });
+        assert_eq!(built.get(), 2);
+        assert_eq!(
+            d.map(|d| d.get().to_owned()).as_deref(),
+            Some(r#"["a","b","c"]"#)
+        );
     }
 
     #[tokio::test]

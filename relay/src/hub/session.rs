@@ -24,7 +24,7 @@ use crate::guard::{PublishBucket, SessionPermit};
 use crate::idempotency::IdempotencyKey;
 use crate::metrics::{Metrics, Transport};
 use crate::protocol::{
-    Event, EventId, EventKind, LeaveReason, Op, PeerInfo, RoomName, null_payload,
+    Event, EventId, EventKind, LeaveReason, Op, PeerInfo, PeerList, RoomName, null_payload,
 };
 use crate::topic::TopicFilter;
 
@@ -147,7 +147,12 @@ impl Session {
 
     /// Queues a `welcome` with no room, for a session that joins rooms by op.
     pub fn greet(&mut self) {
-        self.push(Event::welcome(None, &self.me, &[], None));
+        self.push(Event::welcome(
+            None,
+            &self.me,
+            &PeerList::Own(Vec::new()),
+            None,
+        ));
     }
 
     /// Joins `room` as a peer: `welcome`, the room's retained values, then (when

@@ -109,3 +109,56 @@ async fn with_no_window_each_change_is_its_own_event() {
         assert_eq!(raw_frame(&mut observer).await["kind"], "join");
     }
 }
+
+#[tokio::test]
+async fn joiners_of_one_window_see_everyone_from_their_welcome_and_its_presence() {
+    const JOINERS: usize = 6;
+    let relay = Relay::start(&[("EDGEWIRE_PRESENCE_WINDOW", "300ms")]).await;
+    let mut observer = join(&relay, "window", "observer").await;
+    let welcome = raw_frame(&mut observer).await;
+    let mut everyone = vec![
+        welcome["peer"]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    ];
+    let mut joiners = Vec::new();
+    for i in 0..JOINERS {
+        let mut ws = join(&relay, "window", &format!("p{i}")).await;
+        let welcome = raw_frame(&mut ws).await;
+        assert_eq!(welcome["kind"], "welcome");
+        let me = welcome["peer"]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let seen: Vec<String> = welcome["peers"]
+            .as_array()
+            .expect("a welcome lists peers")
+            .iter()
+            .map(|p| p["id"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        assert!(!seen.contains(&me), "a welcome never lists its own peer");
+        assert!(
+            seen.iter().all(|id| everyone.contains(id)),
+            "{seen:?} lists only peers that joined before {me}"
+        );
+        everyone.push(me.clone());
+        joiners.push((me, seen, ws));
+    }
+    // The welcome and the presence events after it, applied as the SDK
+    // applies them, give each joiner the whole room.
+    for (me, mut seen, mut ws) in joiners {
+        let others: Vec<&String> = everyone.iter().filter(|id| **id != me).collect();
+        while !others.iter().all(|id| seen.contains(id)) {
+            let frame = raw_frame(&mut ws).await;
+            for event in presence_events(&frame).unwrap_or_else(|| vec![frame]) {
+                let id = event["peer"]["id"].as_str().unwrap_or_default().to_owned();
+                match event["kind"].as_str() {
+                    Some("join") if id != me && !seen.contains(&id) => seen.push(id),
+                    Some("leave") => panic!("nobody left: {event}"),
+                    _ => {}
+                }
+            }
+        }
+    }
+}

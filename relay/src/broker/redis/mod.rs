@@ -55,8 +55,8 @@ use self::pubsub::{PubSubState, pubsub_loop};
 use self::scripts::Scripts;
 use self::sharded::sharded_loop;
 use crate::broker::{
-    Broker, BrokerError, DeferredWill, Draft, History, Limits, RetainDraft, Retained, RoomPage,
-    RoomSnapshot, Will,
+    Broker, BrokerError, DeferredWill, Draft, History, Joined, Limits, RetainDraft, Retained,
+    RoomPage, RoomSnapshot, Will,
 };
 use crate::hub::Fanout;
 use crate::idempotency::Once;
@@ -273,7 +273,7 @@ impl Broker for RedisBroker {
         RedisBroker::history(self, room, since, limit).await
     }
 
-    async fn join(&self, room: &RoomName, peer: PeerInfo) -> Result<RoomSnapshot, BrokerError> {
+    async fn join(&self, room: &RoomName, peer: PeerInfo) -> Result<Joined, BrokerError> {
         RedisBroker::join(self, room, peer).await
     }
 

@@ -10,8 +10,10 @@ use super::errors::unavailable;
 use super::keys::Layout;
 use super::records::{PeerRecord, WillRecord, peer_member, template_error};
 use super::{LocalPeer, RedisBroker};
-use crate::broker::{BrokerError, RoomPage, RoomSnapshot, RoomSummary, Will};
-use crate::protocol::{Event, LeaveReason, Payload, PeerInfo, RoomName, payload_from_raw};
+use crate::broker::{BrokerError, Joined, RoomPage, RoomSnapshot, RoomSummary, Will};
+use crate::protocol::{
+    Event, LeaveReason, Payload, PeerInfo, PeerList, RoomName, payload_from_raw,
+};
 
 impl RedisBroker {
     pub(super) async fn presence(
@@ -35,7 +37,7 @@ impl RedisBroker {
         &self,
         room: &RoomName,
         peer: PeerInfo,
-    ) -> Result<RoomSnapshot, BrokerError> {
+    ) -> Result<Joined, BrokerError> {
         let peer_json = serde_json::to_string(&peer).map_err(|_| template_error())?;
         let event = Event::join(room, &peer);
         let _: i64 = self
@@ -66,7 +68,10 @@ impl RedisBroker {
         );
         let mut snapshot = self.snapshot(room).await?;
         snapshot.peers.retain(|p| p.id != peer.id);
-        Ok(snapshot)
+        Ok(Joined {
+            peers: PeerList::Own(snapshot.peers),
+            last_id: snapshot.last_id,
+        })
     }
 
     pub(super) async fn leave_as(
