@@ -3,6 +3,8 @@
 //! kept as instants, with a single sleep armed at the earliest. A session costs
 //! one timer entry and one wake-up per deadline instead of a future each.
 
+use std::num::NonZeroU64;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -29,41 +31,56 @@ pub enum Due {
     Nothing,
 }
 
-/// A session's deadlines.
+/// A session's deadlines, packed: every idle session holds one, so instants
+/// are kept as [`Stamp`]s (8 bytes, not 16) and the periods, which come from
+/// the configuration, as milliseconds (64 bytes where `Instant`s and
+/// `Duration`s took 144).
 #[derive(Debug)]
 pub struct SessionClock {
-    keep_alive_every: Duration,
-    next_keep_alive: Instant,
-    idle_timeout: Option<Duration>,
-    idle_at: Option<Instant>,
-    leeway: Duration,
-    token_exp: Option<u64>,
-    expiry_at: Option<Instant>,
-    warning_at: Option<Instant>,
-    drain_at: Option<Instant>,
+    keep_alive_every: Millis,
+    idle_timeout: Option<Millis>,
+    leeway: Millis,
+    /// The relay's shutdown grace: the session's moment in a drain is drawn
+    /// from it when the drain starts.
+    grace: Millis,
+    /// The token's expiry, Unix seconds (at least 1).
+    token_exp: Option<NonZeroU64>,
+    next_keep_alive: Stamp,
+    idle_at: Option<Stamp>,
+    expiry_at: Option<Stamp>,
+    warning_at: Option<Stamp>,
+    drain_at: Option<Stamp>,
 }
 
 impl SessionClock {
     /// Deadlines for a session with a keep-alive period, an optional idle
-    /// timeout, and a token expiring at `exp` (Unix seconds) with `leeway`.
+    /// timeout, a token expiring at `exp` (Unix seconds) with `leeway`, and
+    /// the relay's shutdown grace.
     pub fn new(
         keep_alive_every: Duration,
         idle_timeout: Option<Duration>,
         exp: Option<u64>,
         leeway: Duration,
+        grace: Duration,
     ) -> SessionClock {
         let now = Instant::now();
-        SessionClock {
+        let keep_alive_every = Millis::from(keep_alive_every);
+        let idle_timeout = idle_timeout.map(Millis::from);
+        let leeway = Millis::from(leeway);
+        let mut clock = SessionClock {
             keep_alive_every,
-            next_keep_alive: now + keep_alive_every,
             idle_timeout,
-            idle_at: idle_timeout.map(|t| now + t),
             leeway,
-            token_exp: exp,
-            expiry_at: expiry_deadline(exp, leeway),
-            warning_at: warning_deadline(exp, leeway),
+            grace: Millis::from(grace),
+            token_exp: None,
+            next_keep_alive: Stamp::at(now + keep_alive_every.get()),
+            idle_at: idle_timeout.map(|t| Stamp::at(now + t.get())),
+            expiry_at: None,
+            warning_at: None,
             drain_at: None,
-        }
+        };
+        clock.set_token(exp);
+        clock
     }
 
     /// The earliest deadline, for the session's one sleep.
@@ -78,13 +95,14 @@ impl SessionClock {
         .into_iter()
         .flatten()
         .min()
-        .unwrap_or_else(|| Instant::now() + NEVER)
+        .map_or_else(|| Instant::now() + NEVER, Stamp::instant)
     }
 
     /// What is due at `now`, most final first; a keep-alive or warning that is
     /// reported is rescheduled (or dropped) so it fires once.
     pub fn due(&mut self, now: Instant) -> Due {
-        let passed = |at: Option<Instant>| at.is_some_and(|at| at <= now);
+        let now_stamp = Stamp::reached(now);
+        let passed = |at: Option<Stamp>| at.is_some_and(|at| at <= now_stamp);
         if passed(self.drain_at) {
             Due::Drain
         } else if passed(self.expiry_at) {
@@ -94,8 +112,8 @@ impl SessionClock {
         } else if passed(self.warning_at) {
             self.warning_at = None;
             Due::Warning
-        } else if self.next_keep_alive <= now {
-            self.next_keep_alive = now + self.keep_alive_every;
+        } else if self.next_keep_alive <= now_stamp {
+            self.next_keep_alive = Stamp::at(now + self.keep_alive_every.get());
             Due::KeepAlive
         } else {
             Due::Nothing
@@ -106,32 +124,95 @@ impl SessionClock {
     /// touched; a stale wake-up finds [`Due::Nothing`] and re-arms.
     pub fn heard_from_client(&mut self) {
         if let Some(timeout) = self.idle_timeout {
-            self.idle_at = Some(Instant::now() + timeout);
+            self.idle_at = Some(Stamp::at(Instant::now() + timeout.get()));
         }
     }
 
     /// The session's token changed (a refresh): move the expiry and warning.
     pub fn token_changed(&mut self, exp: Option<u64>) {
-        if exp != self.token_exp {
-            self.token_exp = exp;
-            self.expiry_at = expiry_deadline(exp, self.leeway);
-            self.warning_at = warning_deadline(exp, self.leeway);
+        if exp != self.token_exp() {
+            self.set_token(exp);
         }
+    }
+
+    fn set_token(&mut self, exp: Option<u64>) {
+        self.token_exp = exp.map(|exp| NonZeroU64::new(exp).unwrap_or(NonZeroU64::MIN));
+        let leeway = self.leeway.get();
+        self.expiry_at = expiry_deadline(exp, leeway).map(Stamp::at);
+        self.warning_at = warning_deadline(exp, leeway).map(Stamp::at);
     }
 
     /// Shutdown started: the session closes `after` from now.
     pub fn start_drain(&mut self, after: Duration) {
-        self.drain_at = Some(Instant::now() + after);
+        self.drain_at = Some(Stamp::at(Instant::now() + after));
     }
 
     /// The token's expiry (Unix seconds), for the `expiring` warning.
     pub fn token_exp(&self) -> Option<u64> {
-        self.token_exp
+        self.token_exp.map(NonZeroU64::get)
+    }
+
+    /// The relay's shutdown grace.
+    pub fn grace(&self) -> Duration {
+        self.grace.get()
     }
 
     /// The leeway allowed after the token's expiry.
     pub fn leeway(&self) -> Duration {
-        self.leeway
+        self.leeway.get()
+    }
+}
+
+/// A period of at most `u32::MAX` milliseconds (49 days; longer ones are
+/// cut to it).
+#[derive(Debug, Clone, Copy)]
+struct Millis(u32);
+
+impl From<Duration> for Millis {
+    fn from(d: Duration) -> Millis {
+        Millis(u32::try_from(d.as_millis()).unwrap_or(u32::MAX))
+    }
+}
+
+impl Millis {
+    fn get(self) -> Duration {
+        Duration::from_millis(u64::from(self.0))
+    }
+}
+
+/// An instant, as whole milliseconds (plus one, so it is never zero and an
+/// `Option` of it takes no more room) since the process's first stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Stamp(NonZeroU64);
+
+/// The instant stamps count from.
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+impl Stamp {
+    fn epoch() -> Instant {
+        *EPOCH.get_or_init(Instant::now)
+    }
+
+    /// The stamp of `at`, rounded up: a deadline never comes early.
+    fn at(at: Instant) -> Stamp {
+        let since = at.saturating_duration_since(Stamp::epoch());
+        let ms = since.as_millis() + u128::from(!since.subsec_nanos().is_multiple_of(1_000_000));
+        Stamp::from_ms(ms)
+    }
+
+    /// The stamp `now` has reached, rounded down.
+    fn reached(now: Instant) -> Stamp {
+        Stamp::from_ms(now.saturating_duration_since(Stamp::epoch()).as_millis())
+    }
+
+    fn from_ms(ms: u128) -> Stamp {
+        let ms = u64::try_from(ms).unwrap_or(u64::MAX - 1);
+        Stamp(NonZeroU64::new(ms + 1).unwrap_or(NonZeroU64::MIN))
+    }
+
+    /// The instant this stamp stands for.
+    fn instant(self) -> Instant {
+        Stamp::epoch() + Duration::from_millis(self.0.get() - 1)
     }
 }
 
@@ -145,17 +226,20 @@ mod tests {
 
     #[test]
     fn reports_each_deadline_in_turn() {
-        let mut clock = SessionClock::new(secs(20), Some(secs(50)), None, Duration::ZERO);
+        let mut clock = SessionClock::new(secs(20), Some(secs(50)), None, Duration::ZERO, secs(1));
         let start = Instant::now();
-        assert!(clock.next() >= start + secs(19) && clock.next() <= start + secs(20));
+        // Deadlines are kept to the millisecond, rounded up.
+        let ms = Duration::from_millis(1);
+        assert!(clock.next() >= start + secs(19) && clock.next() <= start + secs(20) + ms);
         assert_eq!(clock.due(start), Due::Nothing);
-        assert_eq!(clock.due(start + secs(20)), Due::KeepAlive);
-        assert_eq!(clock.next(), start + secs(40));
+        assert_eq!(clock.due(start + secs(20) + ms), Due::KeepAlive);
+        let next = clock.next();
+        assert!(next >= start + secs(40) && next <= start + secs(40) + ms * 2);
         clock.heard_from_client();
-        assert_eq!(clock.due(start + secs(40)), Due::KeepAlive);
+        assert_eq!(clock.due(next), Due::KeepAlive);
         assert_eq!(clock.due(start + secs(51)), Due::Idle);
         clock.start_drain(Duration::ZERO);
-        assert_eq!(clock.due(Instant::now()), Due::Drain);
+        assert_eq!(clock.due(clock.next()), Due::Drain);
     }
 
     #[test]
@@ -164,7 +248,7 @@ mod tests {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() + 600)
             .unwrap_or(0);
-        let mut clock = SessionClock::new(Duration::from_secs(3600), None, None, Duration::ZERO);
+        let mut clock = SessionClock::new(secs(3600), None, None, Duration::ZERO, secs(1));
         assert_eq!(
             clock.due(Instant::now() + Duration::from_secs(1000)),
             Due::Nothing

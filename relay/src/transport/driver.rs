@@ -97,9 +97,6 @@ pub struct Driver {
     /// Set once the relay's drain was seen (`Session::poll_draining`); the
     /// session then ends at its own moment in it.
     draining: bool,
-    /// The relay's shutdown grace: the session's moment in a drain is drawn
-    /// from it when the drain starts (not stored in every idle session).
-    grace: Duration,
     /// An end found behind a batch: returned once the batch is out (boxed:
     /// rare, and kept out of every idle session).
     ending: Option<Box<Ending>>,
@@ -116,13 +113,18 @@ impl Driver {
         leeway: Duration,
         grace: Duration,
     ) -> Driver {
-        let clock = SessionClock::new(keep_alive, idle_timeout, session.expires_at(), leeway);
+        let clock = SessionClock::new(
+            keep_alive,
+            idle_timeout,
+            session.expires_at(),
+            leeway,
+            grace,
+        );
         let armed = clock.next();
         Driver {
             clock,
             timer: Box::pin(tokio::time::sleep_until(armed)),
             draining: false,
-            grace,
             ending: None,
         }
     }
@@ -164,8 +166,8 @@ impl Driver {
             }
             if !self.draining && session.poll_draining(cx) {
                 self.draining = true;
-                self.clock
-                    .start_drain(crate::shutdown::drain_spread(self.grace));
+                let after = crate::shutdown::drain_spread(self.clock.grace());
+                self.clock.start_drain(after);
                 continue;
             }
             if writable {
