@@ -194,11 +194,23 @@ impl Fanout {
 
     /// Subscribes to a room's local ring, creating it for the first subscriber.
     pub fn subscribe(&self, room: &RoomName) -> RingReceiver {
+        self.subscribe_named(room).0
+    }
+
+    /// [`Fanout::subscribe`], with the room's name as the room table holds
+    /// it: a session keeps that one, shared by every subscriber of the room,
+    /// rather than its own copy (40 B in every idle session).
+    pub fn subscribe_named(&self, room: &RoomName) -> (RingReceiver, RoomName) {
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        rooms
-            .entry(room.clone())
-            .or_insert_with(|| RoomRing::new(self.room_capacity))
-            .subscribe()
+        match rooms.get_key_value(room) {
+            Some((name, ring)) => (ring.subscribe(), name.clone()),
+            None => {
+                let ring = RoomRing::new(self.room_capacity);
+                let rx = ring.subscribe();
+                rooms.insert(room.clone(), ring);
+                (rx, room.clone())
+            }
+        }
     }
 
     /// Called after a subscriber dropped its receiver: forgets the room when it was

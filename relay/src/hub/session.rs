@@ -50,7 +50,8 @@ type Refreshing = Pin<Box<dyn Future<Output = Result<Principal, ApiError>> + Sen
 /// A live connection's state in the hub.
 pub struct Session {
     hub: Hub,
-    me: PeerInfo,
+    /// The session's peer id; its user and meta are the principal's.
+    id: Arc<str>,
     principal: Principal,
     transport: Transport,
     pending: VecDeque<Arc<Event>>,
@@ -86,20 +87,15 @@ impl Session {
         transport: Transport,
         permit: SessionPermit,
     ) -> Session {
-        let me = PeerInfo {
-            id: new_peer_id(&principal.sub),
-            user: principal.sub.clone(),
-            meta: principal.meta.clone(),
-            state: null_payload(),
-        };
-        let direct = hub.fanout().register_peer(me.id.clone());
+        let id = new_peer_id(&principal.sub);
+        let direct = hub.fanout().register_peer(id.clone());
         let hub_bucket = hub.guard().session_bucket();
         hub.metrics()
             .sessions(transport)
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Session {
             hub,
-            me,
+            id,
             principal,
             transport,
             pending: VecDeque::new(),
@@ -119,7 +115,18 @@ impl Session {
 
     /// This session's peer id.
     pub fn peer_id(&self) -> &Arc<str> {
-        &self.me.id
+        &self.id
+    }
+
+    /// This session's peer, as it joins a room: its id, and its principal's
+    /// user and meta.
+    fn me(&self) -> PeerInfo {
+        PeerInfo {
+            id: self.id.clone(),
+            user: self.principal.sub.clone(),
+            meta: self.principal.meta.clone(),
+            state: null_payload(),
+        }
     }
 
     /// True once the relay drains; the session is woken when it starts (its
@@ -140,6 +147,22 @@ impl Session {
         self.home = Some(room);
     }
 
+    /// The room of the URL this session was opened on, if any.
+    pub fn home(&self) -> Option<&RoomName> {
+        self.home.as_ref()
+    }
+
+    /// Subscribes to `room`'s local ring; returns the receiver and the
+    /// room's name as the room table holds it, which the session keeps
+    /// (for its home room too) instead of its own copy.
+    fn subscribe(&mut self, room: &RoomName) -> (RingReceiver, RoomName) {
+        let (rx, shared) = self.hub.fanout().subscribe_named(room);
+        if self.home.as_ref() == Some(&shared) {
+            self.home = Some(shared.clone());
+        }
+        (rx, shared)
+    }
+
     /// Records why the session ends, for the `leave` events sent when it drops.
     pub fn set_leave_reason(&mut self, reason: LeaveReason) {
         self.leave_reason = reason;
@@ -149,7 +172,7 @@ impl Session {
     pub fn greet(&mut self) {
         self.push(Event::welcome(
             None,
-            &self.me,
+            &self.me(),
             &PeerList::Own(Vec::new()),
             None,
         ));
@@ -163,12 +186,12 @@ impl Session {
         self.check_new_feed(&room)?;
         // Subscribe (locally, then across instances) before reading anything, so
         // nothing published meanwhile is missed.
-        let rx = self.hub.fanout().subscribe(&room);
+        let (rx, room) = self.subscribe(&room);
         if let Err(e) = self.hub.broker().watch(&room).await {
             self.abandon(rx, &room);
             return Err(e.into());
         }
-        let snapshot = match self.hub.broker().join(&room, self.me.clone()).await {
+        let snapshot = match self.hub.broker().join(&room, self.me()).await {
             Ok(s) => s,
             Err(e) => {
                 self.abandon(rx, &room);
@@ -182,7 +205,7 @@ impl Session {
                 let _ = self
                     .hub
                     .broker()
-                    .leave(&room, &self.me.id, LeaveReason::Closed)
+                    .leave(&room, &self.id, LeaveReason::Closed)
                     .await;
                 return Err(e);
             }
@@ -192,7 +215,7 @@ impl Session {
         }
         self.pending.push_back(Event::welcome(
             Some(&room),
-            &self.me,
+            &self.me(),
             &snapshot.peers,
             snapshot.last_id,
         ));
@@ -216,7 +239,7 @@ impl Session {
     ) -> Result<(), ApiError> {
         self.principal.require(&room, Rights::READ)?;
         self.check_new_feed(&room)?;
-        let rx = self.hub.fanout().subscribe(&room);
+        let (rx, room) = self.subscribe(&room);
         let result = async {
             self.hub.broker().watch(&room).await?;
             let snapshot = self.hub.broker().snapshot(&room).await?;
@@ -312,7 +335,7 @@ impl Session {
         let feed = RoomFeed {
             inner: rx,
             skip_through: start.skip_through,
-            me: self.me.id.clone(),
+            me: self.id.clone(),
             filter,
         };
         self.feeds.insert(room, feed);
@@ -327,8 +350,8 @@ impl Session {
         if let Some(at) = self.present.iter().position(|r| r == room) {
             self.present.swap_remove(at);
             let broker = self.hub.broker();
-            broker.take_will(room, &self.me.id).await?;
-            broker.leave(room, &self.me.id, LeaveReason::Closed).await?;
+            broker.take_will(room, &self.id).await?;
+            broker.leave(room, &self.id, LeaveReason::Closed).await?;
         }
         Ok(())
     }
@@ -341,13 +364,13 @@ impl Session {
                 "join room {room} before setting a will"
             )));
         }
-        self.hub.broker().put_will(room, &self.me.id, will).await?;
+        self.hub.broker().put_will(room, &self.id, will).await?;
         Ok(())
     }
 
     /// Cancels this connection's will for a room.
     pub async fn cancel_will(&mut self, room: &RoomName) -> Result<(), ApiError> {
-        self.hub.broker().take_will(room, &self.me.id).await?;
+        self.hub.broker().take_will(room, &self.id).await?;
         Ok(())
     }
 
@@ -449,7 +472,7 @@ impl Session {
         if let Some(at) = self.present.iter().position(|r| *r == room) {
             self.present.swap_remove(at);
             let hub = self.hub.clone();
-            let id = self.me.id.clone();
+            let id = self.id.clone();
             let left = room.clone();
             // A revoked room is left as by `leave`: the will is cancelled.
             self.hub.tasks().spawn(async move {
@@ -535,7 +558,7 @@ impl Session {
                 };
                 let event = self
                     .hub
-                    .publish(&self.principal, &room, self.me.id.clone(), req)
+                    .publish(&self.principal, &room, self.id.clone(), req)
                     .await?;
                 Ok(Answer::Done(event.id()))
             }
@@ -574,10 +597,7 @@ impl Session {
                 if !self.present.contains(&room) {
                     return Err(ApiError::BadRequest(format!("not joined to room {room}")));
                 }
-                self.hub
-                    .broker()
-                    .set_state(&room, &self.me.id, state)
-                    .await?;
+                self.hub.broker().set_state(&room, &self.id, state).await?;
                 Ok(Answer::Done(None))
             }
             Op::Refresh { token } => {
@@ -613,7 +633,7 @@ impl Session {
         }
         self.ended = true;
         let fanout = self.hub.fanout();
-        fanout.unregister_peer(&self.me.id);
+        fanout.unregister_peer(&self.id);
         let rooms: Vec<RoomName> = self.feeds.keys().cloned().collect();
         // Drop the ring subscriptions before releasing the rooms.
         self.feeds = StreamMap::new();
@@ -630,8 +650,8 @@ impl Session {
             return;
         };
         let hub = self.hub.clone();
-        let id = self.me.id.clone();
-        let user = self.me.user.clone();
+        let id = self.id.clone();
+        let user = self.principal.sub.clone();
         let reason = self.leave_reason;
         handle.spawn(async move {
             let broker = hub.broker();
@@ -831,7 +851,7 @@ mod tests {
             };
         // join(), step by step, with a publish between subscribing and reading history.
         let rx = hub.fanout().subscribe(&room);
-        let snapshot = match hub.broker().join(&room, session.me.clone()).await {
+        let snapshot = match hub.broker().join(&room, session.me()).await {
             Ok(s) => s,
             Err(e) => panic!("{e}"),
         };
