@@ -25,7 +25,8 @@ pub struct ConnIo {
     inner: TcpStream,
     /// Dropped once the head is read, so a long-lived connection holds no timer.
     timer: Option<Pin<Box<Sleep>>>,
-    head_read: Arc<AtomicBool>,
+    /// Set by the service once the head is read; dropped with the timer.
+    head_read: Option<Arc<AtomicBool>>,
     write_timeout: Duration,
     /// Armed only while a write waits for the socket.
     stalled: Option<Pin<Box<Sleep>>>,
@@ -49,7 +50,7 @@ impl ConnIo {
         ConnIo {
             inner,
             timer: None,
-            head_read: Arc::new(AtomicBool::new(true)),
+            head_read: None,
             write_timeout,
             stalled: None,
         }
@@ -63,7 +64,7 @@ impl ConnIo {
             ConnIo {
                 inner,
                 timer: Some(Box::pin(tokio::time::sleep_until(deadline))),
-                head_read: flag.0.clone(),
+                head_read: Some(flag.0.clone()),
                 write_timeout,
                 stalled: None,
             },
@@ -113,8 +114,13 @@ impl AsyncRead for ConnIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.head_read.load(Ordering::Relaxed) {
+        if this
+            .head_read
+            .as_ref()
+            .is_some_and(|read| read.load(Ordering::Relaxed))
+        {
             this.timer = None;
+            this.head_read = None;
         }
         if let Some(timer) = this.timer.as_mut()
             && timer.as_mut().poll(cx).is_ready()

@@ -124,10 +124,19 @@ pub struct Decoder {
     max_message: usize,
     /// Bytes received and not yet consumed (at most one partial frame).
     pending: Vec<u8>,
-    /// A fragmented message being gathered: its opcode and the bytes so far.
-    fragments: Option<(u8, Vec<u8>)>,
-    /// How many bytes of a fragmented text message are known to be UTF-8, so
-    /// each fragment is checked once, and a bad byte is caught when it arrives.
+    /// A fragmented message being gathered (boxed: rare, and kept out of
+    /// every idle socket).
+    fragments: Option<Box<Fragmented>>,
+}
+
+/// A fragmented message being gathered.
+#[derive(Debug)]
+struct Fragmented {
+    opcode: u8,
+    /// The bytes so far.
+    gathered: Vec<u8>,
+    /// How many bytes of a text message are known to be UTF-8, so each
+    /// fragment is checked once, and a bad byte is caught when it arrives.
     checked: usize,
 }
 
@@ -145,7 +154,6 @@ impl Decoder {
             max_message,
             pending: Vec::new(),
             fragments: None,
-            checked: 0,
         }
     }
 
@@ -245,28 +253,33 @@ impl Decoder {
                 if frame.fin {
                     return finish(frame.opcode, frame.payload).map(Some);
                 }
-                self.checked = 0;
-                if frame.opcode == TEXT {
-                    self.checked = utf8_prefix(&frame.payload, 0)?;
-                }
-                self.fragments = Some((frame.opcode, frame.payload));
+                let checked = if frame.opcode == TEXT {
+                    utf8_prefix(&frame.payload, 0)?
+                } else {
+                    0
+                };
+                self.fragments = Some(Box::new(Fragmented {
+                    opcode: frame.opcode,
+                    gathered: frame.payload,
+                    checked,
+                }));
                 Ok(None)
             }
             CONTINUATION => {
-                let Some((opcode, mut gathered)) = self.fragments.take() else {
+                let Some(mut message) = self.fragments.take() else {
                     return Err(FrameError::Protocol("continuation without a message"));
                 };
-                if gathered.len() + frame.payload.len() > self.max_message {
+                if message.gathered.len() + frame.payload.len() > self.max_message {
                     return Err(FrameError::TooLarge);
                 }
-                gathered.extend_from_slice(&frame.payload);
+                message.gathered.extend_from_slice(&frame.payload);
                 if frame.fin {
-                    return finish(opcode, gathered).map(Some);
+                    return finish(message.opcode, message.gathered).map(Some);
                 }
-                if opcode == TEXT {
-                    self.checked = utf8_prefix(&gathered, self.checked)?;
+                if message.opcode == TEXT {
+                    message.checked = utf8_prefix(&message.gathered, message.checked)?;
                 }
-                self.fragments = Some((opcode, gathered));
+                self.fragments = Some(message);
                 Ok(None)
             }
             _ => Err(FrameError::Protocol("unknown opcode")),

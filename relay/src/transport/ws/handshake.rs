@@ -175,19 +175,36 @@ impl Handover {
     /// Waits for the socket; `None` when the upgrade failed (the client
     /// left). A socket from the direct path comes with the `101` head, which
     /// the session writes with its first events.
-    pub async fn socket(self) -> Option<(Upgraded, Option<Bytes>)> {
-        match self.0 {
-            Arrival::Hyper(on_upgrade) => match on_upgrade.await {
-                Ok(upgraded) => Some((Upgraded::Hyper(TokioIo::new(upgraded)), None)),
-                Err(e) => {
-                    tracing::debug!(error = %e, "WebSocket upgrade failed");
-                    None
+    pub async fn socket(mut self) -> Option<(Upgraded, Option<Bytes>)> {
+        std::future::poll_fn(|cx| self.poll_socket(cx)).await
+    }
+
+    /// [`Handover::socket`] for a task polled by hand: it holds the handover,
+    /// not a future of it.
+    pub fn poll_socket(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<(Upgraded, Option<Bytes>)>> {
+        use std::future::Future;
+        use std::task::Poll;
+        match &mut self.0 {
+            Arrival::Hyper(on_upgrade) => match std::pin::Pin::new(on_upgrade).poll(cx) {
+                Poll::Ready(Ok(upgraded)) => {
+                    Poll::Ready(Some((Upgraded::Hyper(TokioIo::new(upgraded)), None)))
                 }
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!(error = %e, "WebSocket upgrade failed");
+                    Poll::Ready(None)
+                }
+                Poll::Pending => Poll::Pending,
             },
-            Arrival::Direct(receiver) => {
-                let (io, head) = receiver.await.ok()?;
-                Some((Upgraded::Direct(io), Some(head)))
-            }
+            Arrival::Direct(receiver) => match std::pin::Pin::new(receiver).poll(cx) {
+                Poll::Ready(Ok((io, head))) => {
+                    Poll::Ready(Some((Upgraded::Direct(io), Some(head))))
+                }
+                Poll::Ready(Err(_)) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
         }
     }
 }

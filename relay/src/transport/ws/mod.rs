@@ -11,12 +11,13 @@ mod socket;
 
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use std::future::poll_fn;
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll, ready};
 
-use futures_util::FutureExt;
+use bytes::Bytes;
 
 use self::frame::{FrameError, Incoming};
 use self::socket::{Socket, SocketIo};
@@ -72,29 +73,27 @@ pub fn upgrade(
     let (response, handover) = ws.accept(offers_subprotocol.then_some(SUBPROTOCOL));
     match session {
         Ok(session) => {
-            // The session's whole state goes into one box before the task is
-            // spawned; the task holds only the box and its current step, not
-            // copies of what it captured (which cost 3.1 KB per idle socket).
-            let connection = Box::new(Connection {
-                socket: None,
-                driver: None,
-                target: Some(target),
-                session,
-                hub,
-                room: None,
-                _guard: guard,
-            });
             let span = tracing::debug_span!(
                 "session",
                 transport = "websocket",
-                peer = %connection.session.peer_id(),
+                peer = %session.peer_id(),
                 room = tracing::field::Empty,
                 close_code = tracing::field::Empty,
             );
-            tokio::spawn(tracing::Instrument::instrument(
-                serve(handover, connection),
+            // Kept only when it records something: a disabled span is 40 B
+            // in every idle session.
+            let span = (!span.is_disabled()).then(|| Box::new(span));
+            tokio::spawn(Connection {
+                phase: Phase::Upgrading(handover, Box::new(target)),
                 span,
-            ));
+                socket: None,
+                driver: None,
+                session: Some(session),
+                hub,
+                room: None,
+                client_first: false,
+                _guard: guard,
+            });
         }
         Err(e) => {
             tokio::spawn(async move {
@@ -112,214 +111,311 @@ pub fn upgrade(
     response
 }
 
-/// Runs a session once its socket arrives: start, loop, finish, each awaited
-/// here in turn so the task is no larger than its largest step. The caller
-/// wraps it in the session's span once (a span is 40 B: a copy per step
-/// would sit in every idle session's task).
-async fn serve(handover: Handover, mut connection: Box<Connection>) {
-    let Some((io, preamble)) = handover.socket().await else {
-        return;
-    };
-    let max = connection.hub.config().max_message_bytes;
-    connection.socket = Some(Socket::new(io, max, preamble));
-    let end = match connection.start().await {
-        Ok(()) => connection.drive().await,
-        Err(e) => End::refused(e, &connection.hub),
-    };
-    // Boxed: the end's writes take memory only while the session ends.
-    Box::pin(connection.finish(end)).await;
-}
-
-/// One accepted WebSocket session: its socket, its hub session and the room
-/// it was opened on.
+/// One accepted WebSocket session, and the task that runs it: its socket,
+/// its hub session and driver, the room it was opened on, and the step it
+/// is at. A future written by hand, spawned as it is: an idle session is
+/// this one allocation (the task), where an `async fn` over a boxed state
+/// took two. What only some steps need (a join, an op, the last writes) is
+/// boxed while they run.
 struct Connection {
+    phase: Phase,
+    /// The session's span (when it is enabled), entered on every poll.
+    span: Option<Box<tracing::Span>>,
     /// Set once the upgrade hands the socket over.
     socket: Option<Socket>,
-    /// Set when the session loop starts. Kept here, in the box, rather than
-    /// in the loop's future: the task of an idle session stays small.
+    /// Set when the session loop starts.
     driver: Option<Driver>,
-    /// What the session was opened on, until it starts. Here rather than an
-    /// argument of the task's future, where it would stay for the session's
-    /// life (an async fn keeps its arguments apart from its steps).
-    target: Option<Target>,
-    session: Session,
+    /// Lent to the steps that await the hub (a join, an op) while they run.
+    session: Option<Session>,
     hub: Hub,
     room: Option<RoomName>,
+    /// Which source the session loop polls first next: the client and the
+    /// driver take turns.
+    client_first: bool,
     /// Holds the relay's shutdown open until the session ends.
     _guard: tokio_util::task::task_tracker::TaskTrackerToken,
 }
 
+/// Where a WebSocket session is.
+enum Phase {
+    /// Waiting for the upgraded socket; then it starts on the target.
+    Upgrading(Handover, Box<Target>),
+    /// Joining the room (or topic watch) it was opened on.
+    Starting(Pin<Box<dyn Future<Output = Started> + Send>>),
+    /// The session loop.
+    Driving,
+    /// Handling an op of the client's.
+    Handling(Pin<Box<dyn Future<Output = Session> + Send>>),
+    /// Its last writes, then the socket is shut.
+    Finishing(Pin<Box<dyn Future<Output = ()> + Send>>),
+    /// Over.
+    Done,
+}
+
+/// A session back from its start, with the room it was opened on.
+struct Started {
+    session: Session,
+    room: Option<RoomName>,
+    result: Result<(), ApiError>,
+}
+
+impl Future for Connection {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        // Out of the session while it is entered, and put back after.
+        let span = this.span.take();
+        let entered = span.as_deref().map(tracing::Span::enter);
+        let polled = this.poll_phases(cx);
+        drop(entered);
+        this.span = span;
+        polled
+    }
+}
+
 impl Connection {
-    /// Joins the room or topic watch the session was opened on.
-    async fn start(&mut self) -> Result<(), ApiError> {
-        let target = self.target.take().unwrap_or(Target::Bare);
-        // Joining awaits the broker: boxed, so its future takes memory only
-        // while it runs, not in every idle session's task.
-        let started = match target {
-            Target::Bare => {
-                self.session.greet();
-                Ok(())
+    /// Runs the session's steps in turn until one waits.
+    fn poll_phases(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self;
+        loop {
+            match &mut this.phase {
+                Phase::Upgrading(handover, target) => {
+                    let Some((io, preamble)) = ready!(handover.poll_socket(cx)) else {
+                        this.phase = Phase::Done;
+                        return Poll::Ready(());
+                    };
+                    let target = std::mem::replace(&mut **target, Target::Bare);
+                    let max = this.hub.config().max_message_bytes;
+                    this.socket = Some(Socket::new(io, max, preamble));
+                    let Some(session) = this.session.take() else {
+                        this.phase = Phase::Done;
+                        return Poll::Ready(());
+                    };
+                    this.phase = Phase::Starting(Box::pin(start(session, target)));
+                }
+                Phase::Starting(starting) => {
+                    let started = ready!(starting.as_mut().poll(cx));
+                    this.session = Some(started.session);
+                    if let Some(room) = &started.room {
+                        tracing::Span::current().record("room", tracing::field::display(room));
+                    }
+                    this.room = started.room;
+                    match started.result {
+                        Ok(()) => {
+                            tracing::debug!("session opened");
+                            if let Some(end) = this.begin_loop(cx) {
+                                this.finish(end);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = e.code(), "session refused");
+                            let end = End::refused(e, &this.hub);
+                            this.finish(end);
+                        }
+                    }
+                }
+                Phase::Driving => {
+                    match ready!(this.poll_loop(cx)) {
+                        Turn::Op(text) => {
+                            let Some(session) = this.session.take() else {
+                                this.finish(End::gone());
+                                continue;
+                            };
+                            let room = this.room.clone();
+                            // Boxed, parsing included: the op takes memory
+                            // only while it is handled.
+                            this.phase =
+                                Phase::Handling(Box::pin(handle_text(session, text, room)));
+                        }
+                        Turn::End(end) => this.finish(end),
+                    }
+                }
+                Phase::Handling(handling) => {
+                    let session = ready!(handling.as_mut().poll(cx));
+                    // A client that sends ops but does not read their
+                    // answers fills its queue: cut it as a slow consumer
+                    // rather than read on while it is behind.
+                    let backlogged = session.is_backlogged();
+                    this.session = Some(session);
+                    this.phase = Phase::Driving;
+                    if backlogged {
+                        Metrics::add(&this.hub.metrics().slow_consumers, 1);
+                        this.finish(End::error(ApiError::SlowConsumer, LeaveReason::Closed));
+                    }
+                }
+                Phase::Finishing(finishing) => {
+                    ready!(finishing.as_mut().poll(cx));
+                    this.phase = Phase::Done;
+                    return Poll::Ready(());
+                }
+                Phase::Done => return Poll::Ready(()),
             }
-            Target::Room(room, since) => {
-                self.room = Some(room.clone());
-                self.session.set_home(room.clone());
-                Box::pin(self.session.join(room, since)).await
-            }
-            Target::Topics(room, filter, since) => {
-                self.room = Some(room.clone());
-                self.session.set_home(room.clone());
-                Box::pin(self.session.watch(room, filter, since)).await
-            }
+        }
+    }
+}
+
+/// What a turn of the session loop asks for.
+enum Turn {
+    /// An op to handle.
+    Op(String),
+    /// The session ends.
+    End(End),
+}
+
+/// Joins the room or topic watch the session was opened on, and gives the
+/// session back.
+async fn start(mut session: Session, target: Target) -> Started {
+    let (room, result) = match target {
+        Target::Bare => {
+            session.greet();
+            (None, Ok(()))
+        }
+        Target::Room(room, since) => {
+            session.set_home(room.clone());
+            let result = session.join(room.clone(), since).await;
+            (Some(room), result)
+        }
+        Target::Topics(room, filter, since) => {
+            session.set_home(room.clone());
+            let result = session.watch(room.clone(), filter, since).await;
+            (Some(room), result)
+        }
+    };
+    // The room's name as the session holds it (shared with the room's
+    // other subscribers), not the copy parsed from the URL.
+    let room = session.home().cloned().or(room);
+    Started {
+        session,
+        room,
+        result,
+    }
+}
+
+impl Connection {
+    /// Starts the session loop: its driver, and what is ready at once (the
+    /// welcome) staged before the socket is first written, so a handshake
+    /// answered on the socket sends its `101` and the welcome in one write.
+    fn begin_loop(&mut self, cx: &mut Context<'_>) -> Option<End> {
+        let (Some(socket), Some(session)) = (self.socket.as_mut(), self.session.as_mut()) else {
+            return Some(End::gone());
         };
-        if let Some(room) = &self.room {
-            tracing::Span::current().record("room", tracing::field::display(room));
+        let config = self.hub.config();
+        let driver = self.driver.insert(Driver::new(
+            session,
+            config.ping_interval,
+            Some(config.idle_timeout),
+            self.hub.auth().leeway(),
+            config.shutdown_grace,
+        ));
+        if let Poll::Ready(step) = driver.poll_step(session, cx, true, Event::ws_frame)
+            && let Some(end) = stage_step(socket, step)
+        {
+            return Some(end);
         }
-        match &started {
-            Ok(()) => tracing::debug!("session opened"),
-            Err(e) => tracing::debug!(error = e.code(), "session refused"),
+        self.phase = Phase::Driving;
+        None
+    }
+
+    /// One turn of the session loop: the driver says what goes out (events,
+    /// pings, the end), the socket writes it while reading ops in. Reading
+    /// the client (ops, pongs) must not starve behind a busy room, or a live
+    /// client would look idle: the two sources take turns at being polled
+    /// first. While a write is pending, the session's events wait in its
+    /// bounded queues (a client that stays behind is cut: write timeout,
+    /// slow consumer) and everything else goes on: reads, timers, the drain.
+    fn poll_loop(&mut self, cx: &mut Context<'_>) -> Poll<Turn> {
+        let (Some(socket), Some(driver), Some(session)) = (
+            self.socket.as_mut(),
+            self.driver.as_mut(),
+            self.session.as_mut(),
+        ) else {
+            return Poll::Ready(Turn::End(End::gone()));
+        };
+        loop {
+            let writable = !socket.is_writing();
+            self.client_first = !self.client_first;
+            let client_first = self.client_first;
+            let io = if client_first && let Poll::Ready(io) = socket.poll_next(cx) {
+                io
+            } else if let Poll::Ready(step) =
+                driver.poll_step(session, cx, writable, Event::ws_frame)
+            {
+                if let Some(end) = stage_step(socket, step) {
+                    return Poll::Ready(Turn::End(end));
+                }
+                continue;
+            } else if !client_first && let Poll::Ready(io) = socket.poll_next(cx) {
+                io
+            } else {
+                return Poll::Pending;
+            };
+            match io {
+                SocketIo::Flushed => {}
+                SocketIo::WriteFailed(e) => return Poll::Ready(Turn::End(End::write_failed(e))),
+                SocketIo::Closed => return Poll::Ready(Turn::End(End::gone())),
+                SocketIo::Message(incoming) => {
+                    driver.heard_from_client();
+                    match incoming {
+                        Err(e) => return Poll::Ready(Turn::End(End::bad_frames(e))),
+                        Ok(Incoming::Text(text)) => return Poll::Ready(Turn::Op(text)),
+                        Ok(Incoming::Binary) => session.push(ApiError::Unsupported.to_event(None)),
+                        Ok(Incoming::Ping(payload)) => socket.stage(vec![frame::pong(&payload)]),
+                        Ok(Incoming::Pong) => {}
+                        Ok(Incoming::Close(code)) => {
+                            // Answer the client's close by echoing its code
+                            // (RFC 6455 §5.5.1); its session ends normally.
+                            let echo = match code {
+                                Some(code) => frame::close(code, ""),
+                                None => frame::close_empty(),
+                            };
+                            return Poll::Ready(Turn::End(End::echo(echo)));
+                        }
+                    }
+                    if session.is_backlogged() {
+                        Metrics::add(&self.hub.metrics().slow_consumers, 1);
+                        return Poll::Ready(Turn::End(End::error(
+                            ApiError::SlowConsumer,
+                            LeaveReason::Closed,
+                        )));
+                    }
+                }
+            }
         }
-        started
     }
 
     /// Ends the session: the peer leaves its rooms at once (its `leave` and
     /// wills go out without waiting for the client), then the staged events,
     /// the last `error` event and the close frame go out, as far as the
     /// client takes them within the write timeout, and the socket is shut.
-    async fn finish(&mut self, end: End) {
+    /// The last writes are boxed: they take memory only while the session
+    /// ends.
+    fn finish(&mut self, end: End) {
         let code = end.code.map(CloseCode::code);
         // 0 in the span: the client went away before the relay sent a close frame.
         tracing::Span::current().record("close_code", code.unwrap_or(0));
         tracing::debug!(close_code = code, reason = end.reason, "session closed");
-        self.session.set_leave_reason(end.leave_reason);
-        self.session.end();
-        if let Some(socket) = self.socket.as_mut() {
-            end.send(socket).await;
+        if let Some(session) = self.session.as_mut() {
+            session.set_leave_reason(end.leave_reason);
+            session.end();
         }
-    }
-
-    /// The session loop: the driver says what goes out (events, pings, the
-    /// end), the socket writes it while reading ops in.
-    async fn drive(&mut self) -> End {
-        let Connection {
-            socket,
-            driver,
-            session,
-            hub,
-            room,
-            ..
-        } = self;
-        let Some(socket) = socket.as_mut() else {
-            return End::gone();
-        };
-        let room = room.as_ref();
-        let config = hub.config();
-        let driver = driver.insert(Driver::new(
-            session,
-            config.ping_interval,
-            Some(config.idle_timeout),
-            hub.auth().leeway(),
-            config.shutdown_grace,
-        ));
-        // What is ready at once (the welcome) is staged before the socket is
-        // first written, so a handshake answered on the socket sends its
-        // `101` and the welcome in one write.
-        if let Some(step) = driver.step(session, true, Event::ws_frame).now_or_never()
-            && let Some(end) = stage_step(socket, step)
-        {
-            return end;
-        }
-        // Reading the client (ops, pongs) must not starve behind a busy room,
-        // or a live client would look idle: the two sources take turns at
-        // being polled first. While a write is pending, the session's events
-        // wait in its bounded queues (a client that stays behind is cut:
-        // write timeout, slow consumer) and everything else goes on: reads,
-        // timers, the drain. Polled by hand, not with `select!` over two
-        // futures, so an idle session's task holds no future state.
-        let mut client_first = false;
-        loop {
-            client_first = !client_first;
-            let writable = !socket.is_writing();
-            let wake = poll_fn(|cx| {
-                if client_first && let Poll::Ready(io) = socket.poll_next(cx) {
-                    return Poll::Ready(Wake::Socket(io));
-                }
-                if let Poll::Ready(step) = driver.poll_step(session, cx, writable, Event::ws_frame)
-                {
-                    return Poll::Ready(Wake::Driver(step));
-                }
-                if !client_first && let Poll::Ready(io) = socket.poll_next(cx) {
-                    return Poll::Ready(Wake::Socket(io));
-                }
-                Poll::Pending
-            })
-            .await;
-            match wake {
-                Wake::Driver(step) => {
-                    if let Some(end) = stage_step(socket, step) {
-                        return end;
-                    }
-                }
-                Wake::Socket(io) => match io {
-                    SocketIo::Flushed => {}
-                    SocketIo::WriteFailed(e) => return End::write_failed(e),
-                    SocketIo::Closed => return End::gone(),
-                    SocketIo::Message(incoming) => {
-                        driver.heard_from_client();
-                        match incoming {
-                            Err(e) => return End::bad_frames(e),
-                            // Boxed, parsing included: the op takes memory
-                            // only while it is handled.
-                            Ok(Incoming::Text(text)) => {
-                                Box::pin(handle_text(session, &text, room)).await
-                            }
-                            Ok(Incoming::Binary) => {
-                                session.push(ApiError::Unsupported.to_event(None))
-                            }
-                            Ok(Incoming::Ping(payload)) => {
-                                socket.stage(vec![frame::pong(&payload)])
-                            }
-                            Ok(Incoming::Pong) => {}
-                            Ok(Incoming::Close(code)) => {
-                                // Answer the client's close by echoing its code
-                                // (RFC 6455 §5.5.1); its session ends normally.
-                                let echo = match code {
-                                    Some(code) => frame::close(code, ""),
-                                    None => frame::close_empty(),
-                                };
-                                // Boxed: rare, kept out of every idle session's task.
-                                let _ =
-                                    Box::pin(socket.flush_then_send(std::slice::from_ref(&echo)))
-                                        .await;
-                                // finish() shuts the socket down after this.
-                                return End::gone();
-                            }
-                        }
-                        // A client that sends ops but does not read their
-                        // answers fills its queue: cut it as a slow consumer
-                        // rather than read on while it is behind.
-                        if session.is_backlogged() {
-                            Metrics::add(&hub.metrics().slow_consumers, 1);
-                            return End::error(ApiError::SlowConsumer, LeaveReason::Closed);
-                        }
-                    }
-                },
+        self.phase = match self.socket.take() {
+            Some(mut socket) => {
+                Phase::Finishing(Box::pin(async move { end.send(&mut socket).await }))
             }
-        }
+            None => Phase::Done,
+        };
     }
 }
 
-/// Parses and handles one op the client sent; its answer is queued.
-async fn handle_text(session: &mut Session, text: &str, room: Option<&RoomName>) {
-    match parse_op(text) {
-        Ok((op, reference)) => session.handle(op, reference, room).await,
+/// Parses and handles one op the client sent (its answer is queued), and
+/// gives the session back.
+async fn handle_text(mut session: Session, text: String, room: Option<RoomName>) -> Session {
+    match parse_op(&text) {
+        Ok((op, reference)) => session.handle(op, reference, room.as_ref()).await,
         Err(e) => session.push(ApiError::BadRequest(e.message).to_event(e.reference.as_deref())),
     }
-}
-
-/// What woke the session loop.
-enum Wake {
-    Driver(Step),
-    Socket(SocketIo),
+    session
 }
 
 /// Stages what the driver says goes out next; the session's end when that
@@ -342,6 +438,8 @@ struct End {
     /// The client took no bytes for the write timeout: what waits for it is
     /// dropped and the close frame is tried once, without waiting.
     stalled: bool,
+    /// The echo of the client's close frame, sent after what is staged.
+    echo: Option<Bytes>,
 }
 
 impl From<Ending> for End {
@@ -352,11 +450,20 @@ impl From<Ending> for End {
             error: ending.error,
             leave_reason: ending.leave_reason,
             stalled: false,
+            echo: None,
         }
     }
 }
 
 impl End {
+    /// The client closed: its close frame is echoed, and its peer leaves.
+    fn echo(frame: Bytes) -> End {
+        End {
+            echo: Some(frame),
+            ..End::gone()
+        }
+    }
+
     fn gone() -> End {
         End {
             code: None,
@@ -364,6 +471,7 @@ impl End {
             error: None,
             leave_reason: LeaveReason::Closed,
             stalled: false,
+            echo: None,
         }
     }
 
@@ -378,6 +486,7 @@ impl End {
                 error: None,
                 leave_reason: LeaveReason::Timeout,
                 stalled: true,
+                echo: None,
             };
         }
         End::gone()
@@ -394,6 +503,7 @@ impl End {
             error: Some(e.to_event(None)),
             leave_reason: LeaveReason::Closed,
             stalled: false,
+            echo: None,
         }
     }
 
@@ -405,6 +515,7 @@ impl End {
     /// and shuts the socket's write side.
     async fn send(self, socket: &mut Socket) {
         let mut last = Vec::with_capacity(2);
+        last.extend(self.echo);
         if let Some(error) = self.error {
             last.push(error.ws_frame());
         }
@@ -442,6 +553,7 @@ impl End {
             error: None,
             leave_reason: LeaveReason::Closed,
             stalled: false,
+            echo: None,
         }
     }
 }
