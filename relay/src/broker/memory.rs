@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
+use self::presence::Presence;
 use super::{
     Broker, BrokerError, DeferredWill, Draft, History, Joined, Limits, RetainDraft, Retained,
     RoomPage, RoomSnapshot, RoomSummary, Will,
@@ -19,6 +20,8 @@ use crate::protocol::{
     null_payload,
 };
 use crate::topic::{Topic, TopicFilter};
+
+mod presence;
 
 /// Rooms, presence, retained values, history and ids held in this process.
 pub struct MemoryBroker {
@@ -34,7 +37,7 @@ pub struct MemoryBroker {
 struct RoomState {
     last_id: Option<EventId>,
     /// Present peers with their join order.
-    presence: HashMap<Arc<str>, (u64, PeerInfo)>,
+    presence: Presence,
     joins: u64,
     retained: BTreeMap<Topic, Retained>,
     /// Kept events (messages and topic updates), oldest first, with their time.
@@ -45,17 +48,22 @@ struct RoomState {
     history_total: Arc<AtomicUsize>,
     /// The newest id dropped from history: a resume from before it has a gap.
     dropped_through: Option<EventId>,
-    /// Wills of present peers.
-    wills: HashMap<Arc<str>, Will>,
+    /// Wills of present peers (boxed, made on first use, as `once`: most
+    /// rooms never hold one, and empty ones inline cost every room 128 B).
+    #[allow(
+        clippy::box_collection,
+        reason = "8 B inline where an empty map is 48 B"
+    )]
+    wills: Option<Box<HashMap<Arc<str>, Will>>>,
     /// Keyed writes done, for the history TTL.
-    once: Ledger,
+    once: Option<Box<Ledger>>,
 }
 
 impl RoomState {
     fn new(history_total: Arc<AtomicUsize>) -> RoomState {
         RoomState {
             last_id: None,
-            presence: HashMap::new(),
+            presence: Presence::default(),
             joins: 0,
             retained: BTreeMap::new(),
             history: VecDeque::new(),
@@ -67,16 +75,18 @@ impl RoomState {
                 ms: now_ms(),
                 seq: 0,
             }),
-            wills: HashMap::new(),
-            once: Ledger::default(),
+            wills: None,
+            once: None,
         }
     }
 
     /// What is known of a keyed write: `Some(id)` when it was done (answer
     /// with that id and do nothing), `None` when it is new (or unkeyed).
     fn recall(&mut self, once: Option<&Once>) -> Result<Option<EventId>, BrokerError> {
-        let Some(once) = once else { return Ok(None) };
-        match self.once.recall(once, now_ms()) {
+        let (Some(once), Some(ledger)) = (once, self.once.as_mut()) else {
+            return Ok(None);
+        };
+        match ledger.recall(once, now_ms()) {
             Recall::New => Ok(None),
             Recall::Done(id) => Ok(Some(id)),
             Recall::Reused => Err(BrokerError::KeyReused),
@@ -87,7 +97,9 @@ impl RoomState {
     fn remember_once(&mut self, once: Option<&Once>, id: Option<EventId>, limits: &Limits) {
         if let (Some(once), Some(id)) = (once, id) {
             let expires = now_ms().saturating_add(limits.history_ttl.as_millis() as u64);
-            self.once.remember(once, id, expires);
+            self.once
+                .get_or_insert_with(Box::default)
+                .remember(once, id, expires);
         }
     }
 
@@ -108,7 +120,7 @@ impl RoomState {
     fn peers(&self, except: Option<&str>) -> Vec<&PeerInfo> {
         let mut peers: Vec<&(u64, PeerInfo)> = self
             .presence
-            .values()
+            .iter()
             .filter(|(_, p)| Some(&*p.id) != except)
             .collect();
         peers.sort_by_key(|(order, _)| *order);
@@ -166,8 +178,8 @@ impl RoomState {
         self.presence.is_empty()
             && self.retained.is_empty()
             && self.history.is_empty()
-            && self.wills.is_empty()
-            && self.once.is_empty()
+            && self.wills.as_ref().is_none_or(|w| w.is_empty())
+            && self.once.as_ref().is_none_or(|o| o.is_empty())
             && self.last_id.is_none_or(|id| id.ms < now_ms())
     }
 
@@ -243,7 +255,7 @@ impl MemoryBroker {
             let done = state.recall(draft.once.as_ref())?;
             if done.is_none()
                 && let Some(to) = &draft.to
-                && !state.presence.contains_key(to)
+                && !state.presence.contains(to)
             {
                 return Err(BrokerError::NoSuchPeer {
                     room: room.to_string(),
@@ -458,7 +470,7 @@ impl MemoryBroker {
     ) -> Result<(), BrokerError> {
         let present = self
             .existing(room)
-            .is_some_and(|state| lock(&state).presence.contains_key(peer));
+            .is_some_and(|state| lock(&state).presence.contains(peer));
         if !present {
             return Err(BrokerError::NoSuchPeer {
                 room: room.to_string(),
@@ -471,12 +483,21 @@ impl MemoryBroker {
 
     pub(super) fn put_will(&self, room: &RoomName, peer: &Arc<str>, will: Will) {
         let state = self.room(room);
-        lock(&state).wills.insert(peer.clone(), will);
+        lock(&state)
+            .wills
+            .get_or_insert_with(Box::default)
+            .insert(peer.clone(), will);
     }
 
     pub(super) fn take_will(&self, room: &RoomName, peer: &Arc<str>) -> Option<Will> {
         let state = self.existing(room)?;
-        lock(&state).wills.remove(peer)
+        let mut state = lock(&state);
+        let wills = state.wills.as_mut()?;
+        let will = wills.remove(peer);
+        if wills.is_empty() {
+            state.wills = None;
+        }
+        will
     }
 
     pub(super) fn join(&self, room: &RoomName, peer: PeerInfo) -> Joined {
@@ -492,7 +513,7 @@ impl MemoryBroker {
             Some(json) => PeerList::Shared(json),
             None => PeerList::Own(state.snapshot(None).peers),
         };
-        state.presence.insert(peer.id.clone(), (order, peer));
+        state.presence.insert(order, peer);
         Joined {
             peers,
             last_id: state.last_id,
@@ -630,7 +651,12 @@ impl MemoryBroker {
                 while state.history.front().is_some_and(|(ts, _)| *ts <= horizon) {
                     state.drop_oldest();
                 }
-                state.once.prune(now);
+                if let Some(ledger) = state.once.as_mut() {
+                    ledger.prune(now);
+                    if ledger.is_empty() {
+                        state.once = None;
+                    }
+                }
             }
             self.collect(&room);
         }

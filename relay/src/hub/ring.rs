@@ -5,7 +5,7 @@
 //! room). A subscriber that falls more than `capacity` events behind loses the
 //! oldest and is told it lagged; the session closes it as a slow consumer.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -32,9 +32,11 @@ struct State {
     head: u64,
     /// Live subscribers.
     receivers: usize,
-    /// Subscribers waiting for the next event, by subscriber id.
-    waiting: HashMap<u64, Waker>,
-    next_id: u64,
+    /// Each subscriber's place for its waker while it waits for the next
+    /// event, by the slot it was given (a map took 116 B for one).
+    waiting: Vec<Option<Waker>>,
+    /// Slots of subscribers gone, for the next ones.
+    free: Vec<usize>,
 }
 
 impl State {
@@ -68,8 +70,8 @@ impl RoomRing {
                 slots: VecDeque::new(),
                 head: 0,
                 receivers: 0,
-                waiting: HashMap::new(),
-                next_id: 0,
+                waiting: Vec::new(),
+                free: Vec::new(),
             }),
             capacity: capacity.max(1),
         })
@@ -93,13 +95,12 @@ impl RoomRing {
                 state.slots.pop_front();
                 state.head += 1;
             }
-            // Drained, not taken: the table keeps its size for the same
-            // subscribers to wait again after this event, instead of being
-            // rebuilt (and regrown) on every send.
+            // Taken out of their slots, which stay for the same subscribers
+            // to wait again after this event.
             state
                 .waiting
-                .drain()
-                .map(|(_, waker)| waker)
+                .iter_mut()
+                .filter_map(Option::take)
                 .collect::<Vec<_>>()
         };
         for waker in woken {
@@ -111,9 +112,20 @@ impl RoomRing {
     pub fn subscribe(self: &Arc<Self>) -> RingReceiver {
         let mut state = self.lock();
         state.receivers += 1;
-        state.next_id += 1;
+        let slot = match state.free.pop() {
+            Some(slot) => slot,
+            None => {
+                // A room of a few holds a few slots; a large one grows by
+                // doubling.
+                if state.waiting.len() < 4 {
+                    state.waiting.reserve_exact(1);
+                }
+                state.waiting.push(None);
+                state.waiting.len() - 1
+            }
+        };
         RingReceiver {
-            id: state.next_id,
+            slot,
             next: state.tail(),
             ring: self.clone(),
         }
@@ -128,7 +140,8 @@ impl RoomRing {
 /// One subscriber's position in a room's ring.
 pub struct RingReceiver {
     ring: Arc<RoomRing>,
-    id: u64,
+    /// Its place in the ring's waiting list.
+    slot: usize,
     /// Sequence number of the next event to read.
     next: u64,
 }
@@ -152,7 +165,12 @@ impl RingReceiver {
             Ok(Some(event)) => Poll::Ready(Ok(event)),
             Err(lagged) => Poll::Ready(Err(lagged)),
             Ok(None) => {
-                state.waiting.insert(self.id, cx.waker().clone());
+                if let Some(waiting) = state.waiting.get_mut(self.slot) {
+                    match waiting {
+                        Some(waker) if waker.will_wake(cx.waker()) => {}
+                        _ => *waiting = Some(cx.waker().clone()),
+                    }
+                }
                 Poll::Pending
             }
         }
@@ -191,7 +209,13 @@ impl Drop for RingReceiver {
     fn drop(&mut self) {
         let mut state = self.ring.lock();
         state.receivers = state.receivers.saturating_sub(1);
-        state.waiting.remove(&self.id);
+        if state.receivers == 0 {
+            state.waiting = Vec::new();
+            state.free = Vec::new();
+        } else if let Some(waiting) = state.waiting.get_mut(self.slot) {
+            *waiting = None;
+            state.free.push(self.slot);
+        }
         // Release the events this subscriber will never read.
         let from = self.next.saturating_sub(state.head) as usize;
         for slot in state.slots.iter_mut().skip(from) {
