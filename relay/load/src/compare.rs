@@ -232,6 +232,18 @@ pub fn table(reports: &[Report], labels: &Labels) -> String {
                         Goal::None,
                         Limit::Max(2.0),
                     ));
+                    rows.push(row(
+                        "presence frames received",
+                        &|r| r.presence_frames as f64,
+                        Goal::None,
+                        Limit::None,
+                    ));
+                    rows.push(row(
+                        "presence MB received",
+                        &|r| r.presence_bytes as f64 / 1e6,
+                        Goal::None,
+                        Limit::None,
+                    ));
                 }
                 rows.push(row(
                     "connected",

@@ -99,6 +99,16 @@ pub async fn run(opts: Options) -> Result<Report, LoadError> {
         connects_per_s: ready as f64 / connect_time.as_secs_f64().max(1e-9),
         full_presence: complete.len() as u64,
         full_presence_s,
+        presence_frames: tallies
+            .iter()
+            .filter_map(|t| t.presence.as_ref())
+            .map(|v| v.frames)
+            .sum(),
+        presence_bytes: tallies
+            .iter()
+            .filter_map(|t| t.presence.as_ref())
+            .map(|v| v.bytes)
+            .sum(),
         rss_before_kib: before.rss_kib,
         rss_after_kib: after.rss_kib,
         rss_per_connection_b: after.rss_kib.saturating_sub(before.rss_kib) as f64 * 1024.0

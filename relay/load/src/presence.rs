@@ -42,9 +42,34 @@ pub struct PeerView {
     others: HashSet<u64>,
     /// When it first saw every other peer of its room (µs since the epoch).
     pub complete_at_us: Option<u64>,
+    /// Presence frames received (`welcome`, `join`, `leave`, `state`,
+    /// `presence`), whole run.
+    pub frames: u64,
+    /// Their bytes.
+    pub bytes: u64,
 }
 
 impl PeerView {
+    /// Counts a frame (or an SSE `data:` line) if it is a presence event,
+    /// without parsing it: what a storm delivered.
+    pub fn count(&mut self, text: &[u8]) {
+        let text = text.strip_prefix(b"data: ").unwrap_or(text);
+        let Some(kind) = text.strip_prefix(br#"{"kind":""#) else {
+            return;
+        };
+        const KINDS: [&[u8]; 5] = [
+            b"welcome\"",
+            b"join\"",
+            b"leave\"",
+            b"state\"",
+            b"presence\"",
+        ];
+        if KINDS.iter().any(|k| kind.starts_with(k)) {
+            self.frames += 1;
+            self.bytes += text.len() as u64;
+        }
+    }
+
     /// Applies a frame (or an SSE `data:` line) if it is a presence event;
     /// `expected` is how many others share the room.
     pub fn take(&mut self, text: &[u8], expected: usize, now_us: u64) {
@@ -109,5 +134,17 @@ mod tests {
         assert_eq!(view.complete_at_us, Some(4));
         view.take(b"EWB:1:2:3:", 3, 5);
         assert_eq!(view.complete_at_us, Some(4));
+    }
+
+    #[test]
+    fn presence_frames_are_counted_and_others_are_not() {
+        let mut view = PeerView::default();
+        let welcome = br#"{"kind":"welcome","room":"r","peer":{"id":"me"},"peers":[]}"#;
+        view.count(welcome);
+        view.count(br#"data: {"kind":"presence","room":"r","events":[]}"#);
+        view.count(br#"{"kind":"message","room":"r","data":"{\"kind\":\"join\"}"}"#);
+        view.count(b"EWB:1:2:3:");
+        assert_eq!(view.frames, 2);
+        assert_eq!(view.bytes, welcome.len() as u64 + 42);
     }
 }

@@ -98,6 +98,13 @@ pub struct Report {
     /// never did (connect, relay).
     #[serde(default)]
     pub full_presence_s: f64,
+    /// Presence frames the subscribers received, and their bytes (connect,
+    /// following presence).
+    #[serde(default)]
+    pub presence_frames: u64,
+    /// See `presence_frames`.
+    #[serde(default)]
+    pub presence_bytes: u64,
     /// The first error seen, if any.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub first_error: String,
@@ -134,6 +141,14 @@ impl Report {
                         format!(
                             "{} of {} subscribers, the last after {:.3} s",
                             self.full_presence, self.connected, self.full_presence_s
+                        ),
+                    ));
+                    rows.push((
+                        "presence frames",
+                        format!(
+                            "{} ({:.1} MB)",
+                            self.presence_frames,
+                            self.presence_bytes as f64 / 1e6
                         ),
                     ));
                 }

@@ -232,12 +232,13 @@ fn take(text: &[u8], shared: &Shared, tally: &mut Tally, others: usize) {
         shared.received.fetch_add(1, Ordering::Relaxed);
         return;
     }
-    if let Some(view) = tally.presence.as_mut()
-        && view.complete_at_us.is_none()
-    {
-        view.take(text, others, shared.now_us());
-        if view.complete_at_us.is_some() {
-            shared.presence_complete.fetch_add(1, Ordering::Relaxed);
+    if let Some(view) = tally.presence.as_mut() {
+        view.count(text);
+        if view.complete_at_us.is_none() {
+            view.take(text, others, shared.now_us());
+            if view.complete_at_us.is_some() {
+                shared.presence_complete.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
     if !tally.ready
