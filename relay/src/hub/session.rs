@@ -54,14 +54,14 @@ pub struct Session {
     id: Arc<str>,
     principal: Principal,
     transport: Transport,
-    pending: VecDeque<Arc<Event>>,
+    pending: Pending,
     /// Direct messages, and the reason when something outside asks the
     /// session to close.
     direct: Arc<Inbox>,
     /// A token refresh being verified (SSE); events wait until it is applied.
     /// Boxed: verifying may fetch keys, a large future that would otherwise
     /// sit in every idle session.
-    refreshing: Option<Refreshing>,
+    refreshing: Option<Box<Refreshing>>,
     feeds: StreamMap<RoomName, RoomFeed>,
     /// Rooms joined as a peer (a topic watch is in `feeds` but not here).
     /// A short list: most sessions are in one room, and a set cost 84 B.
@@ -98,7 +98,7 @@ impl Session {
             id,
             principal,
             transport,
-            pending: VecDeque::new(),
+            pending: Pending::default(),
             direct,
             refreshing: None,
             // Room for the one room most sessions join (StreamMap grows to 4).
@@ -111,6 +111,11 @@ impl Session {
             publishes: hub_bucket,
             _permit: Some(permit),
         }
+    }
+
+    /// The hub this session belongs to.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
     }
 
     /// This session's peer id.
@@ -334,7 +339,7 @@ impl Session {
         self.pending.extend(start.replay);
         let feed = RoomFeed {
             inner: rx,
-            skip_through: start.skip_through,
+            skip_through: start.skip_through.map(Box::new),
             me: self.id.clone(),
             filter: filter.map(Box::new),
         };
@@ -385,18 +390,13 @@ impl Session {
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Next> {
         loop {
             if let Some(refreshing) = &mut self.refreshing {
-                let verified = std::task::ready!(refreshing.as_mut().poll(cx));
+                let verified = std::task::ready!(refreshing.as_mut().as_mut().poll(cx));
                 self.refreshing = None;
                 if let Err(e) = self.apply_refresh(verified) {
                     self.push(e.to_event(None));
                 }
             }
             if let Some(event) = self.pending.pop_front() {
-                if self.pending.is_empty() {
-                    // The queue is busy only around a join or an op: give its
-                    // buffer back for the quiet hours.
-                    self.pending = VecDeque::new();
-                }
                 return Poll::Ready(Next::Event(event));
             }
             let event = match self.direct.poll_next(cx) {
@@ -416,8 +416,9 @@ impl Session {
             if event.kind() == EventKind::Refresh {
                 if let Some(token) = event.refresh_token() {
                     let hub = self.hub.clone();
-                    self.refreshing =
-                        Some(Box::pin(async move { hub.auth().verify(&token).await }));
+                    self.refreshing = Some(Box::new(Box::pin(async move {
+                        hub.auth().verify(&token).await
+                    })));
                 }
                 continue;
             }
@@ -732,9 +733,50 @@ impl Session {
 
 /// A joined room's events for one session: the shared ring, minus what the
 /// welcome snapshot already covered and the session's own `join`.
+/// The session's own short queue (its `welcome`, retained values, replays,
+/// answers to ops): boxed while it holds something, as it is busy only
+/// around a join or an op, and an empty one inline cost every idle session
+/// 32 B.
+#[derive(Default)]
+#[allow(clippy::box_collection, reason = "8 B inline in every idle session")]
+struct Pending(Option<Box<VecDeque<Arc<Event>>>>);
+
+impl Pending {
+    fn queue(&mut self) -> &mut VecDeque<Arc<Event>> {
+        self.0.get_or_insert_with(Box::default)
+    }
+
+    fn push_back(&mut self, event: Arc<Event>) {
+        self.queue().push_back(event);
+    }
+
+    fn extend(&mut self, events: impl IntoIterator<Item = Arc<Event>>) {
+        let mut events = events.into_iter().peekable();
+        if events.peek().is_some() {
+            self.queue().extend(events);
+        }
+    }
+
+    /// The next event; the buffer is given back once the queue is empty.
+    fn pop_front(&mut self) -> Option<Arc<Event>> {
+        let queue = self.0.as_mut()?;
+        let event = queue.pop_front();
+        if queue.is_empty() {
+            self.0 = None;
+        }
+        event
+    }
+
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |q| q.len())
+    }
+}
+
 struct RoomFeed {
     inner: RingReceiver,
-    skip_through: Option<EventId>,
+    /// After a resume, the last id the replay covered (boxed: only resumed
+    /// feeds have one, and only until live events pass it).
+    skip_through: Option<Box<EventId>>,
     me: Arc<str>,
     /// For a topic watch: only events whose topic matches (boxed: most
     /// feeds are a peer's, and an empty one inline cost each 32 B).
@@ -766,8 +808,8 @@ impl Stream for RoomFeed {
             {
                 continue;
             }
-            if let (Some(skip), Some(id)) = (self.skip_through, item.id()) {
-                if id <= skip {
+            if let (Some(skip), Some(id)) = (self.skip_through.as_deref(), item.id()) {
+                if id <= *skip {
                     continue;
                 }
                 self.skip_through = None;

@@ -94,9 +94,6 @@ pub struct Driver {
     clock: SessionClock,
     /// The one timer, armed at the clock's earliest deadline.
     timer: Pin<Box<Sleep>>,
-    /// Set once the relay's drain was seen (`Session::poll_draining`); the
-    /// session then ends at its own moment in it.
-    draining: bool,
     /// An end found behind a batch: returned once the batch is out (boxed:
     /// rare, and kept out of every idle session).
     ending: Option<Box<Ending>>,
@@ -124,7 +121,6 @@ impl Driver {
         Driver {
             clock,
             timer: Box::pin(tokio::time::sleep_until(armed)),
-            draining: false,
             ending: None,
         }
     }
@@ -164,8 +160,9 @@ impl Driver {
             if next != self.timer.deadline() || self.timer.is_elapsed() {
                 self.timer.as_mut().reset(next);
             }
-            if !self.draining && session.poll_draining(cx) {
-                self.draining = true;
+            // The relay's drain, once seen (`Session::poll_draining`): the
+            // session ends at its own moment in it.
+            if !self.clock.is_draining() && session.poll_draining(cx) {
                 let after = crate::shutdown::drain_spread(self.clock.grace());
                 self.clock.start_drain(after);
                 continue;

@@ -36,8 +36,10 @@ pub async fn write_all_vectored<W: AsyncWrite + Unpin>(
 /// of it already out.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct WriteProgress {
-    index: usize,
-    offset: usize,
+    /// 32-bit, as every idle socket holds one: a batch holds fewer frames,
+    /// and a frame fewer bytes.
+    index: u32,
+    offset: u32,
 }
 
 /// Polls the writing of `bufs` from `progress` on: ready once all are out
@@ -48,7 +50,22 @@ pub fn poll_write_all<W: AsyncWrite + Unpin>(
     bufs: &[Bytes],
     progress: &mut WriteProgress,
 ) -> Poll<io::Result<()>> {
-    let WriteProgress { index, offset } = progress;
+    let mut index = progress.index as usize;
+    let mut offset = progress.offset as usize;
+    let polled = write_from(io, cx, bufs, &mut index, &mut offset);
+    progress.index = u32::try_from(index).unwrap_or(u32::MAX);
+    progress.offset = u32::try_from(offset).unwrap_or(u32::MAX);
+    polled
+}
+
+/// [`poll_write_all`] from frame `index`, `offset` bytes into it.
+fn write_from<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    cx: &mut std::task::Context<'_>,
+    bufs: &[Bytes],
+    index: &mut usize,
+    offset: &mut usize,
+) -> Poll<io::Result<()>> {
     loop {
         // Empty buffers (and finished ones) are stepped over first.
         while *index < bufs.len() && bufs[*index].len() == *offset {

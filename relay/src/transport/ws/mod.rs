@@ -89,9 +89,6 @@ pub fn upgrade(
                 socket: None,
                 driver: None,
                 session: Some(session),
-                hub,
-                room: None,
-                client_first: false,
                 _guard: guard,
             });
         }
@@ -125,13 +122,9 @@ struct Connection {
     socket: Option<Socket>,
     /// Set when the session loop starts.
     driver: Option<Driver>,
-    /// Lent to the steps that await the hub (a join, an op) while they run.
+    /// Lent to the steps that await the hub (a join, an op) while they run;
+    /// it holds the hub and the room the session was opened on.
     session: Option<Session>,
-    hub: Hub,
-    room: Option<RoomName>,
-    /// Which source the session loop polls first next: the client and the
-    /// driver take turns.
-    client_first: bool,
     /// Holds the relay's shutdown open until the session ends.
     _guard: tokio_util::task::task_tracker::TaskTrackerToken,
 }
@@ -142,8 +135,9 @@ enum Phase {
     Upgrading(Handover, Box<Target>),
     /// Joining the room (or topic watch) it was opened on.
     Starting(Pin<Box<dyn Future<Output = Started> + Send>>),
-    /// The session loop.
-    Driving,
+    /// The session loop; `client_first` says which source it polls first
+    /// next: the client and the driver take turns.
+    Driving { client_first: bool },
     /// Handling an op of the client's.
     Handling(Pin<Box<dyn Future<Output = Session> + Send>>),
     /// Its last writes, then the socket is shut.
@@ -186,21 +180,20 @@ impl Connection {
                         return Poll::Ready(());
                     };
                     let target = std::mem::replace(&mut **target, Target::Bare);
-                    let max = this.hub.config().max_message_bytes;
-                    this.socket = Some(Socket::new(io, max, preamble));
                     let Some(session) = this.session.take() else {
                         this.phase = Phase::Done;
                         return Poll::Ready(());
                     };
+                    let max = session.hub().config().max_message_bytes;
+                    this.socket = Some(Socket::new(io, max, preamble));
                     this.phase = Phase::Starting(Box::pin(start(session, target)));
                 }
                 Phase::Starting(starting) => {
                     let started = ready!(starting.as_mut().poll(cx));
-                    this.session = Some(started.session);
                     if let Some(room) = &started.room {
                         tracing::Span::current().record("room", tracing::field::display(room));
                     }
-                    this.room = started.room;
+                    let session = this.session.insert(started.session);
                     match started.result {
                         Ok(()) => {
                             tracing::debug!("session opened");
@@ -210,19 +203,24 @@ impl Connection {
                         }
                         Err(e) => {
                             tracing::debug!(error = e.code(), "session refused");
-                            let end = End::refused(e, &this.hub);
+                            let end = End::refused(e, session.hub());
                             this.finish(end);
                         }
                     }
                 }
-                Phase::Driving => {
-                    match ready!(this.poll_loop(cx)) {
+                Phase::Driving { client_first } => {
+                    let mut first = *client_first;
+                    let turn = this.poll_loop(cx, &mut first);
+                    if let Phase::Driving { client_first } = &mut this.phase {
+                        *client_first = first;
+                    }
+                    match ready!(turn) {
                         Turn::Op(text) => {
                             let Some(session) = this.session.take() else {
                                 this.finish(End::gone());
                                 continue;
                             };
-                            let room = this.room.clone();
+                            let room = session.home().cloned();
                             // Boxed, parsing included: the op takes memory
                             // only while it is handled.
                             this.phase =
@@ -237,10 +235,14 @@ impl Connection {
                     // answers fills its queue: cut it as a slow consumer
                     // rather than read on while it is behind.
                     let backlogged = session.is_backlogged();
-                    this.session = Some(session);
-                    this.phase = Phase::Driving;
                     if backlogged {
-                        Metrics::add(&this.hub.metrics().slow_consumers, 1);
+                        Metrics::add(&session.hub().metrics().slow_consumers, 1);
+                    }
+                    this.session = Some(session);
+                    this.phase = Phase::Driving {
+                        client_first: false,
+                    };
+                    if backlogged {
                         this.finish(End::error(ApiError::SlowConsumer, LeaveReason::Closed));
                     }
                 }
@@ -300,12 +302,13 @@ impl Connection {
         let (Some(socket), Some(session)) = (self.socket.as_mut(), self.session.as_mut()) else {
             return Some(End::gone());
         };
-        let config = self.hub.config();
+        let hub = session.hub().clone();
+        let config = hub.config();
         let driver = self.driver.insert(Driver::new(
             session,
             config.ping_interval,
             Some(config.idle_timeout),
-            self.hub.auth().leeway(),
+            hub.auth().leeway(),
             config.shutdown_grace,
         ));
         if let Poll::Ready(step) = driver.poll_step(session, cx, true, Event::ws_frame)
@@ -313,7 +316,9 @@ impl Connection {
         {
             return Some(end);
         }
-        self.phase = Phase::Driving;
+        self.phase = Phase::Driving {
+            client_first: false,
+        };
         None
     }
 
@@ -324,7 +329,7 @@ impl Connection {
     /// first. While a write is pending, the session's events wait in its
     /// bounded queues (a client that stays behind is cut: write timeout,
     /// slow consumer) and everything else goes on: reads, timers, the drain.
-    fn poll_loop(&mut self, cx: &mut Context<'_>) -> Poll<Turn> {
+    fn poll_loop(&mut self, cx: &mut Context<'_>, client_first: &mut bool) -> Poll<Turn> {
         let (Some(socket), Some(driver), Some(session)) = (
             self.socket.as_mut(),
             self.driver.as_mut(),
@@ -334,9 +339,8 @@ impl Connection {
         };
         loop {
             let writable = !socket.is_writing();
-            self.client_first = !self.client_first;
-            let client_first = self.client_first;
-            let io = if client_first && let Poll::Ready(io) = socket.poll_next(cx) {
+            *client_first = !*client_first;
+            let io = if *client_first && let Poll::Ready(io) = socket.poll_next(cx) {
                 io
             } else if let Poll::Ready(step) =
                 driver.poll_step(session, cx, writable, Event::ws_frame)
@@ -345,7 +349,7 @@ impl Connection {
                     return Poll::Ready(Turn::End(end));
                 }
                 continue;
-            } else if !client_first && let Poll::Ready(io) = socket.poll_next(cx) {
+            } else if !*client_first && let Poll::Ready(io) = socket.poll_next(cx) {
                 io
             } else {
                 return Poll::Pending;
@@ -373,7 +377,7 @@ impl Connection {
                         }
                     }
                     if session.is_backlogged() {
-                        Metrics::add(&self.hub.metrics().slow_consumers, 1);
+                        Metrics::add(&session.hub().metrics().slow_consumers, 1);
                         return Poll::Ready(Turn::End(End::error(
                             ApiError::SlowConsumer,
                             LeaveReason::Closed,
