@@ -40,10 +40,9 @@ struct RoomState {
     presence: Presence,
     joins: u64,
     retained: BTreeMap<Topic, Retained>,
-    /// Kept events (messages and topic updates), oldest first, with their time.
-    history: VecDeque<(u64, Arc<Event>)>,
-    /// Bytes of the events in `history` (their JSON).
-    history_bytes: usize,
+    /// Kept events (messages and topic updates), made with the first and
+    /// dropped with the last: 8 B in a quiet room, not 40.
+    history: Option<Box<Kept>>,
     /// The broker's count of history bytes across rooms, shared.
     history_total: Arc<AtomicUsize>,
     /// The newest id dropped from history: a resume from before it has a gap.
@@ -59,6 +58,13 @@ struct RoomState {
     once: Option<Box<Ledger>>,
 }
 
+/// A room's kept events and their bytes (their JSON).
+#[derive(Default)]
+struct Kept {
+    events: VecDeque<(u64, Arc<Event>)>,
+    bytes: usize,
+}
+
 impl RoomState {
     fn new(history_total: Arc<AtomicUsize>) -> RoomState {
         RoomState {
@@ -66,8 +72,7 @@ impl RoomState {
             presence: Presence::default(),
             joins: 0,
             retained: BTreeMap::new(),
-            history: VecDeque::new(),
-            history_bytes: 0,
+            history: None,
             history_total,
             // What came before this state was made (a restart, a forgotten
             // room) cannot be vouched for: a resume from before now is a gap.
@@ -147,15 +152,19 @@ impl RoomState {
             return;
         }
         let size = event.json().len();
-        self.history.push_back((ts, event));
-        self.history_bytes += size;
+        let history = self.history.get_or_insert_with(Box::default);
+        history.events.push_back((ts, event));
+        history.bytes += size;
         let total = self.history_total.fetch_add(size, Ordering::Relaxed) + size;
-        while self.history.len() > limits.history_size || self.history_bytes > limits.history_bytes
+        while self
+            .history
+            .as_ref()
+            .is_some_and(|h| h.events.len() > limits.history_size || h.bytes > limits.history_bytes)
         {
             self.drop_oldest();
         }
         if total > limits.history_bytes_total {
-            while !self.history.is_empty()
+            while self.history.is_some()
                 && self.history_total.load(Ordering::Relaxed) > limits.history_bytes_total
             {
                 self.drop_oldest();
@@ -164,12 +173,23 @@ impl RoomState {
     }
 
     fn drop_oldest(&mut self) {
-        if let Some((_, old)) = self.history.pop_front() {
+        let Some(history) = self.history.as_mut() else {
+            return;
+        };
+        if let Some((_, old)) = history.events.pop_front() {
             let size = old.json().len();
-            self.history_bytes -= size;
+            history.bytes -= size;
             self.history_total.fetch_sub(size, Ordering::Relaxed);
             self.dropped_through = old.id().or(self.dropped_through);
         }
+        if history.events.is_empty() {
+            self.history = None;
+        }
+    }
+
+    /// The kept events, oldest first, with their time.
+    fn kept(&self) -> impl Iterator<Item = &(u64, Arc<Event>)> {
+        self.history.iter().flat_map(|h| h.events.iter())
     }
 
     /// Nothing left worth keeping, and the clock has moved past the last id, so a
@@ -177,7 +197,7 @@ impl RoomState {
     fn is_collectable(&self) -> bool {
         self.presence.is_empty()
             && self.retained.is_empty()
-            && self.history.is_empty()
+            && self.history.is_none()
             && self.wills.as_ref().is_none_or(|w| w.is_empty())
             && self.once.as_ref().is_none_or(|o| o.is_empty())
             && self.last_id.is_none_or(|id| id.ms < now_ms())
@@ -433,18 +453,13 @@ impl MemoryBroker {
             Some(since) => {
                 let dropped = state.dropped_through.is_some_and(|d| since < d);
                 let aged = state
-                    .history
-                    .iter()
+                    .kept()
                     .take_while(|(ts, _)| *ts <= horizon)
                     .any(|(_, e)| e.id().is_some_and(|id| id > since));
                 !dropped && !aged
             }
         };
-        let live = state
-            .history
-            .iter()
-            .filter(|(ts, _)| *ts > horizon)
-            .map(|(_, e)| e);
+        let live = state.kept().filter(|(ts, _)| *ts > horizon).map(|(_, e)| e);
         let events: Vec<Arc<Event>> = match since {
             // Paging forward: the oldest `limit` after the resume point.
             Some(since) => live
@@ -648,7 +663,7 @@ impl MemoryBroker {
                         self.fanout.deliver(&room, event);
                     }
                 }
-                while state.history.front().is_some_and(|(ts, _)| *ts <= horizon) {
+                while state.kept().next().is_some_and(|(ts, _)| *ts <= horizon) {
                     state.drop_oldest();
                 }
                 if let Some(ledger) = state.once.as_mut() {

@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use std::task::{Context, Poll};
@@ -26,21 +26,28 @@ pub const DIRECT_QUEUE: usize = 256;
 /// channel cost 800 B per peer, a cancellation token another 100 B).
 #[derive(Debug, Default)]
 pub struct Inbox {
+    /// The queue and the close request, under one lock (64 B an inbox).
+    mail: Mutex<Mail>,
+    waker: AtomicWaker,
+}
+
+/// What waits in an inbox.
+#[derive(Debug, Default)]
+struct Mail {
     /// Boxed while it holds messages: an empty queue inline cost each idle
     /// peer 32 B.
     #[allow(clippy::box_collection, reason = "8 B inline in every idle peer")]
-    queue: Mutex<Option<Box<VecDeque<Arc<Event>>>>>,
-    /// Boxed: rare, and 24 B less in every idle peer's inbox.
-    closed: OnceLock<Box<ApiError>>,
-    waker: AtomicWaker,
+    queue: Option<Box<VecDeque<Arc<Event>>>>,
+    /// Why the session was asked to close; the first reason wins. Boxed: rare.
+    closed: Option<Box<ApiError>>,
 }
 
 impl Inbox {
     /// Queues an event; false when the inbox is full.
     fn push(&self, event: Arc<Event>) -> bool {
         {
-            let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-            let queue = queue.get_or_insert_with(Box::default);
+            let mut mail = self.lock();
+            let queue = mail.queue.get_or_insert_with(Box::default);
             if queue.len() >= DIRECT_QUEUE {
                 return false;
             }
@@ -50,20 +57,13 @@ impl Inbox {
         true
     }
 
-    fn pop(&self) -> Option<Arc<Event>> {
-        let mut slot = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        let queue = slot.as_mut()?;
-        let event = queue.pop_front();
-        if queue.is_empty() {
-            // Give the buffer back: an inbox is usually empty for a long time.
-            *slot = None;
-        }
-        event
+    fn lock(&self) -> std::sync::MutexGuard<'_, Mail> {
+        self.mail.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Asks the peer's session to close with `reason`; the first reason wins.
     pub fn close(&self, reason: ApiError) {
-        let _ = self.closed.set(Box::new(reason));
+        self.lock().closed.get_or_insert_with(|| Box::new(reason));
         self.waker.wake();
     }
 
@@ -73,10 +73,19 @@ impl Inbox {
     pub fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Result<Arc<Event>, ApiError>> {
         // Registered before looking, so a push or close in between still wakes.
         self.waker.register(cx.waker());
-        if let Some(reason) = self.closed.get() {
+        let mut mail = self.lock();
+        if let Some(reason) = &mail.closed {
             return Poll::Ready(Err(ApiError::clone(reason)));
         }
-        match self.pop() {
+        let Some(queue) = mail.queue.as_mut() else {
+            return Poll::Pending;
+        };
+        let event = queue.pop_front();
+        if queue.is_empty() {
+            // Give the buffer back: an inbox is usually empty for a long time.
+            mail.queue = None;
+        }
+        match event {
             Some(event) => Poll::Ready(Ok(event)),
             None => Poll::Pending,
         }
@@ -325,7 +334,7 @@ mod tests {
                 "{event:?}"
             );
         }
-        assert!(inbox.queue.lock().is_ok_and(|q| q.is_none()));
+        assert!(inbox.lock().queue.is_none());
         // A message pushed before anyone waits is not missed.
         assert!(inbox.push(Event::error("x", "late", None, None)));
         assert!(matches!(inbox.recv().await, Ok(e) if e.json().contains("late")));
