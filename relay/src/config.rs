@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::auth::RoomPattern;
+use crate::pattern::RoomPattern;
 
 /// One operator setting: environment variable, flag, default and meaning.
 #[derive(Debug, Clone, Copy)]

@@ -198,7 +198,7 @@ pub struct PeerInfo {
 
 /// The others present when a peer joined: a list built for it, or the JSON
 /// array that every peer joining within one presence window shares (built
-/// once per room per window; see `hub/presence.rs`).
+/// once per room per window; see `delivery/presence.rs`).
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(untagged)]
 pub enum PeerList {
@@ -437,7 +437,7 @@ impl Event {
     /// every socket the event goes to.
     pub fn ws_frame(&self) -> Bytes {
         self.ws
-            .get_or_init(|| crate::transport::ws::frame::text(&self.json))
+            .get_or_init(|| crate::wire::text(&self.json))
             .clone()
     }
 

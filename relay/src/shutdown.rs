@@ -65,14 +65,14 @@ pub const DRAIN_SPREAD: f64 = 0.7;
 /// the spread share of `grace`, so closes spread.
 pub fn drain_spread(grace: std::time::Duration) -> std::time::Duration {
     let spread = grace.mul_f64(DRAIN_SPREAD);
-    crate::jitter::backoff(31, spread, spread)
+    crate::random::backoff(31, spread, spread)
 }
 
 /// The reconnect delay to suggest to a drained session's client: random,
 /// so the clients' returns spread.
 pub fn reconnect_after() -> std::time::Duration {
     std::time::Duration::from_millis(500)
-        + crate::jitter::backoff(
+        + crate::random::backoff(
             31,
             std::time::Duration::from_secs(5),
             std::time::Duration::from_secs(5),

@@ -20,9 +20,10 @@ use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+pub use crate::pattern::RoomPattern;
 pub use jwks::{Jwks, REFETCH_INTERVAL};
 pub use keys::{KeyError, VerifyKey};
-pub use rights::{Grants, Rights, RoomPattern};
+pub use rights::{Grants, Rights};
 
 use crate::config::Config;
 use crate::error::ApiError;

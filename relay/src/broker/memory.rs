@@ -13,7 +13,7 @@ use super::{
     Broker, BrokerError, DeferredWill, Draft, History, Joined, Limits, RetainDraft, Retained,
     RoomPage, RoomSnapshot, RoomSummary, Will,
 };
-use crate::hub::Fanout;
+use crate::delivery::Fanout;
 use crate::idempotency::{Ledger, Once, Recall};
 use crate::protocol::{
     Event, EventId, LeaveReason, Message, Payload, PeerInfo, PeerList, RoomName, Status, now_ms,

@@ -1,6 +1,6 @@
 //! The broker seam: what every relay instance must share. It orders and ids a
 //! room's events, keeps presence, retained topic values and a bounded history,
-//! and hands every event to each instance's local [`Fanout`](crate::hub::Fanout). The memory broker
+//! and hands every event to each instance's local [`Fanout`](crate::delivery::Fanout). The memory broker
 //! serves one process; a Redis broker (the same operations, the same contract
 //! tests) serves many.
 

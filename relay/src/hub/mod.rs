@@ -1,9 +1,6 @@
 //! The room hub: owns sessions, presence and rights checks, and talks to the
 //! broker. Transports (WebSocket, SSE, HTTP) are thin adapters onto it.
 
-mod fanout;
-mod presence;
-mod ring;
 mod session;
 
 use std::sync::Arc;
@@ -12,8 +9,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use crate::broker::{MAX_WILL_DELAY_SECS, Will};
-pub use fanout::{DIRECT_QUEUE, Fanout, Inbox};
-pub use ring::{Lagged, RingReceiver};
+pub use crate::delivery::{DIRECT_QUEUE, Fanout, Inbox, Lagged, RingReceiver};
+pub use crate::random::random_id;
 pub use session::{MAX_ROOMS_PER_SESSION, Next, Session};
 
 use crate::auth::{Authenticator, Principal, Rights};
@@ -564,19 +561,3 @@ impl Hub {
         Ok(page)
     }
 }
-
-/// `n` random bytes as url-safe text (peer and instance ids).
-pub fn random_id(n: usize) -> String {
-    use base64::Engine;
-    let mut bytes = vec![0u8; n];
-    if getrandom::fill(&mut bytes).is_err() {
-        // No entropy source: time and a counter, still unique per process.
-        let t = now_ms() ^ RANDOM_FALLBACK.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        for (i, b) in bytes.iter_mut().enumerate() {
-            *b = (t >> ((i % 8) * 8)) as u8;
-        }
-    }
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-static RANDOM_FALLBACK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

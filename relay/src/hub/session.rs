@@ -14,11 +14,10 @@ use serde_json::value::RawValue;
 
 use tokio_stream::StreamMap;
 
-use super::fanout::Inbox;
-use super::ring::{Lagged, RingReceiver};
 use super::{Hub, Publish};
 use crate::auth::{Principal, Rights};
 use crate::broker::{Retained, Will};
+use crate::delivery::{Inbox, Lagged, RingReceiver};
 use crate::error::ApiError;
 use crate::guard::{PublishBucket, SessionPermit};
 use crate::idempotency::IdempotencyKey;
@@ -821,7 +820,7 @@ impl Stream for RoomFeed {
 
 /// `<sub>.<random>`: 9 random bytes as 12 url-safe characters.
 fn new_peer_id(sub: &str) -> Arc<str> {
-    Arc::from(format!("{sub}.{}", super::random_id(9)))
+    Arc::from(format!("{sub}.{}", crate::random::random_id(9)))
 }
 
 #[cfg(test)]
@@ -845,7 +844,7 @@ mod tests {
     fn principal(hub: &Hub) -> Principal {
         let mut p = hub.auth().anonymous();
         p.grants = Arc::new(crate::auth::Grants::new(vec![(
-            crate::auth::RoomPattern::Any,
+            crate::pattern::RoomPattern::Any,
             Rights::ALL,
         )]));
         p

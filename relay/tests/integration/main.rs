@@ -15,6 +15,7 @@ mod hostile;
 mod http_edges;
 mod idempotency;
 mod instances;
+mod layers;
 mod liveness;
 mod load_smoke;
 mod openapi;

@@ -23,7 +23,7 @@ impl RedisBroker {
         user: &Arc<str>,
         will: Will,
     ) -> Result<(), BrokerError> {
-        let id = crate::hub::random_id(12);
+        let id = crate::random::random_id(12);
         let record = serde_json::to_string(&DeferredRecord {
             id: &id,
             room: room.as_str(),

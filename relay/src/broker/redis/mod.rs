@@ -58,7 +58,7 @@ use crate::broker::{
     Broker, BrokerError, DeferredWill, Draft, History, Joined, Limits, RetainDraft, Retained,
     RoomPage, RoomSnapshot, Will,
 };
-use crate::hub::Fanout;
+use crate::delivery::Fanout;
 use crate::idempotency::Once;
 use crate::protocol::now_ms;
 use crate::protocol::{Event, EventId, LeaveReason, Payload, PeerInfo, RoomName};
@@ -145,7 +145,7 @@ impl RedisBroker {
             Target::Single(_) => Layout::Single,
             Target::Cluster(_) => Layout::Cluster,
         };
-        let instance: Arc<str> = Arc::from(format!("i-{}", crate::hub::random_id(9)));
+        let instance: Arc<str> = Arc::from(format!("i-{}", crate::random::random_id(9)));
         let mut pubsub = PubSubState::default();
         if let Subscriber::Cluster(sub_conn, ..) = &subscriber {
             pubsub.cluster = Some(sub_conn.clone());

@@ -16,8 +16,8 @@ use super::RedisBroker;
 use super::errors::unavailable;
 use super::liveness::drained;
 use crate::broker::BrokerError;
-use crate::jitter::backoff;
 use crate::protocol::{Event, EventId, RoomName};
+use crate::random::backoff;
 
 #[derive(Default)]
 pub(super) struct PubSubState {

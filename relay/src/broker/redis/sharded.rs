@@ -20,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::RedisBroker;
 use super::liveness::drained;
-use crate::jitter::backoff;
 use crate::protocol::{Event, RoomName};
+use crate::random::backoff;
 
 /// How many pushes (messages and confirmations) wait for the loop at most.
 /// Past it pushes are dropped and every watched room is replayed from its

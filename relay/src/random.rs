@@ -1,4 +1,6 @@
-//! Random waits: full-jitter backoff for retries, and the spread of a drain.
+//! Randomness the relay needs, in one place: ids for peers and instances
+//! (from the system's entropy source), and random waits (full-jitter
+//! backoff for retries, and the spread of a drain).
 //! Jitter needs no cryptographic randomness, so it comes from a per-thread
 //! xorshift generator seeded once from std's per-process hash keys, not from
 //! a system call per wait (a connect burst made two `getrandom` calls per
@@ -47,6 +49,23 @@ pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
         random_u64() % (millis + 1)
     })
 }
+
+/// `n` random bytes as url-safe text (peer and instance ids).
+pub fn random_id(n: usize) -> String {
+    use base64::Engine;
+    let mut bytes = vec![0u8; n];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No entropy source: time and a counter, still unique per process.
+        let t = crate::protocol::now_ms()
+            ^ RANDOM_FALLBACK.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = (t >> ((i % 8) * 8)) as u8;
+        }
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+static RANDOM_FALLBACK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 #[cfg(test)]
 mod tests {
