@@ -11,6 +11,7 @@ use std::time::Duration;
 use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
+use tokio_util::task::TaskTracker;
 
 use super::presence::{Closed, Coalescer, Flush, Offered};
 use super::ring::{RingReceiver, RoomRing};
@@ -114,6 +115,10 @@ pub struct Fanout {
     draining: AtomicBool,
     /// This fan-out, for the timers that close presence windows.
     me: Weak<Fanout>,
+    /// Tracks every task the relay spawns in the background (presence
+    /// timers here; the hub's sessions, sweeps and leaves share it), so
+    /// shutdown waits for all of them.
+    tasks: TaskTracker,
 }
 
 impl Fanout {
@@ -122,13 +127,16 @@ impl Fanout {
     /// coalesces each room's presence changes within `presence_window` (zero:
     /// each change goes out alone, at once).
     pub fn new(room_capacity: usize, presence_window: Duration) -> Arc<Fanout> {
+        let tasks = TaskTracker::new();
         Arc::new_cyclic(|me| Fanout {
             rooms: Mutex::new(HashMap::new()),
             peers: Mutex::new(HashMap::new()),
             room_capacity,
-            presence: (!presence_window.is_zero()).then(|| Coalescer::new(presence_window)),
+            presence: (!presence_window.is_zero())
+                .then(|| Coalescer::new(presence_window, tasks.clone())),
             draining: AtomicBool::new(false),
             me: me.clone(),
+            tasks,
         })
     }
 
@@ -290,6 +298,11 @@ impl Fanout {
     pub fn unregister_peer(&self, id: &str) {
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         peers.remove(id);
+    }
+
+    /// The tracker of the relay's background tasks.
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.tasks
     }
 
     /// Local peers (live sessions) on this instance.

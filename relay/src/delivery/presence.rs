@@ -27,6 +27,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use tokio_util::task::TaskTracker;
+
 use crate::protocol::{Event, EventKind, Payload, RoomName};
 
 /// Most events one `presence` event carries; more go out in the next one.
@@ -48,6 +50,8 @@ pub enum Offered {
 pub struct Coalescer {
     window: Duration,
     open: Mutex<HashMap<RoomName, Window>>,
+    /// Tracks the timers that close windows, so shutdown waits for them.
+    tasks: TaskTracker,
 }
 
 /// A room's open window.
@@ -61,11 +65,13 @@ struct Window {
 }
 
 impl Coalescer {
-    /// A coalescer with the given window (non-zero).
-    pub fn new(window: Duration) -> Coalescer {
+    /// A coalescer with the given window (non-zero), whose timers `tasks`
+    /// tracks.
+    pub fn new(window: Duration, tasks: TaskTracker) -> Coalescer {
         Coalescer {
             window,
             open: Mutex::new(HashMap::new()),
+            tasks,
         }
     }
 
@@ -112,7 +118,13 @@ impl Coalescer {
         // runtime (no timer to close it) no window is opened.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             open.insert(room.clone(), Window::default());
-            schedule(&runtime, owner.clone(), room.clone(), self.window);
+            schedule(
+                &self.tasks,
+                &runtime,
+                owner.clone(),
+                room.clone(),
+                self.window,
+            );
         }
         (Offered::Now(event), None)
     }
@@ -168,11 +180,16 @@ pub trait Flush {
 /// Closes `room`'s window after `window`, and again after each period that
 /// had changes (a longer one after several joins and leaves); stops when the
 /// owner is gone or a period had none.
-fn schedule<O>(runtime: &tokio::runtime::Handle, owner: Weak<O>, room: RoomName, window: Duration)
-where
+fn schedule<O>(
+    tasks: &TaskTracker,
+    runtime: &tokio::runtime::Handle,
+    owner: Weak<O>,
+    room: RoomName,
+    window: Duration,
+) where
     O: Flush + Send + Sync + 'static,
 {
-    runtime.spawn(async move {
+    let timer = async move {
         let mut period = window;
         loop {
             tokio::time::sleep(period).await;
@@ -183,7 +200,8 @@ where
                 Closed::Busy => (period * 2).min(window * MAX_GROWTH),
             };
         }
-    });
+    };
+    tasks.spawn_on(timer, runtime);
 }
 
 #[cfg(test)]
@@ -211,7 +229,7 @@ mod tests {
         fn new() -> Fixture {
             Fixture {
                 owner: Arc::new(Owner),
-                coalescer: Coalescer::new(Duration::from_secs(3600)),
+                coalescer: Coalescer::new(Duration::from_secs(3600), TaskTracker::new()),
                 room: RoomName::parse("r").unwrap_or_else(|e| panic!("{e}")),
             }
         }

@@ -91,7 +91,8 @@ impl Hub {
     pub fn new(config: Arc<Config>, auth: Arc<Authenticator>, shutdown: CancellationToken) -> Hub {
         let fanout = Fanout::new(config.outbound_queue, config.presence_window);
         let broker = Arc::new(MemoryBroker::new(fanout.clone(), Hub::limits(&config)));
-        Hub::with_broker(config, auth, shutdown, broker, fanout, TaskTracker::new())
+        let tasks = fanout.tasks().clone();
+        Hub::with_broker(config, auth, shutdown, broker, fanout, tasks)
     }
 
     /// A hub over the broker the configuration asks for: Redis when
@@ -105,7 +106,7 @@ impl Hub {
             return Ok(Hub::new(config, auth, shutdown));
         };
         let fanout = Fanout::new(config.outbound_queue, config.presence_window);
-        let tasks = TaskTracker::new();
+        let tasks = fanout.tasks().clone();
         let settings = crate::broker::RedisSettings {
             url,
             prefix: config.redis_prefix.clone(),

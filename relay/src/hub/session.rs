@@ -653,7 +653,8 @@ impl Session {
         let id = self.id.clone();
         let user = self.principal.sub.clone();
         let reason = self.leave_reason;
-        handle.spawn(async move {
+        let tasks = self.hub.tasks().clone();
+        let leaving = async move {
             let broker = hub.broker();
             for room in &present {
                 // Rooms still joined were not left with `leave`: their wills fire.
@@ -685,7 +686,8 @@ impl Session {
                     tracing::warn!(%room, error = %e, "unwatch failed");
                 }
             }
-        });
+        };
+        tasks.spawn_on(leaving, &handle);
     }
 }
 
@@ -695,7 +697,7 @@ fn release_room(hub: &Hub, room: &RoomName) {
     if hub.fanout().release(room) {
         let hub = hub.clone();
         let room = room.clone();
-        tokio::spawn(async move {
+        hub.tasks().clone().spawn(async move {
             if !hub.fanout().is_watched(&room)
                 && let Err(e) = hub.broker().unwatch(&room).await
             {
