@@ -321,6 +321,14 @@ impl Sse {
     pub async fn try_open(url: &str, headers: &[(&str, &str)]) -> Result<Sse, (u16, Value)> {
         let client = reqwest::Client::new();
         let mut req = client.get(url);
+        // As every browser's EventSource asks (and so through the relay's
+        // direct stream path), unless the test asks otherwise.
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("accept"))
+        {
+            req = req.header("accept", "text/event-stream");
+        }
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
