@@ -493,30 +493,71 @@ pub struct RelayProcess {
 
 impl RelayProcess {
     /// Starts `edgewire serve` with the fixture secret and `env`, once ready.
+    /// It binds port 0 itself and the harness reads the address from its
+    /// `edgewire listening` log line: no window between picking a free port
+    /// and taking it.
     pub async fn start(env: &[(&str, &str)]) -> RelayProcess {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        RelayProcess::start_on(port, env).await
+        use std::io::BufRead;
+        let mut command = RelayProcess::command("127.0.0.1:0");
+        command
+            .env("EDGEWIRE_LOG", "warn,edgewire=info")
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("spawn edgewire");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (found, address) = std::sync::mpsc::channel();
+        // Reads the log to its end, so the pipe never fills.
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(addr) = line
+                    .split("edgewire listening")
+                    .nth(1)
+                    .and_then(|rest| rest.split("addr=").nth(1))
+                    .and_then(|rest| rest.split_whitespace().next())
+                {
+                    let _ = found.send(addr.to_owned());
+                }
+            }
+        });
+        let base = tokio::task::spawn_blocking(move || address.recv_timeout(DEADLINE))
+            .await
+            .expect("reader")
+            .expect("the relay process said where it listens");
+        RelayProcess::ready(child, base).await
     }
 
     /// Starts it on `port` (a restart where the last one ran), once ready.
     pub async fn start_on(port: u16, env: &[(&str, &str)]) -> RelayProcess {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_edgewire"));
+        let mut command = RelayProcess::command(&format!("127.0.0.1:{port}"));
         command
-            .arg("serve")
-            .env("EDGEWIRE_LISTEN", format!("127.0.0.1:{port}"))
-            .env("EDGEWIRE_JWT_SECRET", secret())
             .env("EDGEWIRE_LOG", "warn")
-            .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
         for (k, v) in env {
             command.env(k, v);
         }
         let child = command.spawn().expect("spawn edgewire");
-        let base = format!("127.0.0.1:{port}");
+        RelayProcess::ready(child, format!("127.0.0.1:{port}")).await
+    }
+
+    /// `edgewire serve` on `listen` with the fixture secret (the caller's
+    /// settings go on after its own defaults, and win).
+    fn command(listen: &str) -> std::process::Command {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_edgewire"));
+        command
+            .arg("serve")
+            .env("EDGEWIRE_LISTEN", listen)
+            .env("EDGEWIRE_JWT_SECRET", secret())
+            .stdout(std::process::Stdio::null());
+        command
+    }
+
+    /// Waits until the relay at `base` answers `/readyz`.
+    async fn ready(child: std::process::Child, base: String) -> RelayProcess {
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
             if let Ok(r) = http().get(format!("http://{base}/readyz")).send().await
