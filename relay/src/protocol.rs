@@ -1212,4 +1212,110 @@ mod tests {
             parse_op(r#"{"op":"pub","data":null}"#).unwrap_or_else(|e| panic!("{}", e.message));
         assert!(matches!(op, Op::Pub { ref data, .. } if data.get() == "null"));
     }
+
+    /// Every event kind's bytes, frozen: the event type may change shape
+    /// inside, never on the wire.
+    #[test]
+    fn every_event_kind_keeps_its_bytes() {
+        let room = RoomName::parse("r").unwrap_or_else(|_| unreachable!());
+        let me = PeerInfo {
+            id: Arc::from("u.1"),
+            user: Arc::from("u"),
+            meta: payload_from_text("m"),
+            state: null_payload(),
+        };
+        let peer_id: Arc<str> = Arc::from("u.1");
+        let reference = payload_from_json("7").unwrap_or_else(|_| unreachable!());
+        let status = Status {
+            room: room.clone(),
+            id: Some(EventId { ms: 9, seq: 2 }),
+            topic: Arc::from("t"),
+            data: payload_from_text("on"),
+            ts: 9,
+            from: Arc::from("u.1"),
+            retained: false,
+        };
+        let direct = Message {
+            room: room.clone(),
+            id: EventId { ms: 5, seq: 1 },
+            ts: 5,
+            from: Arc::from("a.1"),
+            kind: Arc::from("chat"),
+            data: payload_from_text("hi"),
+            to: Some(Arc::from("u.1")),
+            topic: Some(Arc::from("t")),
+        };
+        let join = Event::join(&room, &me);
+        let events = [
+            Event::welcome(Some(&room), &me, &PeerList::Own(vec![me.clone()]), None),
+            Event::welcome(
+                None,
+                &me,
+                &PeerList::Shared(payload_from_text("x")),
+                Some(EventId { ms: 3, seq: 0 }),
+            ),
+            Event::message(&direct),
+            join.clone(),
+            Event::leave(&room, &peer_id, LeaveReason::Expired),
+            Event::state(&room, &peer_id, &payload_from_text("s")),
+            Event::presence(&room, &[join]),
+            Event::status(&status),
+            Event::status(&Status {
+                id: None,
+                retained: true,
+                ..status.clone()
+            }),
+            Event::reset(&room, "gap"),
+            Event::expiring(100, 30),
+            Event::ack(&reference, Some(EventId { ms: 1, seq: 0 })),
+            Event::ack(&reference, None),
+            Event::pong(Some(&reference)),
+            Event::pong(None),
+            Event::error("forbidden", "no", Some(&reference), Some(3)),
+            Event::error("internal", "x", None, None),
+        ];
+        let got: Vec<String> = events
+            .iter()
+            .map(|e| String::from_utf8_lossy(&e.sse_frame()).into_owned())
+            .collect();
+        const EXPECTED: &[&str] = &[
+            "event: welcome\ndata: {\"kind\":\"welcome\",\"room\":\"r\",\"peer\":{\"id\":\"u.1\",\"user\":\"u\",\"meta\":\"m\"},\"peers\":[{\"id\":\"u.1\",\"user\":\"u\",\"meta\":\"m\",\"state\":null}],\"last_id\":null}\n\n",
+            "event: welcome\ndata: {\"kind\":\"welcome\",\"room\":null,\"peer\":{\"id\":\"u.1\",\"user\":\"u\",\"meta\":\"m\"},\"peers\":\"x\",\"last_id\":\"3-0\"}\n\n",
+            "event: message\ndata: {\"kind\":\"message\",\"room\":\"r\",\"id\":\"5-1\",\"ts\":5,\"from\":\"a.1\",\"type\":\"chat\",\"data\":\"hi\",\"to\":\"u.1\",\"topic\":\"t\"}\n\n",
+            "event: join\ndata: {\"kind\":\"join\",\"room\":\"r\",\"peer\":{\"id\":\"u.1\",\"user\":\"u\",\"meta\":\"m\",\"state\":null}}\n\n",
+            "event: leave\ndata: {\"kind\":\"leave\",\"room\":\"r\",\"peer\":{\"id\":\"u.1\"},\"reason\":\"expired\"}\n\n",
+            "event: state\ndata: {\"kind\":\"state\",\"room\":\"r\",\"peer\":{\"id\":\"u.1\"},\"state\":\"s\"}\n\n",
+            "event: presence\ndata: {\"kind\":\"presence\",\"room\":\"r\",\"events\":[{\"kind\":\"join\",\"room\":\"r\",\"peer\":{\"id\":\"u.1\",\"user\":\"u\",\"meta\":\"m\",\"state\":null}}]}\n\n",
+            "id: 9-2\nevent: status\ndata: {\"kind\":\"status\",\"room\":\"r\",\"id\":\"9-2\",\"topic\":\"t\",\"data\":\"on\",\"ts\":9,\"from\":\"u.1\",\"retained\":false}\n\n",
+            "event: status\ndata: {\"kind\":\"status\",\"room\":\"r\",\"topic\":\"t\",\"data\":\"on\",\"ts\":9,\"from\":\"u.1\",\"retained\":true}\n\n",
+            "event: reset\ndata: {\"kind\":\"reset\",\"room\":\"r\",\"reason\":\"gap\"}\n\n",
+            "event: expiring\ndata: {\"kind\":\"expiring\",\"expires_at\":100,\"in\":30}\n\n",
+            "event: ack\ndata: {\"kind\":\"ack\",\"ref\":7,\"id\":\"1-0\"}\n\n",
+            "event: ack\ndata: {\"kind\":\"ack\",\"ref\":7}\n\n",
+            "event: pong\ndata: {\"kind\":\"pong\",\"ref\":7}\n\n",
+            "event: pong\ndata: {\"kind\":\"pong\",\"ref\":null}\n\n",
+            "event: error\ndata: {\"kind\":\"error\",\"code\":\"forbidden\",\"message\":\"no\",\"ref\":7,\"retry_after\":3}\n\n",
+            "event: error\ndata: {\"kind\":\"error\",\"code\":\"internal\",\"message\":\"x\"}\n\n",
+        ];
+        assert_eq!(got, EXPECTED);
+        // What travels between instances reads back with the same routing.
+        for event in events.iter().filter(|e| {
+            matches!(
+                e.kind(),
+                EventKind::Message
+                    | EventKind::Join
+                    | EventKind::Leave
+                    | EventKind::State
+                    | EventKind::Status
+            )
+        }) {
+            let back = Event::from_json(event.json().to_owned());
+            let back = back.as_deref();
+            assert_eq!(back.map(Event::kind), Some(event.kind()));
+            assert_eq!(back.and_then(Event::id), event.id());
+            assert_eq!(back.and_then(Event::subject), event.subject());
+            assert_eq!(back.and_then(Event::to), event.to());
+            assert_eq!(back.and_then(Event::topic), event.topic());
+        }
+    }
 }
