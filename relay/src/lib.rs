@@ -20,6 +20,7 @@
 pub mod auth;
 pub mod broker;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod error;
@@ -37,7 +38,6 @@ pub mod shutdown;
 pub mod token;
 pub mod topic;
 pub mod transport;
-pub mod wire;
 
 pub use config::Config;
 pub use server::{Relay, ServeError, serve};

@@ -16,8 +16,8 @@ use super::{
 use crate::delivery::Fanout;
 use crate::idempotency::{Ledger, Once, Recall};
 use crate::protocol::{
-    Event, EventId, LeaveReason, Message, Payload, PeerInfo, PeerList, RoomName, Status, now_ms,
-    null_payload,
+    Control, Event, EventId, LeaveReason, Message, Payload, PeerInfo, PeerList, RoomName, Status,
+    now_ms, null_payload,
 };
 use crate::topic::{Topic, TopicFilter};
 
@@ -477,12 +477,8 @@ impl MemoryBroker {
         History { events, complete }
     }
 
-    pub(super) fn control(
-        &self,
-        room: &RoomName,
-        peer: &Arc<str>,
-        event: Arc<Event>,
-    ) -> Result<(), BrokerError> {
+    pub(super) fn control(&self, room: &RoomName, control: Control) -> Result<(), BrokerError> {
+        let peer = control.to();
         let present = self
             .existing(room)
             .is_some_and(|state| lock(&state).presence.contains(peer));
@@ -492,7 +488,7 @@ impl MemoryBroker {
                 peer: peer.to_string(),
             });
         }
-        self.fanout.direct(peer, event);
+        self.fanout.control(control);
         Ok(())
     }
 
@@ -690,13 +686,8 @@ impl Broker for MemoryBroker {
         MemoryBroker::publish(self, room, draft)
     }
 
-    async fn control(
-        &self,
-        room: &RoomName,
-        peer: &Arc<str>,
-        event: Arc<Event>,
-    ) -> Result<(), BrokerError> {
-        MemoryBroker::control(self, room, peer, event)
+    async fn control(&self, room: &RoomName, control: Control) -> Result<(), BrokerError> {
+        MemoryBroker::control(self, room, control)
     }
 
     async fn set_retained(

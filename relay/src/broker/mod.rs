@@ -17,7 +17,7 @@ use async_trait::async_trait;
 
 use crate::idempotency::Once;
 use crate::protocol::{
-    Event, EventId, LeaveReason, NameError, Payload, PeerInfo, PeerList, RoomName,
+    Control, Event, EventId, LeaveReason, NameError, Payload, PeerInfo, PeerList, RoomName,
 };
 use crate::topic::{Topic, TopicFilter};
 
@@ -250,14 +250,9 @@ pub trait Broker: Send + Sync {
     /// With `draft.once`, a retry returns the first attempt's id and does nothing.
     async fn publish(&self, room: &RoomName, draft: Draft) -> Result<Arc<Event>, BrokerError>;
 
-    /// Delivers an internal event to one present peer of a room, on whichever
-    /// instance holds it; `NoSuchPeer` when it is not present.
-    async fn control(
-        &self,
-        room: &RoomName,
-        peer: &Arc<str>,
-        event: Arc<Event>,
-    ) -> Result<(), BrokerError>;
+    /// Delivers a control message to its peer, present in a room, on
+    /// whichever instance holds it; `NoSuchPeer` when it is not present.
+    async fn control(&self, room: &RoomName, control: Control) -> Result<(), BrokerError>;
 
     /// Stores a topic's retained value and delivers its live `status` event.
     async fn set_retained(

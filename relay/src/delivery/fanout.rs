@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use super::presence::{Closed, Coalescer, Flush, Offered};
 use super::ring::{RingReceiver, RoomRing};
 use crate::error::ApiError;
-use crate::protocol::{Event, EventKind, Payload, RoomName};
+use crate::protocol::{Control, Envelope, Event, EventKind, Payload, RoomName};
 
 /// Capacity of a peer's direct inbox.
 pub const DIRECT_QUEUE: usize = 256;
@@ -38,14 +38,14 @@ struct Mail {
     /// Boxed while it holds messages: an empty queue inline cost each idle
     /// peer 32 B.
     #[allow(clippy::box_collection, reason = "8 B inline in every idle peer")]
-    queue: Option<Box<VecDeque<Arc<Event>>>>,
+    queue: Option<Box<VecDeque<Envelope>>>,
     /// Why the session was asked to close; the first reason wins. Boxed: rare.
     closed: Option<Box<ApiError>>,
 }
 
 impl Inbox {
-    /// Queues an event; false when the inbox is full.
-    fn push(&self, event: Arc<Event>) -> bool {
+    /// Queues a direct message or control message; false when the inbox is full.
+    fn push(&self, event: Envelope) -> bool {
         {
             let mut mail = self.lock();
             let queue = mail.queue.get_or_insert_with(Box::default);
@@ -71,7 +71,7 @@ impl Inbox {
     /// Why the session was asked to close, once it was; else the next direct
     /// message, once there is one. Only the peer's own session polls this (the
     /// inbox keeps one waker).
-    pub fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Result<Arc<Event>, ApiError>> {
+    pub fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Result<Envelope, ApiError>> {
         // Registered before looking, so a push or close in between still wakes.
         self.waker.register(cx.waker());
         let mut mail = self.lock();
@@ -99,7 +99,7 @@ impl Inbox {
     }
 
     /// The next direct message, or why the session must close. Cancel-safe.
-    pub async fn recv(&self) -> Result<Arc<Event>, ApiError> {
+    pub async fn recv(&self) -> Result<Envelope, ApiError> {
         std::future::poll_fn(|cx| self.poll_next(cx)).await
     }
 }
@@ -204,11 +204,22 @@ impl Fanout {
     /// Queues an event for one local peer; a peer whose queue is full is closed as a
     /// slow consumer. Returns false when the peer is not on this instance.
     pub fn direct(&self, peer: &str, event: Arc<Event>) -> bool {
+        self.post(peer, Envelope::Event(event))
+    }
+
+    /// Queues a control message for its local peer, as [`Fanout::direct`]
+    /// queues an event; false when the peer is not on this instance.
+    pub fn control(&self, control: Control) -> bool {
+        let to = control.to().clone();
+        self.post(&to, Envelope::Control(Box::new(control)))
+    }
+
+    fn post(&self, peer: &str, envelope: Envelope) -> bool {
         let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         let Some(inbox) = peers.get(peer) else {
             return false;
         };
-        if !inbox.push(event) {
+        if !inbox.push(envelope) {
             inbox.close(ApiError::SlowConsumer);
         }
         true
@@ -333,15 +344,26 @@ impl Flush for Fanout {
 mod tests {
     use super::*;
 
+    fn mail(event: Arc<Event>) -> Envelope {
+        Envelope::Event(event)
+    }
+
+    fn text(envelope: &Envelope) -> String {
+        match envelope {
+            Envelope::Event(event) => event.json().to_owned(),
+            Envelope::Control(control) => control.json(),
+        }
+    }
+
     #[tokio::test]
     async fn an_inbox_is_bounded_keeps_order_and_frees_its_buffer() {
         let inbox = Inbox::default();
         for i in 0..DIRECT_QUEUE {
-            assert!(inbox.push(Event::error("x", &i.to_string(), None, None)));
+            assert!(inbox.push(mail(Event::error("x", &i.to_string(), None, None))));
         }
-        assert!(!inbox.push(Event::error("x", "over", None, None)));
+        assert!(!inbox.push(mail(Event::error("x", "over", None, None))));
         for i in 0..DIRECT_QUEUE {
-            let event = inbox.recv().await.map(|e| e.json().to_owned());
+            let event = inbox.recv().await.map(|e| text(&e));
             assert!(
                 matches!(&event, Ok(json) if json.contains(&format!("\"{i}\""))),
                 "{event:?}"
@@ -349,8 +371,8 @@ mod tests {
         }
         assert!(inbox.lock().queue.is_none());
         // A message pushed before anyone waits is not missed.
-        assert!(inbox.push(Event::error("x", "late", None, None)));
-        assert!(matches!(inbox.recv().await, Ok(e) if e.json().contains("late")));
+        assert!(inbox.push(mail(Event::error("x", "late", None, None))));
+        assert!(matches!(inbox.recv().await, Ok(e) if text(&e).contains("late")));
     }
 
     /// How long a woken session may take to see its message.
@@ -361,10 +383,10 @@ mod tests {
         let inbox = Arc::new(Inbox::default());
         let waiting = tokio::spawn({
             let inbox = inbox.clone();
-            async move { inbox.recv().await.map(|e| e.json().to_owned()) }
+            async move { inbox.recv().await.map(|e| text(&e)) }
         });
         tokio::task::yield_now().await;
-        assert!(inbox.push(Event::error("x", "hello", None, None)));
+        assert!(inbox.push(mail(Event::error("x", "hello", None, None))));
         let got = tokio::time::timeout(DEADLINE, waiting).await;
         assert!(
             matches!(&got, Ok(Ok(Ok(json))) if json.contains("hello")),
@@ -373,7 +395,7 @@ mod tests {
 
         let waiting = tokio::spawn({
             let inbox = inbox.clone();
-            async move { inbox.recv().await.map(|e| e.json().to_owned()) }
+            async move { inbox.recv().await.map(|e| text(&e)) }
         });
         tokio::task::yield_now().await;
         inbox.close(ApiError::SlowConsumer);

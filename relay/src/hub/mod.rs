@@ -23,7 +23,9 @@ use crate::error::ApiError;
 use crate::guard::{Guard, GuardLimits};
 use crate::idempotency::{IdempotencyKey, Once};
 use crate::metrics::{Metrics, Transport};
-use crate::protocol::{Event, EventId, Payload, PeerInfo, RoomName, check_message_type, now_ms};
+use crate::protocol::{
+    Control, Event, EventId, Payload, PeerInfo, RoomName, check_message_type, now_ms,
+};
 use crate::topic::{Topic, TopicFilter};
 
 /// How often lapsed retained values and old history are swept.
@@ -301,8 +303,9 @@ impl Hub {
             return Err(ApiError::TokenMissing);
         }
         let peer = self.resolve_conn(principal, room, conn).await?;
+        let token = token.to_owned();
         self.broker()
-            .control(room, &peer, Event::refresh_control(&peer, token))
+            .control(room, Control::Refresh { to: peer, token })
             .await?;
         Ok(())
     }

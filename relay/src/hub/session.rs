@@ -23,7 +23,8 @@ use crate::guard::{PublishBucket, SessionPermit};
 use crate::idempotency::IdempotencyKey;
 use crate::metrics::{Metrics, Transport};
 use crate::protocol::{
-    Event, EventId, EventKind, LeaveReason, Op, PeerInfo, PeerList, RoomName, null_payload,
+    Control, Envelope, Event, EventId, EventKind, LeaveReason, Op, PeerInfo, PeerList, RoomName,
+    null_payload,
 };
 use crate::topic::TopicFilter;
 
@@ -399,7 +400,17 @@ impl Session {
                 return Poll::Ready(Next::Event(event));
             }
             let event = match self.direct.poll_next(cx) {
-                Poll::Ready(Ok(event)) => event,
+                Poll::Ready(Ok(Envelope::Event(event))) => event,
+                // A new token sent to this session (SSE refresh): applied
+                // here; a control message has no frame to write.
+                Poll::Ready(Ok(Envelope::Control(control))) => {
+                    let Control::Refresh { token, .. } = *control;
+                    let hub = self.hub.clone();
+                    self.refreshing = Some(Box::new(Box::pin(async move {
+                        hub.auth().verify(&token).await
+                    })));
+                    continue;
+                }
                 Poll::Ready(Err(reason)) => return Poll::Ready(Next::Close(reason)),
                 Poll::Pending if self.feeds.is_empty() => return Poll::Pending,
                 Poll::Pending => match Pin::new(&mut self.feeds).poll_next(cx) {
@@ -410,17 +421,6 @@ impl Session {
                     Poll::Ready(None) | Poll::Pending => return Poll::Pending,
                 },
             };
-            // A new token sent to this session (SSE refresh): applied here,
-            // never written to the client.
-            if event.kind() == EventKind::Refresh {
-                if let Some(token) = event.refresh_token() {
-                    let hub = self.hub.clone();
-                    self.refreshing = Some(Box::new(Box::pin(async move {
-                        hub.auth().verify(&token).await
-                    })));
-                }
-                continue;
-            }
             return Poll::Ready(Next::Event(event));
         }
     }

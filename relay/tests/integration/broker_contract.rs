@@ -9,8 +9,8 @@ use edgewire::broker::{Broker, BrokerError, Draft, Limits, MemoryBroker, RetainD
 use edgewire::hub::{Fanout, RingReceiver};
 use edgewire::idempotency::{IdempotencyKey, Once};
 use edgewire::protocol::{
-    Event, EventId, LeaveReason, PeerInfo, PeerList, RoomName, now_ms, null_payload,
-    payload_from_text,
+    Control, Envelope, Event, EventId, LeaveReason, PeerInfo, PeerList, RoomName, now_ms,
+    null_payload, payload_from_text,
 };
 use edgewire::topic::{Topic, TopicFilter};
 use serde_json::Value;
@@ -498,7 +498,33 @@ async fn presence_and_direct((broker, fanout): (Arc<dyn Broker>, Arc<Fanout>)) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(json(&got), json(&sent));
+    match got {
+        Envelope::Event(got) => assert_eq!(json(&got), json(&sent)),
+        Envelope::Control(control) => panic!("a message arrived as {control:?}"),
+    }
+    // A control message reaches its present peer's inbox as one (never as
+    // an event a client could be sent), and needs the peer present.
+    let refresh = Control::Refresh {
+        to: Arc::from("bob.1"),
+        token: "new.token".into(),
+    };
+    broker.control(&r, refresh.clone()).await.unwrap();
+    let got = tokio::time::timeout(DEADLINE, bob_direct.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(&got, Envelope::Control(c) if **c == refresh),
+        "{got:?}"
+    );
+    let absent = Control::Refresh {
+        to: Arc::from("nobody.1"),
+        token: "new.token".into(),
+    };
+    assert!(matches!(
+        broker.control(&r, absent).await,
+        Err(BrokerError::NoSuchPeer { .. })
+    ));
     let history = broker.history(&r, None, 100).await.unwrap();
     assert!(history.events.is_empty(), "direct messages are not kept");
     assert_nothing_before_marker(&*broker, &mut rx, &r, "a direct message is not broadcast").await;

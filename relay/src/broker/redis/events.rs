@@ -9,7 +9,7 @@ use super::errors::{unavailable, write_failed};
 use super::records::{split_at_id, template_error};
 use crate::broker::{BrokerError, Draft, History};
 use crate::idempotency::Once;
-use crate::protocol::{Event, EventId, Message, RoomName, now_ms};
+use crate::protocol::{Control, Event, EventId, Message, RoomName, now_ms};
 
 impl RedisBroker {
     /// Appends an event (JSON built with id `0-0`) and publishes it; returns the event.
@@ -103,16 +103,16 @@ impl RedisBroker {
     pub(in crate::broker) async fn control(
         &self,
         room: &RoomName,
-        peer: &Arc<str>,
-        event: Arc<Event>,
+        control: Control,
     ) -> Result<(), BrokerError> {
+        let peer = control.to();
         let sent: i64 = self
             .scripts
             .direct
             .key(self.key(room, "presence"))
             .arg(&**peer)
             .arg(self.channel(room))
-            .arg(event.json())
+            .arg(control.json())
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;

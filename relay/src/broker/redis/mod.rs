@@ -61,7 +61,7 @@ use crate::broker::{
 use crate::delivery::Fanout;
 use crate::idempotency::Once;
 use crate::protocol::now_ms;
-use crate::protocol::{Event, EventId, LeaveReason, Payload, PeerInfo, RoomName};
+use crate::protocol::{Control, Event, EventId, LeaveReason, Payload, PeerInfo, RoomName};
 use crate::topic::{Topic, TopicFilter};
 
 /// How the Redis broker connects and identifies itself.
@@ -229,13 +229,8 @@ impl Broker for RedisBroker {
         RedisBroker::publish(self, room, draft).await
     }
 
-    async fn control(
-        &self,
-        room: &RoomName,
-        peer: &Arc<str>,
-        event: Arc<Event>,
-    ) -> Result<(), BrokerError> {
-        RedisBroker::control(self, room, peer, event).await
+    async fn control(&self, room: &RoomName, control: Control) -> Result<(), BrokerError> {
+        RedisBroker::control(self, room, control).await
     }
 
     async fn set_retained(

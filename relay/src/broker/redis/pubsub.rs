@@ -16,7 +16,7 @@ use super::RedisBroker;
 use super::errors::unavailable;
 use super::liveness::drained;
 use crate::broker::BrokerError;
-use crate::protocol::{Event, EventId, RoomName};
+use crate::protocol::{Envelope, Event, EventId, RoomName};
 use crate::random::backoff;
 
 #[derive(Default)]
@@ -84,6 +84,17 @@ impl RedisBroker {
                     .await;
         }
         Ok(())
+    }
+
+    /// Hands what arrived on a room's channel to this instance: an event to
+    /// the room's local subscribers, a control message to its peer.
+    pub(super) fn receive(&self, room: &RoomName, envelope: Envelope) {
+        match envelope {
+            Envelope::Event(event) => self.deliver(room, event),
+            Envelope::Control(control) => {
+                self.fanout.control(*control);
+            }
+        }
     }
 
     /// Hands an event that arrived on the room's channel to local subscribers,
@@ -249,8 +260,8 @@ pub(super) async fn pubsub_loop(
                     let Some(message) = message else { break };
                     let Some(room) = broker.room_of_channel(message.get_channel_name()) else { continue };
                     let Ok(payload) = message.get_payload::<String>() else { continue };
-                    match Event::from_json(payload) {
-                        Some(event) => broker.deliver(&room, event),
+                    match Envelope::from_json(payload) {
+                        Some(envelope) => broker.receive(&room, envelope),
                         None => tracing::warn!(%room, "unreadable event on the room channel"),
                     }
                 }

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::RedisBroker;
 use super::liveness::drained;
-use crate::protocol::{Event, RoomName};
+use crate::protocol::{Envelope, RoomName};
 use crate::random::backoff;
 
 /// How many pushes (messages and confirmations) wait for the loop at most.
@@ -118,8 +118,8 @@ pub(super) async fn sharded_loop(
                 let (channel, payload) = channel_and_payload(&push.data);
                 let room = channel.as_deref().and_then(|c| broker.room_of_channel(c));
                 match (push.kind, room) {
-                    (PushKind::SMessage, Some(room)) => match payload.and_then(Event::from_json) {
-                        Some(event) => broker.deliver(&room, event),
+                    (PushKind::SMessage, Some(room)) => match payload.and_then(Envelope::from_json) {
+                        Some(envelope) => broker.receive(&room, envelope),
                         None => tracing::warn!(%room, "unreadable event on the room channel"),
                     },
                     // Subscribed again (or for the first time): replay what

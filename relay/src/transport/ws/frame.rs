@@ -5,8 +5,8 @@
 
 use bytes::Bytes;
 
-use crate::wire::{BINARY, CLOSE, CONTINUATION, MAX_CONTROL, PING, PONG, TEXT};
-pub use crate::wire::{close, close_empty, ping, pong, text};
+use crate::protocol::wire::{BINARY, CLOSE, CONTINUATION, MAX_CONTROL, PING, PONG, TEXT};
+pub use crate::protocol::wire::{close, close_empty, ping, pong, text};
 
 /// Longest frame header: 2 bytes, 8 of extended length, 4 of mask.
 const MAX_HEADER: usize = 14;

@@ -1,7 +1,7 @@
 //! Server frames on the wire: the WebSocket frames the relay writes (RFC
 //! 6455: never masked, FIN set), an event's built once and shared by every
-//! socket. Below the protocol, which builds each event's frame here, and the
-//! WebSocket transport, which decodes client frames with the same opcodes.
+//! socket. Part of the protocol, which builds each event's frame here; the
+//! WebSocket transport decodes client frames with the same opcodes.
 
 use bytes::{BufMut, Bytes, BytesMut};
 

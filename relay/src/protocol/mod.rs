@@ -1,0 +1,23 @@
+//! The wire contract shared by every transport: room names and event ids,
+//! payloads, the events the relay sends (serialized once, shared by every
+//! recipient), the control messages sessions receive but never write, the
+//! ops clients send, the close codes, and the WebSocket frames that carry
+//! events.
+
+mod close;
+mod control;
+mod event;
+mod message;
+mod names;
+mod op;
+mod payload;
+pub mod wire;
+
+pub use crate::clock::now_ms;
+pub use close::CloseCode;
+pub use control::{Control, Envelope};
+pub use event::{Event, EventKind};
+pub use message::{LeaveReason, Message, PeerInfo, PeerList, Status};
+pub use names::{EventId, NameError, RoomName, check_message_type};
+pub use op::{Op, OpError, RawOp, parse_op};
+pub use payload::{Payload, null_payload, payload_from_json, payload_from_raw, payload_from_text};
