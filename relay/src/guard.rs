@@ -12,8 +12,9 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::clock::Instant;
 use crate::error::ApiError;
 
 /// Most distinct addresses or users tracked by one limiter; beyond it new keys
@@ -389,6 +390,24 @@ mod tests {
         guard.record_failure(a);
         assert!(matches!(guard.check_address(a), Err(ApiError::LockedOut(s)) if s >= 1));
         assert!(guard.check_address(b).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lockout_and_an_empty_bucket_end_with_time() {
+        let guard = Guard::new(limits());
+        let a = IpAddr::from([10, 0, 0, 1]);
+        guard.record_failure(a);
+        guard.record_failure(a);
+        assert!(guard.check_address(a).is_err());
+        tokio::time::sleep(AUTH_FAILURE_WINDOW).await;
+        assert!(guard.check_address(a).is_ok(), "the window passed");
+
+        let mut bucket = PublishBucket::new(1);
+        while bucket.take().is_ok() {}
+        assert!(matches!(bucket.take(), Err(ApiError::RateLimited(1))));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(bucket.take().is_ok(), "a second refills one");
+        assert!(bucket.take().is_err());
     }
 
     #[test]

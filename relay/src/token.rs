@@ -135,3 +135,44 @@ mod secret_tests {
         }
     }
 }
+
+#[cfg(test)]
+mod expiry_tests {
+    use std::time::Duration;
+
+    use super::{SigningKey, TokenSpec, mint};
+    use crate::auth::{Authenticator, Rights};
+    use crate::config::Config;
+    use crate::error::ApiError;
+
+    /// A token stops verifying when the relay's clock passes its `exp` plus
+    /// the leeway, cached or not: run under paused time, no real waiting.
+    #[tokio::test(start_paused = true)]
+    async fn a_token_expires_by_the_relays_clock() {
+        let mut config = Config::defaults();
+        config.jwt_secret = Some("s3cret".into());
+        config.jwt_leeway = Duration::from_secs(5);
+        let auth = Authenticator::from_config(&config).unwrap_or_else(|e| panic!("{e}"));
+        let spec = TokenSpec {
+            sub: "alice".into(),
+            rooms: vec![("r".into(), Rights::READ)],
+            ttl: Duration::from_secs(60),
+            meta: None,
+            audience: None,
+            issuer: None,
+        };
+        let key = SigningKey::Secret(b"s3cret".to_vec(), jsonwebtoken::Algorithm::HS256);
+        let token = mint(&spec, &key).unwrap_or_else(|e| panic!("{e}"));
+        assert!(auth.verify(&token).await.is_ok());
+        tokio::time::sleep(Duration::from_secs(64)).await;
+        assert!(auth.verify(&token).await.is_ok(), "within the leeway");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            auth.verify(&token).await.err(),
+            Some(ApiError::TokenExpired)
+        );
+        // A fresh token, never cached, is checked against the same clock.
+        let token = mint(&spec, &key).unwrap_or_else(|e| panic!("{e}"));
+        assert!(auth.verify(&token).await.is_ok());
+    }
+}

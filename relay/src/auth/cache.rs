@@ -7,7 +7,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock::Instant;
 
 use super::Principal;
 
@@ -93,6 +95,19 @@ mod tests {
         assert!(cache.get("tok", 1031, 30).is_none());
         assert!(cache.is_empty());
         assert!(cache.get("other", 0, 0).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_entry_is_trusted_for_max_age_only() {
+        let cache = VerifiedTokens::default();
+        cache.put("tok", &principal("alice", u64::MAX));
+        tokio::time::sleep(MAX_AGE - Duration::from_millis(1)).await;
+        assert!(cache.get("tok", 0, 0).is_some());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(
+            cache.get("tok", 0, 0).is_none(),
+            "verified again after MAX_AGE"
+        );
     }
 
     #[test]

@@ -102,6 +102,8 @@ pub struct Authenticator {
 struct Claims {
     sub: String,
     exp: u64,
+    /// Not valid before (Unix seconds); a token not valid yet is refused.
+    nbf: Option<u64>,
     #[serde(default)]
     rooms: HashMap<String, RightsClaim>,
     meta: Option<Box<RawValue>>,
@@ -112,6 +114,20 @@ struct Claims {
 enum RightsClaim {
     List(Vec<String>),
     Text(String),
+}
+
+impl Claims {
+    /// Refuses a token past `exp` or before `nbf` at `now` (Unix seconds),
+    /// allowing `leeway` seconds either way, as jsonwebtoken would.
+    fn check_times(&self, now: u64, leeway: u64) -> Result<(), ApiError> {
+        if self.exp.saturating_add(leeway) < now {
+            return Err(ApiError::TokenExpired);
+        }
+        if self.nbf.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
+            return Err(ApiError::TokenInvalid("not valid yet (nbf)".into()));
+        }
+        Ok(())
+    }
 }
 
 impl Authenticator {
@@ -178,14 +194,14 @@ impl Authenticator {
     /// True when `token` was verified within the last minute and has not
     /// expired: checking it again costs a map lookup.
     pub fn is_cached(&self, token: &str) -> bool {
-        let now = crate::protocol::now_ms() / 1000;
+        let now = crate::clock::now_secs();
         self.verified
             .get(token, now, self.leeway.as_secs())
             .is_some()
     }
 
     async fn verify_with(&self, token: &str, fetch: KeyFetch) -> Result<Principal, ApiError> {
-        let now = crate::protocol::now_ms() / 1000;
+        let now = crate::clock::now_secs();
         if let Some(principal) = self.verified.get(token, now, self.leeway.as_secs()) {
             return Ok(principal);
         }
@@ -202,9 +218,10 @@ impl Authenticator {
             .await?;
         let mut validation = Validation::new(header.alg);
         validation.algorithms = key.algorithms.clone();
-        validation.leeway = self.leeway.as_secs();
-        // jsonwebtoken skips `nbf` unless asked; a token not valid yet is refused.
-        validation.validate_nbf = true;
+        // `exp` and `nbf` are checked below against the relay's clock, not
+        // jsonwebtoken's reading of the system's, so tests can pause time.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
         let mut required = vec!["exp", "sub"];
         if !self.audience.is_empty() {
             validation.set_audience(&self.audience);
@@ -219,6 +236,8 @@ impl Authenticator {
         validation.set_required_spec_claims(&required);
         let data = jsonwebtoken::decode::<Claims>(token, &key.key, &validation)
             .map_err(|e| map_jwt_error(e.kind()))?;
+        data.claims
+            .check_times(crate::clock::now_secs(), self.leeway.as_secs())?;
         self.principal(data.claims)
     }
 

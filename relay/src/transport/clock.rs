@@ -254,10 +254,7 @@ mod tests {
 
     #[test]
     fn a_token_brings_an_expiry_and_a_warning() {
-        let exp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() + 600)
-            .unwrap_or(0);
+        let exp = crate::clock::now_secs() + 600;
         let mut clock = SessionClock::new(secs(3600), None, None, Duration::ZERO, secs(1));
         assert_eq!(
             clock.due(Instant::now() + Duration::from_secs(1000)),
@@ -272,5 +269,17 @@ mod tests {
             clock.due(Instant::now() + Duration::from_secs(601)),
             Due::Expired
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_expires_as_the_clock_moves() {
+        let exp = crate::clock::now_secs() + 10;
+        let mut clock = SessionClock::new(secs(3600), None, None, Duration::ZERO, secs(1));
+        clock.token_changed(Some(exp));
+        tokio::time::sleep_until(clock.next()).await;
+        assert_eq!(clock.due(Instant::now()), Due::Warning);
+        tokio::time::sleep_until(clock.next()).await;
+        assert_eq!(clock.due(Instant::now()), Due::Expired);
+        assert!(crate::clock::now_secs() >= exp);
     }
 }

@@ -13,7 +13,7 @@ use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Poll, ready};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::AsyncWrite;
@@ -107,7 +107,7 @@ fn write_from<W: AsyncWrite + Unpin>(
 /// accepted, allowing `leeway`. `None` for sessions without a token.
 pub fn expiry_deadline(exp: Option<u64>, leeway: Duration) -> Option<Instant> {
     let exp = exp?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
+    let now = crate::clock::since_epoch();
     let until = Duration::from_secs(exp)
         .saturating_add(leeway)
         .saturating_sub(now);
@@ -132,6 +132,6 @@ pub fn expiring_event(
     leeway: Duration,
 ) -> Option<std::sync::Arc<crate::protocol::Event>> {
     let at = exp?.saturating_add(leeway.as_secs());
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+    let now = crate::clock::now_secs();
     Some(crate::protocol::Event::expiring(at, at.saturating_sub(now)))
 }

@@ -477,31 +477,32 @@ async fn refresh_keeps_the_same_user_only() {
 #[tokio::test]
 async fn a_session_ends_at_its_token_expiry() {
     let relay = Relay::start(&[("EDGEWIRE_JWT_LEEWAY", "0")]).await;
-    let tok = token_with("alice", &["r=read"], Duration::from_secs(1), None);
-    let mut ws = Ws::connect(&relay, "/rooms/r", &tok, TokenIn::Header).await;
-    ws.next_kind("welcome").await;
-    let (events, code) = ws.until_close().await;
-    assert_eq!(
-        events.last().map(|e| e["code"].clone()),
-        Some(json!("token_expired"))
-    );
-    assert_eq!(code, Some(4401));
-
-    let mut sse = Sse::open(
-        &relay.http(&format!(
-            "/rooms/r?token={}",
-            token_with("bob", &["r=read"], Duration::from_secs(1), None)
-        )),
-        &[],
-    )
-    .await;
-    sse.next_kind("welcome").await;
-    let last = sse.next_kind("error").await;
-    assert_eq!(last["code"], "token_expired");
-    assert!(
-        sse.next_event().await.is_none(),
-        "the stream ends after the error"
-    );
+    // Three seconds, so a loaded machine still connects before the expiry;
+    // both transports wait for it at once.
+    let lifetime = Duration::from_secs(3);
+    let websocket = async {
+        let tok = token_with("alice", &["r=read"], lifetime, None);
+        let mut ws = Ws::connect(&relay, "/rooms/r", &tok, TokenIn::Header).await;
+        ws.next_kind("welcome").await;
+        let (events, code) = ws.until_close().await;
+        assert_eq!(
+            events.last().map(|e| e["code"].clone()),
+            Some(json!("token_expired"))
+        );
+        assert_eq!(code, Some(4401));
+    };
+    let sse = async {
+        let tok = token_with("bob", &["r=read"], lifetime, None);
+        let mut sse = Sse::open(&relay.http(&format!("/rooms/r?token={tok}")), &[]).await;
+        sse.next_kind("welcome").await;
+        let last = sse.next_kind("error").await;
+        assert_eq!(last["code"], "token_expired");
+        assert!(
+            sse.next_event().await.is_none(),
+            "the stream ends after the error"
+        );
+    };
+    tokio::join!(websocket, sse);
 }
 
 #[tokio::test]

@@ -1,7 +1,6 @@
 //! Browser safety: allowed origins for WebSocket upgrades, CORS preflights, and
 //! tokens kept out of logs.
 
-use std::io::Read;
 use std::process::{Command, Stdio};
 
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -122,14 +121,9 @@ async fn cors_preflights_are_answered_only_for_allowed_origins() {
 
 #[tokio::test]
 async fn debug_logs_of_a_session_and_a_post_hold_no_token() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_edgewire"))
         .arg("serve")
-        .env("EDGEWIRE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("EDGEWIRE_LISTEN", "127.0.0.1:0")
         .env("EDGEWIRE_JWT_SECRET", secret())
         .env("EDGEWIRE_LOG", "debug")
         .env("EDGEWIRE_LOG_FORMAT", "json")
@@ -137,20 +131,28 @@ async fn debug_logs_of_a_session_and_a_post_hold_no_token() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let base = format!("127.0.0.1:{port}");
-    let deadline = tokio::time::Instant::now() + crate::harness::DEADLINE;
-    while http()
-        .get(format!("http://{base}/healthz"))
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "relay did not start"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    // The relay binds port 0 and says where in its log; every line is kept
+    // for the checks below.
+    let stderr = child.stderr.take().unwrap();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut logs = String::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+            let Ok(line) = line else { break };
+            if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
+                && json["fields"]["message"] == "edgewire listening"
+                && let Some(addr) = json["fields"]["addr"].as_str()
+            {
+                let _ = addr_tx.send(addr.to_owned());
+            }
+            logs.push_str(&line);
+            logs.push('\n');
+        }
+        logs
+    });
+    let base = addr_rx
+        .recv_timeout(crate::harness::DEADLINE)
+        .expect("the relay says where it listens");
     let tok = token("logged", &["r=read,write"]);
     let signature = tok.rsplit('.').next().unwrap().to_owned();
     // A WebSocket with the token in the query, another in the subprotocol, an
@@ -192,13 +194,7 @@ async fn debug_logs_of_a_session_and_a_post_hold_no_token() {
         .args(["-TERM", &child.id().to_string()])
         .status();
     let _ = child.wait();
-    let mut logs = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
+    let logs = reader.join().unwrap();
     assert!(logs.contains("request"), "debug logs were written:\n{logs}");
     assert!(logs.contains("REDACTED"), "the query token was redacted");
     // JSON lines with session spans: transport, peer, room and the close code.

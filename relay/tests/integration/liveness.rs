@@ -193,9 +193,10 @@ async fn a_silent_client_is_closed_with_4408() {
 #[tokio::test]
 async fn a_client_that_answers_pings_stays() {
     use futures_util::StreamExt;
+    // A pong late by up to 750 ms on a loaded machine is still in time.
     let relay = Relay::start(&[
-        ("EDGEWIRE_PING_INTERVAL", "100ms"),
-        ("EDGEWIRE_IDLE_TIMEOUT", "400ms"),
+        ("EDGEWIRE_PING_INTERVAL", "250ms"),
+        ("EDGEWIRE_IDLE_TIMEOUT", "1s"),
     ])
     .await;
     let mut ws = Ws::connect(
