@@ -194,9 +194,63 @@ impl ApiError {
     }
 }
 
+/// Broker failures, mapped to the contract's codes below. Defined here, not
+/// in `broker`, so that every conversion into [`ApiError`] is in this file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BrokerError {
+    /// The shared backend cannot be reached.
+    #[error("backend unavailable")]
+    Unavailable,
+    /// A write got no answer in time: it may or may not have been stored
+    /// (but it is never applied after the relay answers).
+    #[error("the write's outcome is unknown")]
+    OutcomeUnknown,
+    /// A direct message or `conn` named a peer that is not in the room.
+    #[error("no peer {peer} in room {room}")]
+    NoSuchPeer {
+        /// The room.
+        room: String,
+        /// The missing peer id.
+        peer: String,
+    },
+    /// An idempotency key already named a different write.
+    #[error("this idempotency key was already used for a different write")]
+    KeyReused,
+    /// A room-listing cursor this broker did not hand out.
+    #[error("bad cursor: pass the next_cursor of the previous page")]
+    BadCursor,
+    /// The room already holds the most retained topics allowed.
+    #[error("room {room} already holds {limit} retained topics, the most allowed")]
+    TooManyTopics {
+        /// The room.
+        room: String,
+        /// The limit.
+        limit: usize,
+    },
+}
+
 impl From<NameError> for ApiError {
     fn from(e: NameError) -> Self {
         ApiError::BadRequest(e.0)
+    }
+}
+
+impl From<BrokerError> for ApiError {
+    fn from(e: BrokerError) -> Self {
+        match e {
+            BrokerError::Unavailable => ApiError::BackendUnavailable,
+            BrokerError::OutcomeUnknown => ApiError::OutcomeUnknown,
+            BrokerError::NoSuchPeer { .. } => ApiError::NotFound(e.to_string()),
+            BrokerError::TooManyTopics { .. } => ApiError::TooLarge(e.to_string()),
+            BrokerError::KeyReused => ApiError::KeyReused,
+            BrokerError::BadCursor => ApiError::BadRequest(e.to_string()),
+        }
+    }
+}
+
+impl From<axum::extract::rejection::PathRejection> for ApiError {
+    fn from(e: axum::extract::rejection::PathRejection) -> Self {
+        ApiError::BadRequest(format!("bad path: {}", e.body_text()))
     }
 }
 

@@ -21,39 +21,7 @@ use crate::protocol::{
 };
 use crate::topic::{Topic, TopicFilter};
 
-/// Broker failures, mapped to the contract's codes in `hub`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BrokerError {
-    /// The shared backend cannot be reached.
-    #[error("backend unavailable")]
-    Unavailable,
-    /// A write got no answer in time: it may or may not have been stored
-    /// (but it is never applied after the relay answers).
-    #[error("the write's outcome is unknown")]
-    OutcomeUnknown,
-    /// A direct message or `conn` named a peer that is not in the room.
-    #[error("no peer {peer} in room {room}")]
-    NoSuchPeer {
-        /// The room.
-        room: String,
-        /// The missing peer id.
-        peer: String,
-    },
-    /// An idempotency key already named a different write.
-    #[error("this idempotency key was already used for a different write")]
-    KeyReused,
-    /// A room-listing cursor this broker did not hand out.
-    #[error("bad cursor: pass the next_cursor of the previous page")]
-    BadCursor,
-    /// The room already holds the most retained topics allowed.
-    #[error("room {room} already holds {limit} retained topics, the most allowed")]
-    TooManyTopics {
-        /// The room.
-        room: String,
-        /// The limit.
-        limit: usize,
-    },
-}
+pub use crate::error::BrokerError;
 
 /// Bounds on what a broker keeps per room.
 #[derive(Debug, Clone, Copy)]

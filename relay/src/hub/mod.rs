@@ -15,8 +15,7 @@ pub use session::{MAX_ROOMS_PER_SESSION, Next, Session};
 
 use crate::auth::{Authenticator, Principal, Rights};
 use crate::broker::{
-    Broker, BrokerError, Draft, History, Limits, MemoryBroker, RetainDraft, Retained, RoomPage,
-    RoomSnapshot,
+    Broker, Draft, History, Limits, MemoryBroker, RetainDraft, Retained, RoomPage, RoomSnapshot,
 };
 use crate::config::Config;
 use crate::error::ApiError;
@@ -72,19 +71,6 @@ struct Inner {
 impl axum::extract::FromRef<Hub> for Arc<Authenticator> {
     fn from_ref(hub: &Hub) -> Self {
         hub.inner.auth.clone()
-    }
-}
-
-impl From<BrokerError> for ApiError {
-    fn from(e: BrokerError) -> Self {
-        match e {
-            BrokerError::Unavailable => ApiError::BackendUnavailable,
-            BrokerError::OutcomeUnknown => ApiError::OutcomeUnknown,
-            BrokerError::NoSuchPeer { .. } => ApiError::NotFound(e.to_string()),
-            BrokerError::TooManyTopics { .. } => ApiError::TooLarge(e.to_string()),
-            BrokerError::KeyReused => ApiError::KeyReused,
-            BrokerError::BadCursor => ApiError::BadRequest(e.to_string()),
-        }
     }
 }
 

@@ -1,17 +1,18 @@
-//! Plain HTTP: publish with POST, the room snapshot and the room list as JSON.
+//! Plain HTTP: publish with POST, topics, history, the room snapshot and
+//! the room list as JSON, and the SSE peer's own refresh, state and will.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Principal;
 use crate::broker::Retained;
 use crate::error::ApiError;
-use crate::hub::{Hub, Publish};
+use crate::hub::{Hub, Publish, Will};
 use crate::idempotency::IdempotencyKey;
 use crate::protocol::{EventId, Payload, PeerInfo, RoomName, payload_from_json, payload_from_text};
 use crate::topic::{Topic, TopicFilter};
@@ -66,6 +67,76 @@ pub async fn read_payload(
     } else {
         Ok(payload_from_text(text))
     }
+}
+
+/// Query of the endpoints that act for the caller's own SSE peer (refresh,
+/// state, will).
+#[derive(Debug, Deserialize)]
+pub struct PeerQuery {
+    /// The SSE session's peer id (from its `welcome`).
+    pub conn: String,
+    /// The will's topic.
+    pub topic: Option<String>,
+    /// The will's delay in seconds.
+    pub after: Option<f64>,
+}
+
+/// `POST /rooms/{room}/refresh?conn=<peer>` with a new token: extends the
+/// caller's own SSE session without reconnecting; `202`.
+pub async fn refresh(
+    hub: &Hub,
+    principal: Principal,
+    room: RoomName,
+    query: PeerQuery,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<Response, ApiError> {
+    let token = crate::auth::token_from(headers, uri)?.ok_or(ApiError::TokenMissing)?;
+    hub.refresh_session(&principal, &room, &query.conn, &token)
+        .await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// `PUT /rooms/{room}/state?conn=<peer>`: the presence state of the caller's
+/// own SSE peer (the `state` op of a WebSocket); `202`.
+pub async fn put_state(
+    hub: &Hub,
+    principal: Principal,
+    room: RoomName,
+    query: PeerQuery,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let state = read_payload(headers, body, hub.config().max_message_bytes).await?;
+    hub.set_peer_state(&principal, &room, &query.conn, state)
+        .await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// `PUT /rooms/{room}/will?conn=<peer>&topic=<t>&after=<s>`: the will of the
+/// caller's own SSE peer (the `will` op of a WebSocket), the body its value;
+/// `DELETE` (no body) cancels it. `202`.
+pub async fn set_will(
+    hub: &Hub,
+    principal: Principal,
+    room: RoomName,
+    query: PeerQuery,
+    value: Option<(&HeaderMap, Body)>,
+) -> Result<Response, ApiError> {
+    let will = match value {
+        None => None,
+        Some((headers, body)) => {
+            let topic = query
+                .topic
+                .as_deref()
+                .ok_or_else(|| ApiError::BadRequest("a will needs a topic".into()))?;
+            let data = read_payload(headers, body, hub.config().max_message_bytes).await?;
+            Some(Will::new(topic, data, query.after)?)
+        }
+    };
+    hub.set_peer_will(&principal, &room, &query.conn, will)
+        .await?;
+    Ok(StatusCode::ACCEPTED.into_response())
 }
 
 /// Parses a query flag: `true`/`1` or `false`/`0`.

@@ -5,6 +5,7 @@
 //! disconnects drops the body, which drops the session and leaves its rooms.
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -16,8 +17,12 @@ use bytes::{Bytes, BytesMut};
 use hyper::body::{Body as HttpBody, Frame};
 
 use super::driver::{Driver, Ending, Step};
-use crate::hub::Session;
-use crate::protocol::{Event, LeaveReason};
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::hub::{Hub, Session, Will};
+use crate::metrics::Transport;
+use crate::protocol::{Event, EventId, LeaveReason, RoomName};
+use crate::topic::TopicFilter;
 
 /// Reconnect delay suggested to EventSource clients, in milliseconds.
 pub const RETRY_MS: u64 = 2000;
@@ -67,6 +72,50 @@ impl Drop for SseStream {
             self.session.set_leave_reason(LeaveReason::Timeout);
         }
     }
+}
+
+/// `GET /rooms/{room}` as an event stream: a session that joins `room`
+/// (resuming after `since`), with the stream's will if it asked for one.
+pub async fn open_room(
+    hub: &Hub,
+    principal: Principal,
+    address: IpAddr,
+    room: RoomName,
+    since: Option<EventId>,
+    will: Option<Will>,
+) -> Result<Response, ApiError> {
+    let mut session = hub.open_session(principal, Transport::Sse, address)?;
+    session.set_home(room.clone());
+    session.join(room.clone(), since).await?;
+    if let Some(will) = will {
+        session.set_will(&room, will).await?;
+    }
+    Ok(stream(hub, session))
+}
+
+/// `GET /rooms/{room}/topics/{filter}` as an event stream: a session that
+/// watches the room's topics matching `filter` (resuming after `since`).
+pub async fn open_topics(
+    hub: &Hub,
+    principal: Principal,
+    address: IpAddr,
+    room: RoomName,
+    filter: TopicFilter,
+    since: Option<EventId>,
+) -> Result<Response, ApiError> {
+    let mut session = hub.open_session(principal, Transport::Sse, address)?;
+    session.set_home(room.clone());
+    session.watch(room, filter, since).await?;
+    Ok(stream(hub, session))
+}
+
+fn stream(hub: &Hub, session: Session) -> Response {
+    response(
+        session,
+        hub.config().sse_heartbeat,
+        hub.auth().leeway(),
+        hub.config().shutdown_grace,
+    )
 }
 
 /// The SSE response for a session that has joined its room.

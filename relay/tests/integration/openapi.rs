@@ -12,11 +12,11 @@ fn document() -> Value {
     serde_json::from_str(edgewire::routes::OPENAPI).expect("openapi.json is JSON")
 }
 
-/// The route patterns the router registers, read from routes.rs, in the
+/// The route patterns the router registers, read from routes/mod.rs, in the
 /// document's spelling (`{*filter}` is the `{topic}` path parameter).
 fn router_paths() -> BTreeSet<String> {
     let source = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/routes.rs"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/routes/mod.rs"),
     )
     .unwrap();
     source
