@@ -6,37 +6,9 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::protocol::{EventId, NameError};
+use crate::protocol::EventId;
 
-/// Longest idempotency key, in bytes.
-pub const MAX_KEY_LEN: usize = 255;
-
-/// A checked idempotency key: 1 to 255 visible ASCII characters, as Stripe
-/// and the IETF draft (`draft-ietf-httpapi-idempotency-key-header`) use them.
-/// A key sent as a structured-field string (`"abc"`) is the same key as `abc`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdempotencyKey(String);
-
-impl IdempotencyKey {
-    /// Checks a key from a header or an op.
-    pub fn parse(raw: &str) -> Result<IdempotencyKey, NameError> {
-        let key = raw
-            .strip_prefix('"')
-            .and_then(|k| k.strip_suffix('"'))
-            .unwrap_or(raw);
-        if key.is_empty() || key.len() > MAX_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(NameError(format!(
-                "an idempotency key is 1 to {MAX_KEY_LEN} visible ASCII characters"
-            )));
-        }
-        Ok(IdempotencyKey(key.to_owned()))
-    }
-
-    /// The key's text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
+pub use crate::protocol::{IdempotencyKey, MAX_KEY_LEN};
 
 /// What a broker needs to make a write happen once: the key scoped to its
 /// user, and a fingerprint of what the write does, so that the same key on a

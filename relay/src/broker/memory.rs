@@ -16,8 +16,8 @@ use super::{
 use crate::delivery::Fanout;
 use crate::idempotency::{Ledger, Once, Recall};
 use crate::protocol::{
-    Control, Event, EventId, LeaveReason, Message, Payload, PeerInfo, PeerList, RoomName, Status,
-    now_ms, null_payload,
+    Control, Event, EventId, LeaveReason, Payload, PeerInfo, PeerList, RoomName, Status, now_ms,
+    null_payload,
 };
 use crate::topic::{Topic, TopicFilter};
 
@@ -274,7 +274,7 @@ impl MemoryBroker {
             let mut state = lock(&state);
             let done = state.recall(draft.once.as_ref())?;
             if done.is_none()
-                && let Some(to) = &draft.to
+                && let Some(to) = &draft.publish.to
                 && !state.presence.contains(to)
             {
                 return Err(BrokerError::NoSuchPeer {
@@ -283,16 +283,8 @@ impl MemoryBroker {
                 });
             }
             let ts = now_ms();
-            let message = Message {
-                room: room.clone(),
-                id: done.unwrap_or_else(|| state.next_id()),
-                ts,
-                from: draft.from,
-                kind: draft.kind,
-                data: draft.data,
-                to: draft.to,
-                topic: draft.topic.map(|t| t.as_arc().clone()),
-            };
+            let id = done.unwrap_or_else(|| state.next_id());
+            let message = draft.publish.into_message(room.clone(), id, ts, draft.from);
             let event = Event::message(&message);
             if done.is_some() {
                 // A retry of a publish that was done: its id, and nothing more.

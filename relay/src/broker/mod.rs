@@ -17,7 +17,7 @@ use async_trait::async_trait;
 
 use crate::idempotency::Once;
 use crate::protocol::{
-    Control, Event, EventId, LeaveReason, NameError, Payload, PeerInfo, PeerList, RoomName,
+    Control, Event, EventId, LeaveReason, NameError, Payload, PeerInfo, PeerList, Publish, RoomName,
 };
 use crate::topic::{Topic, TopicFilter};
 
@@ -39,19 +39,15 @@ pub struct Limits {
     pub max_topics: usize,
 }
 
-/// A message to publish, before the broker gives it an id and a time.
+/// A message to publish, before the broker gives it an id and a time: the
+/// client's [`Publish`] as the hub checked it (never `retain`: a retained
+/// write is a [`RetainDraft`]), with who sends it.
 #[derive(Debug, Clone)]
 pub struct Draft {
     /// Sending peer id, or the token's `sub`.
     pub from: Arc<str>,
-    /// Application message type.
-    pub kind: Arc<str>,
-    /// Payload.
-    pub data: Payload,
-    /// Direct recipient.
-    pub to: Option<Arc<str>>,
-    /// Topic the message is published to (not retained).
-    pub topic: Option<Topic>,
+    /// What the client published.
+    pub publish: Publish,
     /// Makes a retry of this publish return the first id and deliver nothing.
     pub once: Option<Once>,
 }

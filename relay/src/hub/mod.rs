@@ -23,7 +23,7 @@ use crate::guard::{Guard, GuardLimits};
 use crate::idempotency::{IdempotencyKey, Once};
 use crate::metrics::{Metrics, Transport};
 use crate::protocol::{
-    Control, Event, EventId, Payload, PeerInfo, RoomName, check_message_type, now_ms,
+    Control, Event, EventId, Payload, PeerInfo, Publish, RoomName, check_message_type, now_ms,
 };
 use crate::topic::{Topic, TopicFilter};
 
@@ -31,25 +31,6 @@ use crate::topic::{Topic, TopicFilter};
 pub const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Longest `ttl` accepted for a retained value: 30 days.
 pub const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
-
-/// What a client asks to publish; the hub checks rights and shapes it.
-#[derive(Debug, Clone)]
-pub struct Publish {
-    /// Application message type.
-    pub kind: String,
-    /// Payload.
-    pub data: Payload,
-    /// Direct recipient peer id.
-    pub to: Option<String>,
-    /// Topic.
-    pub topic: Option<String>,
-    /// Store as the topic's retained value.
-    pub retain: bool,
-    /// Lifetime of a retained value, in seconds.
-    pub ttl: Option<u64>,
-    /// Makes a retry return the first attempt's id and deliver nothing.
-    pub key: Option<IdempotencyKey>,
-}
 
 /// The hub, cheap to clone; the axum state.
 #[derive(Clone)]
@@ -364,12 +345,13 @@ impl Hub {
                 ],
             )
         });
+        let publish = Publish {
+            topic: topic.map(|t| t.as_arc().clone()),
+            ..req
+        };
         let draft = Draft {
             from,
-            kind: Arc::from(req.kind),
-            data: req.data,
-            to: req.to.map(Arc::from),
-            topic,
+            publish,
             once,
         };
         let event = self.broker().publish(room, draft).await?;

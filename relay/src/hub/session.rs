@@ -14,13 +14,12 @@ use serde_json::value::RawValue;
 
 use tokio_stream::StreamMap;
 
-use super::{Hub, Publish};
+use super::Hub;
 use crate::auth::{Principal, Rights};
 use crate::broker::{Retained, Will};
 use crate::delivery::{Inbox, Lagged, RingReceiver};
 use crate::error::ApiError;
 use crate::guard::{PublishBucket, SessionPermit};
-use crate::idempotency::IdempotencyKey;
 use crate::metrics::{Metrics, Transport};
 use crate::protocol::{
     Control, Envelope, Event, EventId, EventKind, LeaveReason, Op, PeerInfo, PeerList, RoomName,
@@ -534,31 +533,12 @@ impl Session {
             }
         };
         match op {
-            Op::Pub {
-                room,
-                kind,
-                data,
-                to,
-                topic,
-                retain,
-                ttl,
-                key,
-            } => {
+            Op::Pub { room, publish } => {
                 let room = room_of(room)?;
-                let key = key.as_deref().map(IdempotencyKey::parse).transpose()?;
                 self.publishes.take()?;
-                let req = Publish {
-                    kind,
-                    data,
-                    to,
-                    topic,
-                    retain,
-                    ttl,
-                    key,
-                };
                 let event = self
                     .hub
-                    .publish(&self.principal, &room, self.id.clone(), req)
+                    .publish(&self.principal, &room, self.id.clone(), publish)
                     .await?;
                 Ok(Answer::Done(event.id()))
             }
@@ -830,7 +810,7 @@ mod tests {
     use super::*;
     use crate::auth::Authenticator;
     use crate::config::Config;
-    use crate::protocol::payload_from_text;
+    use crate::protocol::{Publish, payload_from_text};
     use tokio_util::sync::CancellationToken;
 
     fn hub() -> Hub {
@@ -855,12 +835,7 @@ mod tests {
     async fn publish(hub: &Hub, p: &Principal, room: &RoomName, text: &str) -> EventId {
         let req = Publish {
             kind: "m".into(),
-            data: payload_from_text(text),
-            to: None,
-            topic: None,
-            retain: false,
-            ttl: None,
-            key: None,
+            ..Publish::data(payload_from_text(text))
         };
         match hub.publish(p, room, Arc::from("pub"), req).await {
             Ok(e) => e.id().unwrap_or_default(),

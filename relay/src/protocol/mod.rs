@@ -11,6 +11,7 @@ mod message;
 mod names;
 mod op;
 mod payload;
+mod publish;
 pub mod wire;
 
 pub use crate::clock::now_ms;
@@ -18,6 +19,7 @@ pub use close::CloseCode;
 pub use control::{Control, Envelope};
 pub use event::{Event, EventKind};
 pub use message::{LeaveReason, Message, PeerInfo, PeerList, Status};
-pub use names::{EventId, NameError, RoomName, check_message_type};
+pub use names::{EventId, IdempotencyKey, MAX_KEY_LEN, NameError, RoomName, check_message_type};
 pub use op::{Op, OpError, RawOp, parse_op};
 pub use payload::{Payload, null_payload, payload_from_json, payload_from_raw, payload_from_text};
+pub use publish::Publish;

@@ -1,5 +1,5 @@
-//! Names a client sends and the relay checks: room names, event ids and
-//! message types.
+//! Names a client sends and the relay checks: room names, event ids,
+//! message types and idempotency keys.
 
 use std::fmt;
 use std::str::FromStr;
@@ -117,6 +117,36 @@ pub fn check_message_type(kind: &str) -> Result<(), NameError> {
         ));
     }
     Ok(())
+}
+
+/// Longest idempotency key, in bytes.
+pub const MAX_KEY_LEN: usize = 255;
+
+/// A checked idempotency key: 1 to 255 visible ASCII characters, as Stripe
+/// and the IETF draft (`draft-ietf-httpapi-idempotency-key-header`) use them.
+/// A key sent as a structured-field string (`"abc"`) is the same key as `abc`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// Checks a key from a header or an op.
+    pub fn parse(raw: &str) -> Result<IdempotencyKey, NameError> {
+        let key = raw
+            .strip_prefix('"')
+            .and_then(|k| k.strip_suffix('"'))
+            .unwrap_or(raw);
+        if key.is_empty() || key.len() > MAX_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(NameError(format!(
+                "an idempotency key is 1 to {MAX_KEY_LEN} visible ASCII characters"
+            )));
+        }
+        Ok(IdempotencyKey(key.to_owned()))
+    }
+
+    /// The key's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 #[cfg(test)]

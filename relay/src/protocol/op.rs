@@ -1,9 +1,11 @@
 //! The ops clients send over WebSocket, parsed and checked into [`Op`].
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{Payload, null_payload, payload_from_raw};
+use super::{IdempotencyKey, Payload, Publish, null_payload, payload_from_raw};
 
 /// A client op as it arrives in a WebSocket text frame, before validation.
 #[derive(Debug, Deserialize)]
@@ -61,20 +63,8 @@ pub enum Op {
     Pub {
         /// Target room, if not the URL's.
         room: Option<String>,
-        /// Message type.
-        kind: String,
-        /// Payload.
-        data: Payload,
-        /// Direct recipient.
-        to: Option<String>,
-        /// Topic.
-        topic: Option<String>,
-        /// Whether to retain the value on the topic.
-        retain: bool,
-        /// Lifetime of a retained value, in seconds.
-        ttl: Option<u64>,
-        /// Idempotency key, as sent (the hub checks it).
-        key: Option<String>,
+        /// What to publish, as the hub and the broker take it.
+        publish: Publish,
     },
     /// Join a room, optionally resuming after an id.
     Join {
@@ -146,15 +136,23 @@ pub fn parse_op(text: &str) -> Result<(Op, Option<Box<RawValue>>), OpError> {
                     "pub needs data (any JSON value; send \"data\": null for none)".into(),
                 ));
             };
-            Op::Pub {
-                room: raw.room,
-                kind: raw.kind.unwrap_or_else(|| "message".to_owned()),
+            let key = match raw.idempotency_key.as_deref().map(IdempotencyKey::parse) {
+                Some(Err(e)) => return Err(fail(reference, e.0)),
+                Some(Ok(key)) => Some(key),
+                None => None,
+            };
+            let publish = Publish {
+                kind: raw.kind.map_or_else(|| Arc::from("message"), Arc::from),
                 data,
-                to: raw.to,
-                topic: raw.topic,
+                to: raw.to.map(Arc::from),
+                topic: raw.topic.map(Arc::from),
                 retain: raw.retain.unwrap_or(false),
                 ttl: raw.ttl,
-                key: raw.idempotency_key,
+                key,
+            };
+            Op::Pub {
+                room: raw.room,
+                publish,
             }
         }
         "join" => Op::Join {
@@ -200,7 +198,7 @@ mod tests {
     fn ops_parse_with_refs() {
         let (op, r) = parse_op(r#"{"op":"pub","ref":7,"data":{"x":1}}"#)
             .unwrap_or_else(|e| panic!("{}", e.message));
-        assert!(matches!(op, Op::Pub { ref kind, .. } if kind == "message"));
+        assert!(matches!(op, Op::Pub { ref publish, .. } if &*publish.kind == "message"));
         assert_eq!(r.map(|r| r.get().to_owned()).as_deref(), Some("7"));
         let err = parse_op(r#"{"op":"nope","ref":"a"}"#).err();
         assert_eq!(
@@ -223,6 +221,6 @@ mod tests {
         );
         let (op, _) =
             parse_op(r#"{"op":"pub","data":null}"#).unwrap_or_else(|e| panic!("{}", e.message));
-        assert!(matches!(op, Op::Pub { ref data, .. } if data.get() == "null"));
+        assert!(matches!(op, Op::Pub { ref publish, .. } if publish.data.get() == "null"));
     }
 }

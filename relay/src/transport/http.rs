@@ -12,9 +12,11 @@ use serde::{Deserialize, Serialize};
 use crate::auth::Principal;
 use crate::broker::Retained;
 use crate::error::ApiError;
-use crate::hub::{Hub, Publish, Will};
+use crate::hub::{Hub, Will};
 use crate::idempotency::IdempotencyKey;
-use crate::protocol::{EventId, Payload, PeerInfo, RoomName, payload_from_json, payload_from_text};
+use crate::protocol::{
+    EventId, Payload, PeerInfo, Publish, RoomName, payload_from_json, payload_from_text,
+};
 use crate::topic::{Topic, TopicFilter};
 
 /// Query parameters of `POST /rooms/{room}`.
@@ -181,10 +183,10 @@ pub async fn publish(
     let data = read_payload(headers, body, hub.config().max_message_bytes).await?;
     let from = sender(hub, &principal, &room, query.conn.as_deref()).await?;
     let req = Publish {
-        kind: query.kind.unwrap_or_else(|| "message".into()),
+        kind: query.kind.map_or_else(|| "message".into(), Arc::from),
         data,
-        to: query.to,
-        topic: query.topic,
+        to: query.to.map(Arc::from),
+        topic: query.topic.map(Arc::from),
         retain: parse_flag(query.retain.as_deref())?,
         ttl: query.ttl,
         key,
@@ -283,13 +285,10 @@ pub async fn post_topic(
     let data = read_payload(headers, body, hub.config().max_message_bytes).await?;
     let from = sender(hub, &principal, &room, query.conn.as_deref()).await?;
     let req = Publish {
-        kind: query.kind.unwrap_or_else(|| "message".into()),
-        data,
-        to: None,
-        topic: Some(topic.to_owned()),
-        retain: false,
-        ttl: None,
+        kind: query.kind.map_or_else(|| "message".into(), Arc::from),
+        topic: Some(Arc::from(topic)),
         key,
+        ..Publish::data(data)
     };
     let event = hub.publish(&principal, &room, from, req).await?;
     Ok(accepted(event.id()))

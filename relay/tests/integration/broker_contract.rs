@@ -9,7 +9,7 @@ use edgewire::broker::{Broker, BrokerError, Draft, Limits, MemoryBroker, RetainD
 use edgewire::hub::{Fanout, RingReceiver};
 use edgewire::idempotency::{IdempotencyKey, Once};
 use edgewire::protocol::{
-    Control, Envelope, Event, EventId, LeaveReason, PeerInfo, PeerList, RoomName, now_ms,
+    Control, Envelope, Event, EventId, LeaveReason, PeerInfo, PeerList, Publish, RoomName, now_ms,
     null_payload, payload_from_text,
 };
 use edgewire::topic::{Topic, TopicFilter};
@@ -37,10 +37,10 @@ fn topic(name: &str) -> Topic {
 fn draft(text: &str) -> Draft {
     Draft {
         from: Arc::from("alice.1"),
-        kind: Arc::from("chat"),
-        data: payload_from_text(text),
-        to: None,
-        topic: None,
+        publish: Publish {
+            kind: Arc::from("chat"),
+            ..Publish::data(payload_from_text(text))
+        },
         once: None,
     }
 }
@@ -492,7 +492,7 @@ async fn presence_and_direct((broker, fanout): (Arc<dyn Broker>, Arc<Fanout>)) {
     // A direct message reaches only its recipient's queue, and needs a present recipient.
     let bob_direct = fanout.register_peer(Arc::from("bob.1"));
     let mut direct = draft("psst");
-    direct.to = Some(Arc::from("bob.1"));
+    direct.publish.to = Some(Arc::from("bob.1"));
     let sent = broker.publish(&r, direct).await.unwrap();
     let got = tokio::time::timeout(DEADLINE, bob_direct.recv())
         .await
@@ -529,7 +529,7 @@ async fn presence_and_direct((broker, fanout): (Arc<dyn Broker>, Arc<Fanout>)) {
     assert!(history.events.is_empty(), "direct messages are not kept");
     assert_nothing_before_marker(&*broker, &mut rx, &r, "a direct message is not broadcast").await;
     let mut stray = draft("?");
-    stray.to = Some(Arc::from("nobody.1"));
+    stray.publish.to = Some(Arc::from("nobody.1"));
     assert!(matches!(
         broker.publish(&r, stray).await,
         Err(BrokerError::NoSuchPeer { .. })
@@ -665,7 +665,7 @@ async fn keyed_writes_happen_once((broker, fanout): (Arc<dyn Broker>, Arc<Fanout
     let _join = next(&mut rx).await;
     let bob_direct = fanout.register_peer(Arc::from("bob.1"));
     let mut direct = draft("psst");
-    direct.to = Some(Arc::from("bob.1"));
+    direct.publish.to = Some(Arc::from("bob.1"));
     direct.once = Some(once("alice", "d1", "psst"));
     let d = broker.publish(&r, direct.clone()).await.unwrap();
     let _ = tokio::time::timeout(DEADLINE, bob_direct.recv())

@@ -9,7 +9,7 @@ use super::errors::{unavailable, write_failed};
 use super::records::{split_at_id, template_error};
 use crate::broker::{BrokerError, Draft, History};
 use crate::idempotency::Once;
-use crate::protocol::{Control, Event, EventId, Message, RoomName, now_ms};
+use crate::protocol::{Control, Event, EventId, RoomName, now_ms};
 
 impl RedisBroker {
     /// Appends an event (JSON built with id `0-0`) and publishes it; returns the event.
@@ -47,16 +47,11 @@ impl RedisBroker {
         room: &RoomName,
         draft: Draft,
     ) -> Result<Arc<Event>, BrokerError> {
-        let message = Message {
-            room: room.clone(),
-            id: EventId::default(),
-            ts: now_ms(),
-            from: draft.from,
-            kind: draft.kind,
-            data: draft.data,
-            to: draft.to,
-            topic: draft.topic.map(|t| t.as_arc().clone()),
-        };
+        // Built with id `0-0`; the script gives it the room's next id.
+        let message =
+            draft
+                .publish
+                .into_message(room.clone(), EventId::default(), now_ms(), draft.from);
         let event = Event::message(&message);
         let once = draft.once.as_ref();
         match &message.to {
