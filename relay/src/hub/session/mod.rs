@@ -10,22 +10,24 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::Stream;
-use serde_json::value::RawValue;
 
 use tokio_stream::StreamMap;
 
 use super::Hub;
-use crate::auth::{Principal, Rights};
-use crate::broker::{Retained, Will};
+use crate::auth::Principal;
+use crate::broker::Will;
 use crate::delivery::{Inbox, Lagged, RingReceiver};
 use crate::error::ApiError;
 use crate::guard::{PublishBucket, SessionPermit};
 use crate::metrics::{Metrics, Transport};
 use crate::protocol::{
-    Control, Envelope, Event, EventId, EventKind, LeaveReason, Op, PeerInfo, PeerList, RoomName,
-    null_payload,
+    Control, Envelope, Event, LeaveReason, PeerInfo, PeerList, RoomName, null_payload,
 };
-use crate::topic::TopicFilter;
+
+mod feeds;
+mod ops;
+
+use self::feeds::RoomFeed;
 
 /// Rooms one connection may join at once; each costs a ring subscription and a
 /// presence entry.
@@ -182,202 +184,6 @@ impl Session {
         ));
     }
 
-    /// Joins `room` as a peer: `welcome`, the room's retained values, then (when
-    /// resuming after `since`) the missed events, then live events. When the
-    /// missed events are no longer all in history, a `reset` comes first.
-    pub async fn join(&mut self, room: RoomName, since: Option<EventId>) -> Result<(), ApiError> {
-        self.principal.require(&room, Rights::READ)?;
-        self.check_new_feed(&room)?;
-        // Subscribe (locally, then across instances) before reading anything, so
-        // nothing published meanwhile is missed.
-        let (rx, room) = self.subscribe(&room);
-        if let Err(e) = self.hub.broker().watch(&room).await {
-            self.abandon(rx, &room);
-            return Err(e.into());
-        }
-        let snapshot = match self.hub.broker().join(&room, self.me()).await {
-            Ok(s) => s,
-            Err(e) => {
-                self.abandon(rx, &room);
-                return Err(e.into());
-            }
-        };
-        let start = match self.start_of(&room, None, since, snapshot.last_id).await {
-            Ok(start) => start,
-            Err(e) => {
-                self.abandon(rx, &room);
-                let _ = self
-                    .hub
-                    .broker()
-                    .leave(&room, &self.id, LeaveReason::Closed)
-                    .await;
-                return Err(e);
-            }
-        };
-        if start.reset {
-            self.pending.push_back(Event::reset(&room, "history_gap"));
-        }
-        self.pending.push_back(Event::welcome(
-            Some(&room),
-            &self.me(),
-            &snapshot.peers,
-            snapshot.last_id,
-        ));
-        self.start_feed(rx, room.clone(), None, start);
-        if !self.present.contains(&room) {
-            // Grown one room at a time (at most MAX_ROOMS_PER_SESSION).
-            self.present.reserve_exact(1);
-            self.present.push(room);
-        }
-        Ok(())
-    }
-
-    /// Watches the topics of `room` that match `filter`, without joining its
-    /// presence: retained values first, then (resuming after `since`) missed
-    /// updates, then live `status` events and topic messages that match.
-    pub async fn watch(
-        &mut self,
-        room: RoomName,
-        filter: TopicFilter,
-        since: Option<EventId>,
-    ) -> Result<(), ApiError> {
-        self.principal.require(&room, Rights::READ)?;
-        self.check_new_feed(&room)?;
-        let (rx, room) = self.subscribe(&room);
-        let result = async {
-            self.hub.broker().watch(&room).await?;
-            let snapshot = self.hub.broker().snapshot(&room).await?;
-            self.start_of(&room, Some(&filter), since, snapshot.last_id)
-                .await
-        }
-        .await;
-        match result {
-            Ok(start) => {
-                if start.reset {
-                    self.pending.push_back(Event::reset(&room, "history_gap"));
-                }
-                self.start_feed(rx, room, Some(filter), start);
-                Ok(())
-            }
-            Err(e) => {
-                self.abandon(rx, &room);
-                Err(e)
-            }
-        }
-    }
-
-    fn check_new_feed(&self, room: &RoomName) -> Result<(), ApiError> {
-        if self.feeds.contains_key(room) {
-            return Err(ApiError::BadRequest(format!("already joined room {room}")));
-        }
-        if self.feeds.len() >= MAX_ROOMS_PER_SESSION {
-            return Err(ApiError::BadRequest(format!(
-                "a connection may join at most {MAX_ROOMS_PER_SESSION} rooms"
-            )));
-        }
-        Ok(())
-    }
-
-    fn abandon(&self, rx: RingReceiver, room: &RoomName) {
-        drop(rx);
-        release_room(&self.hub, room);
-    }
-
-    /// Reads what a new feed starts with: retained values and the replay.
-    async fn start_of(
-        &self,
-        room: &RoomName,
-        filter: Option<&TopicFilter>,
-        since: Option<EventId>,
-        last_id: Option<EventId>,
-    ) -> Result<Start, ApiError> {
-        let broker = self.hub.broker();
-        let retained = broker.retained(room, filter).await?;
-        let Some(since) = since else {
-            return Ok(Start {
-                retained,
-                replay: Vec::new(),
-                reset: false,
-                skip_through: last_id,
-            });
-        };
-        let history = broker.history(room, Some(since), usize::MAX).await?;
-        if !history.complete {
-            return Ok(Start {
-                retained,
-                replay: Vec::new(),
-                reset: true,
-                skip_through: last_id,
-            });
-        }
-        let replay_through = history.events.iter().filter_map(|e| e.id()).max();
-        let replay = history
-            .events
-            .into_iter()
-            .filter(|e| filter.is_none_or(|f| e.topic().is_some_and(|t| f.matches(t))))
-            .collect();
-        Ok(Start {
-            retained,
-            replay,
-            reset: false,
-            // Live events up to the last one replayed (or the resume point) are
-            // already covered; later ones come from the ring.
-            skip_through: replay_through.max(Some(since)),
-        })
-    }
-
-    fn start_feed(
-        &mut self,
-        rx: RingReceiver,
-        room: RoomName,
-        filter: Option<TopicFilter>,
-        start: Start,
-    ) {
-        self.pending
-            .extend(start.retained.into_iter().map(|r: Retained| r.replay));
-        self.pending.extend(start.replay);
-        let feed = RoomFeed {
-            inner: rx,
-            skip_through: start.skip_through.map(Box::new),
-            me: self.id.clone(),
-            filter: filter.map(Box::new),
-        };
-        self.feeds.insert(room, feed);
-    }
-
-    /// Leaves `room` cleanly (reason `closed`); its will, if any, is cancelled.
-    pub async fn leave(&mut self, room: &RoomName) -> Result<(), ApiError> {
-        if self.feeds.remove(room).is_none() {
-            return Err(ApiError::BadRequest(format!("not joined to room {room}")));
-        }
-        release_room(&self.hub, room);
-        if let Some(at) = self.present.iter().position(|r| r == room) {
-            self.present.swap_remove(at);
-            let broker = self.hub.broker();
-            broker.take_will(room, &self.id).await?;
-            broker.leave(room, &self.id, LeaveReason::Closed).await?;
-        }
-        Ok(())
-    }
-
-    /// Sets this connection's will for a joined room (needs the `retain` right).
-    pub async fn set_will(&mut self, room: &RoomName, will: Will) -> Result<(), ApiError> {
-        self.principal.require(room, Rights::RETAIN)?;
-        if !self.present.contains(room) {
-            return Err(ApiError::BadRequest(format!(
-                "join room {room} before setting a will"
-            )));
-        }
-        self.hub.broker().put_will(room, &self.id, will).await?;
-        Ok(())
-    }
-
-    /// Cancels this connection's will for a room.
-    pub async fn cancel_will(&mut self, room: &RoomName) -> Result<(), ApiError> {
-        self.hub.broker().take_will(room, &self.id).await?;
-        Ok(())
-    }
-
     /// The next event to write, or why to close. Cancel-safe.
     pub async fn next(&mut self) -> Next {
         std::future::poll_fn(|cx| self.poll_next(cx)).await
@@ -424,88 +230,6 @@ impl Session {
         }
     }
 
-    /// Replaces the session's token with a newer one for the same `sub`.
-    pub async fn refresh(&mut self, token: &str) -> Result<(), ApiError> {
-        let verified = self.hub.auth().verify(token).await;
-        self.apply_refresh(verified)
-    }
-
-    /// Takes a verified token's principal in place of the session's. Rights
-    /// follow the token: every room the new token may not read ends here for
-    /// this session, so a refresh never keeps what its token does not grant.
-    fn apply_refresh(&mut self, verified: Result<Principal, ApiError>) -> Result<(), ApiError> {
-        let fresh = verified?;
-        if fresh.sub != self.principal.sub {
-            return Err(ApiError::Forbidden(
-                "a refresh token must carry the same sub".into(),
-            ));
-        }
-        let revoked: Vec<RoomName> = self
-            .feeds
-            .keys()
-            .filter(|room| fresh.require(room, Rights::READ).is_err())
-            .cloned()
-            .collect();
-        self.principal = fresh;
-        for room in revoked {
-            self.revoke(room);
-        }
-        Ok(())
-    }
-
-    /// Ends `room` for this session because its token no longer grants it:
-    /// the session's own room ends the session (4403 on a WebSocket, the
-    /// stream's last `error` on SSE); a room joined by op is left, with an
-    /// `error` `forbidden` naming it, and the session goes on.
-    fn revoke(&mut self, room: RoomName) {
-        let error = ApiError::Forbidden(format!(
-            "the refreshed token does not grant room {room}; it has ended for this session"
-        ));
-        self.feeds.remove(&room);
-        release_room(&self.hub, &room);
-        if self.home.as_ref() == Some(&room) {
-            // Presence and wills are settled when the session drops.
-            self.direct.close(error);
-            return;
-        }
-        if let Some(at) = self.present.iter().position(|r| *r == room) {
-            self.present.swap_remove(at);
-            let hub = self.hub.clone();
-            let id = self.id.clone();
-            let left = room.clone();
-            // A revoked room is left as by `leave`: the will is cancelled.
-            self.hub.tasks().spawn(async move {
-                let broker = hub.broker();
-                if let Err(e) = broker.take_will(&left, &id).await {
-                    tracing::warn!(room = %left, error = %e, "will cancel after revocation failed");
-                }
-                if let Err(e) = broker.leave(&left, &id, LeaveReason::Closed).await {
-                    tracing::warn!(room = %left, error = %e, "leave after revocation failed");
-                }
-            });
-        }
-        self.push(error.to_event(None));
-    }
-
-    /// Handles one op; its answer (`ack`, `pong` or `error`) is queued as an event.
-    pub async fn handle(
-        &mut self,
-        op: Op,
-        reference: Option<Box<RawValue>>,
-        default_room: Option<&RoomName>,
-    ) {
-        let reference = reference.as_deref();
-        match self.apply(op, default_room).await {
-            Ok(Answer::Pong) => self.push(Event::pong(reference)),
-            Ok(Answer::Done(id)) => {
-                if let Some(r) = reference {
-                    self.push(Event::ack(r, id));
-                }
-            }
-            Err(e) => self.push(e.to_event(reference)),
-        }
-    }
-
     /// True when the session's own queue (answers to ops, warnings) is full:
     /// its client is not reading.
     pub fn is_backlogged(&self) -> bool {
@@ -522,78 +246,6 @@ impl Session {
         }
         self.pending.push_back(event);
     }
-
-    async fn apply(&mut self, op: Op, default_room: Option<&RoomName>) -> Result<Answer, ApiError> {
-        let room_of = |room: Option<String>| -> Result<RoomName, ApiError> {
-            match room {
-                Some(r) => Ok(RoomName::parse(&r)?),
-                None => default_room
-                    .cloned()
-                    .ok_or_else(|| ApiError::BadRequest("this op needs a room".into())),
-            }
-        };
-        match op {
-            Op::Pub { room, publish } => {
-                let room = room_of(room)?;
-                self.publishes.take()?;
-                let event = self
-                    .hub
-                    .publish(&self.principal, &room, self.id.clone(), publish)
-                    .await?;
-                Ok(Answer::Done(event.id()))
-            }
-            Op::Join { room, since } => {
-                let room = room_of(room)?;
-                let since = since.map(|s| s.parse::<EventId>()).transpose()?;
-                self.join(room, since).await?;
-                Ok(Answer::Done(None))
-            }
-            Op::Will {
-                room,
-                topic,
-                data,
-                after,
-            } => {
-                let room = room_of(room)?;
-                self.publishes.take()?;
-                match topic {
-                    Some(topic) => {
-                        let will = Will::new(&topic, data, after)?;
-                        self.set_will(&room, will).await?;
-                    }
-                    None => self.cancel_will(&room).await?,
-                }
-                Ok(Answer::Done(None))
-            }
-            Op::Leave { room } => {
-                let room = room_of(room)?;
-                self.leave(&room).await?;
-                Ok(Answer::Done(None))
-            }
-            Op::State { room, state } => {
-                let room = room_of(room)?;
-                self.publishes.take()?;
-                self.principal.require(&room, Rights::WRITE)?;
-                if !self.present.contains(&room) {
-                    return Err(ApiError::BadRequest(format!("not joined to room {room}")));
-                }
-                self.hub.broker().set_state(&room, &self.id, state).await?;
-                Ok(Answer::Done(None))
-            }
-            Op::Refresh { token } => {
-                // Verifying may fetch keys: refreshes share the write budget.
-                self.publishes.take()?;
-                self.refresh(&token).await?;
-                Ok(Answer::Done(None))
-            }
-            Op::Ping => Ok(Answer::Pong),
-        }
-    }
-}
-
-enum Answer {
-    Done(Option<EventId>),
-    Pong,
 }
 
 impl Drop for Session {
@@ -753,53 +405,6 @@ impl Pending {
     }
 }
 
-struct RoomFeed {
-    inner: RingReceiver,
-    /// After a resume, the last id the replay covered (boxed: only resumed
-    /// feeds have one, and only until live events pass it).
-    skip_through: Option<Box<EventId>>,
-    me: Arc<str>,
-    /// For a topic watch: only events whose topic matches (boxed: most
-    /// feeds are a peer's, and an empty one inline cost each 32 B).
-    filter: Option<Box<TopicFilter>>,
-}
-
-/// What a new feed starts with.
-struct Start {
-    retained: Vec<Retained>,
-    replay: Vec<Arc<Event>>,
-    reset: bool,
-    skip_through: Option<EventId>,
-}
-
-impl Stream for RoomFeed {
-    type Item = Result<Arc<Event>, Lagged>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        loop {
-            let item = match Pin::new(&mut self.inner).poll_next(cx) {
-                Poll::Ready(Some(Ok(event))) => event,
-                other => return other,
-            };
-            if item.kind() == EventKind::Join && item.subject() == Some(&*self.me) {
-                continue;
-            }
-            if let Some(filter) = &self.filter
-                && !item.topic().is_some_and(|t| filter.matches(t))
-            {
-                continue;
-            }
-            if let (Some(skip), Some(id)) = (self.skip_through.as_deref(), item.id()) {
-                if id <= *skip {
-                    continue;
-                }
-                self.skip_through = None;
-            }
-            return Poll::Ready(Some(Ok(item)));
-        }
-    }
-}
-
 /// `<sub>.<random>`: 9 random bytes as 12 url-safe characters.
 fn new_peer_id(sub: &str) -> Arc<str> {
     Arc::from(format!("{sub}.{}", crate::random::random_id(9)))
@@ -809,8 +414,9 @@ fn new_peer_id(sub: &str) -> Arc<str> {
 mod tests {
     use super::*;
     use crate::auth::Authenticator;
+    use crate::auth::Rights;
     use crate::config::Config;
-    use crate::protocol::{Publish, payload_from_text};
+    use crate::protocol::{EventId, EventKind, Publish, payload_from_text};
     use tokio_util::sync::CancellationToken;
 
     fn hub() -> Hub {
