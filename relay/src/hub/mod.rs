@@ -1,7 +1,9 @@
 //! The room hub: owns sessions, presence and rights checks, and talks to the
 //! broker. Transports (WebSocket, SSE, HTTP) are thin adapters onto it.
 
+mod publish;
 mod session;
+mod sweeper;
 
 use std::sync::Arc;
 
@@ -14,18 +16,12 @@ pub use crate::random::random_id;
 pub use session::{MAX_ROOMS_PER_SESSION, Next, Session};
 
 use crate::auth::{Authenticator, Principal, Rights};
-use crate::broker::{
-    Broker, Draft, History, Limits, MemoryBroker, RetainDraft, Retained, RoomPage, RoomSnapshot,
-};
+use crate::broker::{Broker, Limits, MemoryBroker, RoomPage, RoomSnapshot};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::guard::{Guard, GuardLimits};
-use crate::idempotency::{IdempotencyKey, Once};
 use crate::metrics::{Metrics, Transport};
-use crate::protocol::{
-    Control, Event, EventId, Payload, PeerInfo, Publish, RoomName, check_message_type, now_ms,
-};
-use crate::topic::{Topic, TopicFilter};
+use crate::protocol::{Control, Payload, PeerInfo, RoomName};
 
 /// How often lapsed retained values and old history are swept.
 pub const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -275,238 +271,6 @@ impl Hub {
             .control(room, Control::Refresh { to: peer, token })
             .await?;
         Ok(())
-    }
-
-    /// Publishes to `room` as `from` after checking the caller's rights: a
-    /// message (broadcast, direct, or to a topic), or with `retain` a topic's
-    /// retained value.
-    pub async fn publish(
-        &self,
-        principal: &Principal,
-        room: &RoomName,
-        from: Arc<str>,
-        req: Publish,
-    ) -> Result<Arc<Event>, ApiError> {
-        let topic = req.topic.as_deref().map(Topic::parse).transpose()?;
-        if req.retain {
-            let topic = topic.ok_or_else(|| ApiError::BadRequest("retain needs a topic".into()))?;
-            if req.to.is_some() {
-                return Err(ApiError::BadRequest(
-                    "a retained value cannot be a direct message".into(),
-                ));
-            }
-            // As in MQTT, retaining nothing clears the topic.
-            if req.data.get() == "null" {
-                return self
-                    .clear_retained(principal, room, topic, from, req.key.as_ref())
-                    .await;
-            }
-            return self
-                .set_retained(
-                    principal,
-                    room,
-                    topic,
-                    req.data,
-                    from,
-                    req.ttl,
-                    req.key.as_ref(),
-                )
-                .await;
-        }
-        if req.ttl.is_some() {
-            return Err(ApiError::BadRequest(
-                "ttl applies only to retained values".into(),
-            ));
-        }
-        principal.require(room, Rights::WRITE)?;
-        check_message_type(&req.kind)?;
-        if req.to.as_deref() == Some("") {
-            return Err(ApiError::BadRequest("to must name a peer".into()));
-        }
-        let once = req.key.as_ref().map(|key| {
-            // Whether `to` and `topic` are set is part of the write, not
-            // only their text.
-            let flags = match (req.to.is_some(), topic.is_some()) {
-                (false, false) => "--",
-                (true, false) => "t-",
-                (false, true) => "-t",
-                (true, true) => "tt",
-            };
-            Once::new(
-                &principal.sub,
-                key,
-                &[
-                    "pub",
-                    flags,
-                    &req.kind,
-                    req.to.as_deref().unwrap_or(""),
-                    topic.as_ref().map_or("", |t| t.as_str()),
-                    req.data.get(),
-                ],
-            )
-        });
-        let publish = Publish {
-            topic: topic.map(|t| t.as_arc().clone()),
-            ..req
-        };
-        let draft = Draft {
-            from,
-            publish,
-            once,
-        };
-        let event = self.broker().publish(room, draft).await?;
-        Metrics::add(&self.inner.metrics.messages_in, 1);
-        Ok(event)
-    }
-
-    /// Sets a topic's retained value (needs the `retain` right); with `key`,
-    /// a retry returns the first attempt's id and does nothing.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn set_retained(
-        &self,
-        principal: &Principal,
-        room: &RoomName,
-        topic: Topic,
-        data: Payload,
-        from: Arc<str>,
-        ttl: Option<u64>,
-        key: Option<&IdempotencyKey>,
-    ) -> Result<Arc<Event>, ApiError> {
-        principal.require(room, Rights::RETAIN)?;
-        let ttl = match ttl {
-            Some(0) => return Err(ApiError::BadRequest("ttl must be at least 1 second".into())),
-            Some(t) if t > MAX_TTL_SECS => {
-                return Err(ApiError::BadRequest(format!(
-                    "ttl may be at most {MAX_TTL_SECS} seconds"
-                )));
-            }
-            t => t.map(std::time::Duration::from_secs),
-        };
-        let once = key.map(|key| {
-            let ttl = ttl.map(|t| t.as_secs().to_string()).unwrap_or_default();
-            Once::new(
-                &principal.sub,
-                key,
-                &["set", topic.as_str(), data.get(), &ttl],
-            )
-        });
-        let draft = RetainDraft {
-            topic,
-            data,
-            from,
-            ttl,
-            once,
-        };
-        let event = self.broker().set_retained(room, draft).await?;
-        Metrics::add(&self.inner.metrics.messages_in, 1);
-        Ok(event)
-    }
-
-    /// Clears a topic's retained value (needs the `retain` right); `404` when
-    /// it held none. With `key`, a retry of a clear that was done returns its
-    /// id (not `404`) and does nothing.
-    pub async fn clear_retained(
-        &self,
-        principal: &Principal,
-        room: &RoomName,
-        topic: Topic,
-        from: Arc<str>,
-        key: Option<&IdempotencyKey>,
-    ) -> Result<Arc<Event>, ApiError> {
-        principal.require(room, Rights::RETAIN)?;
-        let once = key.map(|key| Once::new(&principal.sub, key, &["clear", topic.as_str()]));
-        match self
-            .broker()
-            .clear_retained(room, &topic, from, once.as_ref())
-            .await?
-        {
-            Some(event) => Ok(event),
-            None => Err(ApiError::NotFound(format!(
-                "topic {topic} holds no value in room {room}"
-            ))),
-        }
-    }
-
-    /// Retained values matching `filter`, for a reader.
-    pub async fn retained(
-        &self,
-        principal: &Principal,
-        room: &RoomName,
-        filter: Option<&TopicFilter>,
-    ) -> Result<Vec<Retained>, ApiError> {
-        principal.require(room, Rights::READ)?;
-        Ok(self.broker().retained(room, filter).await?)
-    }
-
-    /// Stored events after `since`, for a reader.
-    pub async fn history(
-        &self,
-        principal: &Principal,
-        room: &RoomName,
-        since: Option<EventId>,
-        limit: usize,
-    ) -> Result<History, ApiError> {
-        principal.require(room, Rights::READ)?;
-        Ok(self.broker().history(room, since, limit).await?)
-    }
-
-    /// Runs the broker's sweep every [`SWEEP_INTERVAL`] until shutdown.
-    pub fn start_sweeper(&self) {
-        let hub = self.clone();
-        self.inner.tasks.spawn(async move {
-            let mut tick = tokio::time::interval(SWEEP_INTERVAL);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = hub.shutdown().cancelled() => return,
-                    _ = tick.tick() => {
-                        hub.guard().sweep();
-                        hub.sweep_broker().await;
-                    }
-                }
-            }
-        });
-    }
-
-    /// One broker sweep, then the deferred wills it found due.
-    async fn sweep_broker(&self) {
-        match self.broker().sweep(now_ms()).await {
-            Ok(due) => self.fire_due_wills(due).await,
-            Err(e) => tracing::warn!(error = %e, "sweep failed"),
-        }
-    }
-
-    /// Fires each deferred will that is due, unless a session of its user is
-    /// back in its room (a reload, a reconnect to another instance). The
-    /// will's idempotency key makes it fire once even if two instances reach
-    /// it (an instance died after firing and before settling it).
-    async fn fire_due_wills(&self, due: Vec<crate::broker::DeferredWill>) {
-        for deferred in due {
-            let room = &deferred.room;
-            let user_back = match self.broker().snapshot(room).await {
-                Ok(snapshot) => snapshot.peers.iter().any(|p| p.user == deferred.user),
-                Err(e) => {
-                    // Left claimed: it is tried again when its lease ends.
-                    tracing::warn!(%room, error = %e, "will not fired yet: presence unknown");
-                    continue;
-                }
-            };
-            if !user_back {
-                let mut draft = deferred.will.clone().into_draft(deferred.peer.clone());
-                draft.once = Some(Once {
-                    scope: format!("will:{}", deferred.id),
-                    fingerprint: "will".into(),
-                });
-                if let Err(e) = self.broker().set_retained(room, draft).await {
-                    tracing::warn!(%room, error = %e, "will not fired yet");
-                    continue;
-                }
-                tracing::info!(%room, peer = %deferred.peer, "fired a delayed will");
-            }
-            if let Err(e) = self.broker().settle_will(&deferred).await {
-                tracing::warn!(%room, error = %e, "settling a will failed");
-            }
-        }
     }
 
     /// A room's presence, for a reader.

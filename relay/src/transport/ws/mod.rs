@@ -5,6 +5,7 @@
 //! status), send one `error` event and close with 4401/4403.
 
 pub mod direct;
+mod end;
 pub mod frame;
 pub mod handshake;
 mod socket;
@@ -14,14 +15,12 @@ use axum::response::{IntoResponse, Response};
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use bytes::Bytes;
-
-use self::frame::{FrameError, Incoming};
+use self::end::End;
+use self::frame::Incoming;
 use self::socket::{Socket, SocketIo};
-use super::driver::{Driver, Ending, Step};
+use super::driver::{Driver, Step};
 use crate::auth::{Principal, SUBPROTOCOL};
 use crate::error::ApiError;
 use crate::hub::{Hub, Session};
@@ -431,133 +430,4 @@ fn stage_step(socket: &mut Socket, step: Step) -> Option<End> {
         Step::End(ending) => return Some(End::from(ending)),
     }
     None
-}
-
-/// How a session loop ended.
-struct End {
-    code: Option<CloseCode>,
-    reason: &'static str,
-    error: Option<Arc<Event>>,
-    leave_reason: LeaveReason,
-    /// The client took no bytes for the write timeout: what waits for it is
-    /// dropped and the close frame is tried once, without waiting.
-    stalled: bool,
-    /// The echo of the client's close frame, sent after what is staged.
-    echo: Option<Bytes>,
-}
-
-impl From<Ending> for End {
-    fn from(ending: Ending) -> End {
-        End {
-            code: ending.close.map(|(code, _)| code),
-            reason: ending.close.map_or("", |(_, reason)| reason),
-            error: ending.error,
-            leave_reason: ending.leave_reason,
-            stalled: false,
-            echo: None,
-        }
-    }
-}
-
-impl End {
-    /// The client closed: its close frame is echoed, and its peer leaves.
-    fn echo(frame: Bytes) -> End {
-        End {
-            echo: Some(frame),
-            ..End::gone()
-        }
-    }
-
-    fn gone() -> End {
-        End {
-            code: None,
-            reason: "",
-            error: None,
-            leave_reason: LeaveReason::Closed,
-            stalled: false,
-            echo: None,
-        }
-    }
-
-    /// A write failed: the client went away, or took no bytes for the write
-    /// timeout (then its peer leaves with reason `timeout`, as a silent one
-    /// does, and a close 4508 is tried once without waiting).
-    fn write_failed(e: std::io::Error) -> End {
-        if e.kind() == std::io::ErrorKind::TimedOut {
-            return End {
-                code: Some(CloseCode::SlowConsumer),
-                reason: "took no bytes for the write timeout",
-                error: None,
-                leave_reason: LeaveReason::Timeout,
-                stalled: true,
-                echo: None,
-            };
-        }
-        End::gone()
-    }
-
-    /// The session could not start (its join was refused).
-    fn refused(e: ApiError, hub: &Hub) -> End {
-        if e.close_code() == Some(CloseCode::Unauthorized) {
-            Metrics::add(&hub.metrics().auth_failures, 1);
-        }
-        End {
-            code: Some(e.close_code().unwrap_or(CloseCode::Protocol)),
-            reason: e.code(),
-            error: Some(e.to_event(None)),
-            leave_reason: LeaveReason::Closed,
-            stalled: false,
-            echo: None,
-        }
-    }
-
-    fn error(e: ApiError, leave_reason: LeaveReason) -> End {
-        End::from(Ending::error(e, leave_reason))
-    }
-
-    /// Sends the `error` event and the close frame this end carries, if any,
-    /// and shuts the socket's write side.
-    async fn send(self, socket: &mut Socket) {
-        let mut last = Vec::with_capacity(2);
-        last.extend(self.echo);
-        if let Some(error) = self.error {
-            last.push(error.ws_frame());
-        }
-        if let Some(code) = self.code {
-            last.push(frame::close(code.code(), self.reason));
-        }
-        if self.stalled {
-            // Nothing more is waited for: one try, then the TCP connection goes.
-            socket.discard_staged();
-            let _ = futures_util::FutureExt::now_or_never(socket.send(&last));
-        } else {
-            // What was staged goes first (the events before the end), then the
-            // last words; a client that takes nothing is cut by the write timeout.
-            let _ = socket.flush_then_send(&last).await;
-        }
-        socket.shutdown().await;
-    }
-
-    /// The client's frames broke the protocol: close 1002 for framing, 1007
-    /// for a payload that is not UTF-8, 1009 for size.
-    fn bad_frames(e: FrameError) -> End {
-        let (code, reason) = match e {
-            FrameError::TooLarge => {
-                return End::error(
-                    ApiError::TooLarge("frame over the message size limit".into()),
-                    LeaveReason::Closed,
-                );
-            }
-            FrameError::Protocol(why) => (CloseCode::ProtocolError, why),
-            FrameError::InvalidUtf8(why) => (CloseCode::InvalidPayload, why),
-        };
-        End {
-            code: Some(code),
-            reason,
-            error: None,
-            leave_reason: LeaveReason::Closed,
-            stalled: false,
-            echo: None,
-        }
-    }
 }
