@@ -11,7 +11,10 @@
 //!   and everything accepted after the fault still reaches it;
 //! - no message answered `backend_unavailable` (or refused at connect) was
 //!   ever delivered;
-//! - a keyed message retried any number of times was delivered once;
+//! - a keyed message retried any number of times was delivered once (but
+//!   across Redis restarted empty, which forgets its key too: a copy stored
+//!   before the restart and announced lost by `reset` may precede the one
+//!   stored by the retry);
 //! - the relays that lived through the fault hold as many file descriptors
 //!   as before it, and about the same memory.
 //!
@@ -67,6 +70,8 @@ struct Received {
     messages: Vec<(u64, String)>,
     statuses: Vec<(String, String)>,
     resets: usize,
+    /// How many messages had arrived when the first `reset` did.
+    first_reset: Option<usize>,
     reconnects: usize,
 }
 
@@ -297,12 +302,23 @@ fn verify(ledger: &Ledger, subscribers: &[(String, Received)], reset_before: Opt
     for (name, got) in subscribers {
         let mut last = (0, 0);
         let mut seen = HashSet::new();
-        for (n, id) in &got.messages {
+        for (i, (n, id)) in got.messages.iter().enumerate() {
             assert!(
                 id_of(id) > last,
                 "{name}: {id} after {last:?} (out of order or twice)"
             );
             last = id_of(id);
+            // A Redis restarted empty forgets idempotency keys with the rest:
+            // a keyed message stored just before the restart whose answer was
+            // lost is stored again, under a new id, when retried after it.
+            // Its first copy, delivered before the `reset` that announced
+            // the loss, is not held against it; the copy after is.
+            let stored_before_the_loss = reset_before.is_some_and(|before| *n < before)
+                && n.is_multiple_of(2)
+                && got.first_reset.is_some_and(|at| i < at);
+            if stored_before_the_loss && accepted.get(n).is_some_and(|a| a != id) {
+                continue;
+            }
             assert!(seen.insert(*n), "{name}: message {n} delivered twice");
             assert!(
                 !refused.contains(n),
@@ -461,6 +477,9 @@ async fn subscribe(
                 }
                 Some("reset") => {
                     got.resets += 1;
+                    if got.first_reset.is_none() {
+                        got.first_reset = Some(got.messages.len());
+                    }
                     last = None;
                 }
                 _ => {}
