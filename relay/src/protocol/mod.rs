@@ -1,8 +1,9 @@
-//! The wire contract shared by every transport: room names and event ids,
-//! payloads, the events the relay sends (serialized once, shared by every
-//! recipient), the control messages sessions receive but never write, the
-//! ops clients send, the close codes, and the WebSocket frames that carry
-//! events.
+//! The wire contract shared by every transport: the names a client sends
+//! (rooms, event ids, message types, idempotency keys), payloads, the ops
+//! clients send and the one [`Publish`] a `pub` or a POST becomes, the
+//! events the relay sends (serialized once, shared by every recipient), the
+//! control messages sessions receive but never write, the close codes, and
+//! the WebSocket frames that carry events.
 
 mod close;
 mod control;
