@@ -42,7 +42,6 @@ struct Inner {
     fanout: Arc<Fanout>,
     metrics: Metrics,
     shutdown: CancellationToken,
-    tasks: TaskTracker,
 }
 
 impl axum::extract::FromRef<Hub> for Arc<Authenticator> {
@@ -56,8 +55,7 @@ impl Hub {
     pub fn new(config: Arc<Config>, auth: Arc<Authenticator>, shutdown: CancellationToken) -> Hub {
         let fanout = Fanout::new(config.outbound_queue, config.presence_window);
         let broker = Arc::new(MemoryBroker::new(fanout.clone(), Hub::limits(&config)));
-        let tasks = fanout.tasks().clone();
-        Hub::with_broker(config, auth, shutdown, broker, fanout, tasks)
+        Hub::with_broker(config, auth, shutdown, broker, fanout)
     }
 
     /// A hub over the broker the configuration asks for: Redis when
@@ -71,7 +69,6 @@ impl Hub {
             return Ok(Hub::new(config, auth, shutdown));
         };
         let fanout = Fanout::new(config.outbound_queue, config.presence_window);
-        let tasks = fanout.tasks().clone();
         let settings = crate::broker::RedisSettings {
             url,
             prefix: config.redis_prefix.clone(),
@@ -83,12 +80,9 @@ impl Hub {
             Hub::limits(&config),
             fanout.clone(),
             shutdown.clone(),
-            &tasks,
         )
         .await?;
-        Ok(Hub::with_broker(
-            config, auth, shutdown, redis, fanout, tasks,
-        ))
+        Ok(Hub::with_broker(config, auth, shutdown, redis, fanout))
     }
 
     fn limits(config: &Config) -> Limits {
@@ -107,7 +101,6 @@ impl Hub {
         shutdown: CancellationToken,
         broker: Arc<dyn Broker>,
         fanout: Arc<Fanout>,
-        tasks: TaskTracker,
     ) -> Hub {
         let guard = Guard::new(GuardLimits {
             max_sessions: config.max_connections,
@@ -126,7 +119,6 @@ impl Hub {
                 fanout,
                 metrics: Metrics::default(),
                 shutdown,
-                tasks,
             }),
         }
     }
@@ -156,9 +148,10 @@ impl Hub {
         &self.inner.shutdown
     }
 
-    /// Tracks session tasks so shutdown can wait for them.
+    /// Tracks the relay's tasks (sessions, timers, sweeps) so shutdown can
+    /// wait for them: the fan-out's one tracker.
     pub fn tasks(&self) -> &TaskTracker {
-        &self.inner.tasks
+        self.inner.fanout.tasks()
     }
 
     pub(crate) fn broker(&self) -> &dyn Broker {

@@ -10,7 +10,7 @@ impl Hub {
     /// Runs the broker's sweep every [`SWEEP_INTERVAL`] until shutdown.
     pub fn start_sweeper(&self) {
         let hub = self.clone();
-        self.inner.tasks.spawn(async move {
+        self.tasks().spawn(async move {
             let mut tick = tokio::time::interval(SWEEP_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {

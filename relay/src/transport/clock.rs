@@ -49,10 +49,9 @@ pub struct SessionClock {
     idle_at: Option<Stamp>,
     expiry_at: Option<Stamp>,
     warning_at: Option<Stamp>,
+    /// When the session closes in the relay's drain; set once the drain
+    /// was seen, and kept.
     drain_at: Option<Stamp>,
-    /// Set once the relay's drain was seen; the session then ends at its own
-    /// moment in it (here, in the clock's padding, not beside it).
-    draining: bool,
 }
 
 impl SessionClock {
@@ -81,7 +80,6 @@ impl SessionClock {
             expiry_at: None,
             warning_at: None,
             drain_at: None,
-            draining: false,
         };
         clock.set_token(exp);
         clock
@@ -148,13 +146,12 @@ impl SessionClock {
 
     /// Shutdown started: the session closes `after` from now.
     pub fn start_drain(&mut self, after: Duration) {
-        self.draining = true;
         self.drain_at = Some(Stamp::at(Instant::now() + after));
     }
 
     /// True once [`SessionClock::start_drain`] ran.
     pub fn is_draining(&self) -> bool {
-        self.draining
+        self.drain_at.is_some()
     }
 
     /// The token's expiry (Unix seconds), for the `expiring` warning.

@@ -597,7 +597,6 @@ async fn redis_broker_meets_the_contract() {
 
 /// The whole contract against Redis brokers on `url` (a server or a cluster).
 pub async fn redis_contract(url: &str) {
-    let tasks = tokio_util::task::TaskTracker::new();
     let shutdown = tokio_util::sync::CancellationToken::new();
     let url = url.to_owned();
     contract(|fanout, limits| {
@@ -607,12 +606,11 @@ pub async fn redis_contract(url: &str) {
             timeout: Duration::from_secs(3),
             instance_ttl: Duration::from_secs(10),
         };
-        let (shutdown, tasks) = (shutdown.clone(), tasks.clone());
+        let shutdown = shutdown.clone();
         async move {
-            let broker =
-                edgewire::broker::RedisBroker::connect(settings, limits, fanout, shutdown, &tasks)
-                    .await
-                    .expect("connect to redis");
+            let broker = edgewire::broker::RedisBroker::connect(settings, limits, fanout, shutdown)
+                .await
+                .expect("connect to redis");
             // The pub/sub connection comes up in the background.
             let deadline = tokio::time::Instant::now() + DEADLINE;
             while !broker.is_ready() {

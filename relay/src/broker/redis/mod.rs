@@ -45,7 +45,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use self::connection::{Conn, Subscriber, Target};
 use self::deadlines::SweepPlan;
@@ -122,15 +121,15 @@ pub(super) struct LocalPeer {
 
 impl RedisBroker {
     /// Connects (failing after the timeout), starts the heartbeat and the
-    /// pub/sub task, and returns the broker. A failure says which URL (its
+    /// pub/sub task (tracked by the fan-out's tracker), and returns the broker. A failure says which URL (its
     /// password hidden), why, and what to check.
     pub async fn connect(
         settings: RedisSettings,
         limits: Limits,
         fanout: Arc<Fanout>,
         shutdown: CancellationToken,
-        tasks: &TaskTracker,
     ) -> Result<Arc<RedisBroker>, StartError> {
+        let tasks = fanout.tasks().clone();
         let timeout = settings.timeout;
         let shown_url = crate::redact::url_password(&settings.url);
         let failed = |cause: StartCause| StartError {
