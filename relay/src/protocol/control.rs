@@ -67,15 +67,14 @@ impl Envelope {
     /// Reads what another instance published on a room's channel; `None`
     /// when the text is neither an event nor a control message.
     pub fn from_json(json: String) -> Option<Envelope> {
-        // Every instance writes the `kind` tag first (serde's internal tag),
-        // so a control message is known by its opening without a second
-        // parse of the events that are nearly all the traffic.
-        if json.starts_with(r#"{"kind":"refresh""#) {
-            return serde_json::from_str(&json)
+        // Events first, read once: they are nearly all the traffic, and a
+        // control message's `kind` is no event kind.
+        match Event::read(json) {
+            Ok(event) => Some(Envelope::Event(event)),
+            Err(json) => serde_json::from_str(&json)
                 .ok()
-                .map(|control| Envelope::Control(Box::new(control)));
+                .map(|control| Envelope::Control(Box::new(control))),
         }
-        Event::from_json(json).map(Envelope::Event)
     }
 }
 

@@ -269,7 +269,22 @@ impl Event {
     /// Rebuilds an event from its JSON text (as published by another relay
     /// instance); `None` when the text is not an event.
     pub fn from_json(json: String) -> Option<Arc<Event>> {
-        let routing: Routing<'_> = serde_json::from_str(&json).ok()?;
+        Event::read(json).ok()
+    }
+
+    /// [`Event::from_json`], giving the text back when it is not an event,
+    /// for the caller to read as something else.
+    pub(super) fn read(json: String) -> Result<Arc<Event>, String> {
+        match Event::route_of(&json) {
+            Some((kind, route)) => Ok(Event::with_json(kind, route, json)),
+            None => Err(json),
+        }
+    }
+
+    /// The kind and routing of an event's JSON text; `None` when it is not
+    /// an event.
+    fn route_of(json: &str) -> Option<(EventKind, Route)> {
+        let routing: Routing<'_> = serde_json::from_str(json).ok()?;
         let kind = EventKind::from_name(routing.kind)?;
         let id = match routing.id {
             Some(id) => Some(id.parse().ok()?),
@@ -287,7 +302,7 @@ impl Event {
             to: routing.to.map(Arc::from),
             topic: routing.topic.map(Arc::from),
         };
-        Some(Event::with_json(kind, route, json))
+        Some((kind, route))
     }
 
     /// True for events kept in history (broadcast messages and live topic
