@@ -139,11 +139,8 @@ async fn debug_logs_of_a_session_and_a_post_hold_no_token() {
         let mut logs = String::new();
         for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
             let Ok(line) = line else { break };
-            if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
-                && json["fields"]["message"] == "edgewire listening"
-                && let Some(addr) = json["fields"]["addr"].as_str()
-            {
-                let _ = addr_tx.send(addr.to_owned());
+            if let Some(addr) = crate::harness::listening_addr(&line) {
+                let _ = addr_tx.send(addr);
             }
             logs.push_str(&line);
             logs.push('\n');

@@ -271,12 +271,8 @@ fn start_logged(extra: &[&str]) -> (std::process::Child, String, String) {
     let mut lines = BufReader::new(stderr).lines();
     let first = lines.next().expect("a log line").expect("utf-8");
     std::thread::spawn(move || lines.for_each(drop));
-    let addr = first
-        .split("addr=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no addr= in the first log line: {first:?}"))
-        .to_owned();
+    let addr = crate::harness::listening_addr(&first)
+        .unwrap_or_else(|| panic!("no address in the first log line: {first:?}"));
     (child, format!("http://{addr}"), first)
 }
 

@@ -491,6 +491,23 @@ pub struct RelayProcess {
     pub base: String,
 }
 
+/// The address in a relay's `edgewire listening` log line, in either log
+/// format (text: `… edgewire listening addr=…`; JSON: its `fields`); `None`
+/// for any other line.
+pub fn listening_addr(line: &str) -> Option<String> {
+    if let Ok(json) = serde_json::from_str::<Value>(line) {
+        let fields = &json["fields"];
+        return (fields["message"] == "edgewire listening")
+            .then(|| fields["addr"].as_str().map(str::to_owned))
+            .flatten();
+    }
+    line.split("edgewire listening")
+        .nth(1)
+        .and_then(|rest| rest.split("addr=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(str::to_owned)
+}
+
 impl RelayProcess {
     /// Starts `edgewire serve` with the fixture secret and `env`, once ready.
     /// It binds port 0 itself and the harness reads the address from its
@@ -514,13 +531,8 @@ impl RelayProcess {
                 .lines()
                 .map_while(Result::ok)
             {
-                if let Some(addr) = line
-                    .split("edgewire listening")
-                    .nth(1)
-                    .and_then(|rest| rest.split("addr=").nth(1))
-                    .and_then(|rest| rest.split_whitespace().next())
-                {
-                    let _ = found.send(addr.to_owned());
+                if let Some(addr) = listening_addr(&line) {
+                    let _ = found.send(addr);
                 }
             }
         });
